@@ -1,0 +1,83 @@
+"""Data loaders: the embedded default and the real files in ../shared/data."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tfvae import data
+
+
+def test_default_is_embedded_and_binary():
+    d = data.load_default()
+    assert d.x_train.shape[1] == 64 and d.image_shape == (8, 8, 1)
+    assert len(d.x_train) + len(d.x_test) == 1797
+    assert set(np.unique(d.x_train)) <= {0.0, 1.0} and d.binary
+
+
+def test_mnist_idx(data_dir):
+    d = data.load_mnist(data_dir, binarization="none")
+    assert d.x_train.shape == (60000, 784) and d.x_test.shape == (10000, 784)
+    assert abs(d.x_train.mean() - 0.130660) < 1e-5  # the README's pixel mean
+    np.testing.assert_array_equal(
+        np.bincount(d.y_test), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
+    s = data.load_mnist(data_dir, binarization="static", seed=0, subset=1000)
+    assert set(np.unique(s.x_train)) == {0.0, 1.0}
+    np.testing.assert_array_equal(
+        s.x_train, data.load_mnist(data_dir, binarization="static", seed=0, subset=1000).x_train
+    )
+
+
+def test_binarized_mnist(data_dir):
+    d = data.load_binarized_mnist(data_dir)
+    assert d.x_train.shape == (50000, 784) and d.x_test.shape == (10000, 784)
+    assert abs(d.x_test.mean() - 0.13251) < 1e-4
+
+
+def test_frey_face(data_dir):
+    d = data.load_frey_face(data_dir)
+    assert d.x_train.shape[1] == 560 and len(d.x_train) + len(d.x_test) == 1965
+    assert not d.binary and d.image_shape == (28, 20, 1)
+    assert 0 < d.x_train.min() and d.x_train.max() < 1
+
+
+def test_dynamic_binarization_redraws_each_epoch():
+    x = np.full((8, 5), 0.5, np.float32)
+    ds = data.make_dataset(x, batch_size=8, shuffle=False, dynamic_binarization=True)
+    a, b = [next(iter(ds)).numpy() for _ in range(1)] + [list(ds)[0].numpy()]
+    assert set(np.unique(a)) <= {0.0, 1.0}
+    assert not np.array_equal(a, b)
+
+
+def test_missing_and_corrupt_files(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data.load_mnist(str(tmp_path / "nope"))
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(FileNotFoundError, match="train-images"):
+        data.load_mnist(str(tmp_path))
+    with gzip.open(tmp_path / "mnist" / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(
+            bytes([0, 0, 8, 3])
+            + (10).to_bytes(4, "big")
+            + (28).to_bytes(4, "big") * 2
+            + b"\0" * 100
+        )
+    with pytest.raises(ValueError, match="truncated"):
+        data.load_mnist(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.load_dataset("cifar")
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match="TFVAE_DATA_DIR"):
+        data.load_mnist()
+
+
+def test_load_array(tmp_path):
+    x = np.random.default_rng(0).random((50, 4, 5)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    d = data.load_array(str(tmp_path / "a.npy"))
+    assert d.input_dim == 20 and d.image_shape == (4, 5, 1)
+    assert len(d.x_train) + len(d.x_test) == 50 and not d.binary
+    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read"):
+        data.load_array(str(tmp_path / "bad.npy"))

@@ -1,0 +1,127 @@
+"""Distribution heads: parameters in, the right distribution out (checked against numpy)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as tfk
+
+from tfvae import VAEConfig
+from tfvae.heads import (
+    DiagonalGaussian,
+    FixedVarianceGaussian,
+    IsotropicGaussian,
+    make_head,
+    soft_clip,
+)
+from tfvae.networks import make_decoder, make_encoder
+
+rng = np.random.default_rng(2)
+
+
+def np_soft_clip(x, lo=-8.0, hi=8.0):
+    return lo + np.logaddexp(0, x - lo) - np.logaddexp(0, x - hi)
+
+
+def np_gauss_ll(x, mu, log_var):
+    return np.sum(-0.5 * (np.log(2 * np.pi) + log_var + (x - mu) ** 2 / np.exp(log_var)), -1)
+
+
+def test_diagonal_gaussian_params_round_trip():
+    mean = rng.normal(size=(4, 5)).astype(np.float32)
+    log_var = rng.uniform(-3, 3, size=(4, 5)).astype(np.float32)
+    d = DiagonalGaussian(5)(np.concatenate([mean, log_var], -1))
+    assert DiagonalGaussian.params_size(5) == 10
+    assert d.event_shape == [5]
+    np.testing.assert_allclose(d.mean(), mean, rtol=1e-6)
+    np.testing.assert_allclose(np.log(d.variance()), np_soft_clip(log_var), rtol=1e-4, atol=1e-5)
+    assert np.max(np.abs(np_soft_clip(log_var) - log_var)) < 0.01  # ~identity inside bounds
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    np.testing.assert_allclose(
+        d.log_prob(x), np_gauss_ll(x, mean, np_soft_clip(log_var)), rtol=1e-4
+    )
+
+
+def test_isotropic_shares_one_variance():
+    assert IsotropicGaussian.params_size(6) == 7
+    params = rng.normal(size=(3, 7)).astype(np.float32)
+    d = IsotropicGaussian(6)(params)
+    var = d.variance().numpy()
+    np.testing.assert_allclose(var, np.repeat(var[:, :1], 6, axis=1))
+    np.testing.assert_allclose(np.log(var[:, 0]), np_soft_clip(params[:, 6]), rtol=1e-4, atol=1e-5)
+
+
+def test_fixed_variance():
+    mean = rng.normal(size=(2, 3)).astype(np.float32)
+    d = FixedVarianceGaussian(3, variance=0.25)(mean)
+    np.testing.assert_allclose(d.stddev(), 0.5)
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_allclose(d.log_prob(x), np_gauss_ll(x, mean, np.log(0.25)), rtol=1e-5)
+
+
+def test_soft_clip_bounds_and_gradient():
+    x = tf.constant([-1e4, -20.0, 0.0, 3.0, 20.0, 1e4])
+    y = soft_clip(x, -8.0, 8.0).numpy()
+    assert np.all(y >= -8.0) and np.all(y <= 8.0)
+    assert abs(y[2]) < 1e-6 and abs(y[3] - 3.0) < 1e-2
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = soft_clip(x, -8.0, 8.0)
+    grad = tape.gradient(out, x).numpy()
+    assert np.all(grad >= 0) and grad[2] > 0.99
+
+
+def test_gaussian_decoder_has_two_parallel_heads_on_one_hidden_layer():
+    decoder = make_decoder(
+        VAEConfig(input_dim=10, latent_dim=2, decoder="gaussian", hidden_units=(7,))
+    )
+    mean, log_var = decoder.get_layer("x_mean"), decoder.get_layer("x_log_var")
+    assert mean.input is log_var.input  # same hidden features feed both
+    assert mean.output.shape[-1] == log_var.output.shape[-1] == 10
+    # The distribution's parameters are exactly those two heads' outputs.
+    z = rng.normal(size=(3, 2)).astype(np.float32)
+    px = decoder(z)
+    params = tfk.Model(decoder.input, [mean.output, log_var.output])(z)
+    np.testing.assert_allclose(px.mean(), params[0], rtol=1e-5)
+    np.testing.assert_allclose(np.log(px.variance()), np_soft_clip(params[1].numpy()), atol=1e-4)
+
+
+def test_bernoulli_decoder_log_prob_matches_appendix_c1():
+    decoder = make_decoder(VAEConfig(input_dim=9, latent_dim=2, hidden_units=(5,)))
+    z = rng.normal(size=(4, 2)).astype(np.float32)
+    px = decoder(z)
+    y = px.mean().numpy().astype(np.float64)
+    x = (rng.random((4, 9)) > 0.5).astype(np.float32)
+    expected = np.sum(x * np.log(y) + (1 - x) * np.log(1 - y), -1)
+    np.testing.assert_allclose(px.log_prob(x), expected, rtol=1e-5)
+    assert px.sample(seed=(1, 2)).numpy().min() in (0.0, 1.0)
+
+
+def test_encoder_outputs_multivariate_normal_diag():
+    encoder = make_encoder(VAEConfig(input_dim=9, latent_dim=4, hidden_units=(5,)))
+    q = encoder(np.zeros((2, 9), np.float32))
+    assert isinstance(q.tensor_distribution, tfp.distributions.MultivariateNormalDiag)
+    assert q.event_shape == [4] and q.batch_shape == [2]
+
+
+@pytest.mark.parametrize("decoder", ["bernoulli", "gaussian", "isotropic", "fixed_variance"])
+def test_conv_heads_give_pixel_events(decoder):
+    config = VAEConfig(
+        input_dim=64,
+        latent_dim=2,
+        decoder=decoder,
+        architecture="conv",
+        image_shape=(8, 8, 1),
+        hidden_units=(16,),
+        conv_filters=(4, 8),
+    )
+    px = make_decoder(config)(np.zeros((3, 2), np.float32))
+    assert px.event_shape == [64] and px.batch_shape == [3]
+    assert np.all(np.isfinite(px.log_prob(np.full((3, 64), 0.5, np.float32))))
+
+
+def test_make_head_rejects_unknown_decoder():
+    config = VAEConfig()
+    object.__setattr__(config, "decoder", "poisson")
+    with pytest.raises(ValueError, match="poisson"):
+        make_head(tfk.Input((3,)), config)

@@ -1,0 +1,179 @@
+"""The VAE model: distributions out, the loss of the paper, Keras fit/evaluate/predict, IWAE."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import VAE, VAEConfig
+
+tfd = tfp.distributions
+
+
+def np_elbo(model, x, seed):
+    """ELBO from the networks' raw parameters with numpy formulas (App. B, C.1)."""
+    q = model.encoder(x)
+    mu, var = q.mean().numpy().astype(np.float64), q.variance().numpy().astype(np.float64)
+    z = q.sample(seed=tf.constant(seed, tf.int32)).numpy()
+    y = model.decoder(z).mean().numpy().astype(np.float64)
+    rec = np.sum(x * np.log(y) + (1 - x) * np.log(1 - y), -1)
+    kl = -0.5 * np.sum(1 + np.log(var) - mu**2 - var, -1)
+    return rec - kl
+
+
+def test_call_returns_decoder_distribution(small_config, binary_x):
+    model = VAE(small_config)
+    px = model(binary_x[:5], seed=3)
+    assert isinstance(px, tfd.Distribution)
+    assert px.event_shape == [16] and px.batch_shape == [5]
+    mean = px.mean().numpy()
+    assert np.all((mean > 0) & (mean < 1))
+    draws = px.sample(seed=(0, 1)).numpy()
+    assert set(np.unique(draws)) <= {0.0, 1.0}
+    # Same z -> same distribution parameters; the draws from it still vary.
+    np.testing.assert_array_equal(model(binary_x[:5], seed=3).mean(), mean)
+    assert not np.array_equal(px.sample(seed=(0, 1)), px.sample(seed=(0, 2)))
+
+
+def test_elbo_matches_numpy(small_config, binary_x):
+    model = VAE(small_config)
+    np.testing.assert_allclose(
+        model.elbo(binary_x, seed=7), np_elbo(model, binary_x, [7, 0]), rtol=1e-4
+    )
+
+
+def test_monte_carlo_kl_agrees_with_analytic_on_average(binary_x):
+    config = VAEConfig(input_dim=16, latent_dim=3, hidden_units=(12,), kl_method="monte_carlo")
+    mc_model = VAE(config)
+    an_model = VAE(config.replace(kl_method="analytic"))
+    x = tf.constant(np.repeat(binary_x[:1], 4000, 0))
+    _, kl_mc = mc_model.elbo_terms(x, tf.constant([1, 2]))
+    _, kl_an = an_model.elbo_terms(x, tf.constant([1, 2]))
+    assert abs(float(tf.reduce_mean(kl_mc)) - float(kl_an[0])) < 0.05 * float(kl_an[0]) + 0.02
+
+
+def test_fit_evaluate_predict(small_config, binary_x):
+    model = VAE(small_config)
+    model.compile()
+    history = model.fit(binary_x, epochs=2, batch_size=16, verbose=0)
+    assert set(history.history) >= {"loss", "elbo", "reconstruction", "kl"}
+    logs = model.evaluate(binary_x, batch_size=16, verbose=0, return_dict=True)
+    assert logs["elbo"] == pytest.approx(logs["reconstruction"] - logs["kl"], rel=1e-5)
+    assert logs["loss"] == pytest.approx(-logs["elbo"], rel=1e-5)
+    # evaluate restarts its draws: same number twice
+    assert model.evaluate(binary_x, batch_size=16, verbose=0, return_dict=True) == logs
+    mean = model.predict(binary_x, batch_size=16, verbose=0)
+    assert mean.shape == (64, 16) and np.all((mean > 0) & (mean < 1))
+    sample = model.predict(binary_x, output="sample", verbose=0)
+    assert set(np.unique(sample)) <= {0.0, 1.0}
+    deterministic = model.predict(binary_x, latent="mean", verbose=0)
+    q_mean = model.encoder(binary_x).mean()
+    np.testing.assert_allclose(deterministic, model.decoder(q_mean).mean(), rtol=1e-5)
+    probs = model.predict(binary_x, output="probs", latent="mean", verbose=0)
+    np.testing.assert_allclose(probs, deterministic, rtol=1e-5)
+
+
+def test_kl_weight_scales_the_loss(small_config, binary_x):
+    model = VAE(small_config.replace(kl_weight=0.0))
+    model.compile()
+    logs = model.evaluate(binary_x, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(-logs["reconstruction"], rel=1e-5)
+    assert logs["kl"] > 0
+
+
+def test_training_is_deterministic(small_config, binary_x):
+    def run():
+        model = VAE(small_config)
+        model.compile()
+        return model.fit(binary_x, epochs=2, batch_size=16, shuffle=False, verbose=0).history[
+            "loss"
+        ]
+
+    assert run() == run()
+
+
+def test_generate_from_prior(small_config):
+    model = VAE(small_config)
+    px = model.sample_prior(7, seed=1)
+    assert px.batch_shape == [7] and px.event_shape == [16]
+    x = model.generate(5, seed=2)
+    assert x.shape == (5, 16) and set(np.unique(x)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(x, model.generate(5, seed=2))
+
+
+def test_iwae_bound_above_elbo_and_rising_in_k(small_config, binary_x):
+    model = VAE(small_config)
+    model.compile()
+    model.fit(binary_x, epochs=3, batch_size=16, verbose=0)
+    x = binary_x[:32]
+    elbo = np.mean([model.elbo(x, seed=s).numpy().mean() for s in range(20)])
+    k1 = model.log_likelihood(x, num_samples=1, seed=0).mean()
+    k10 = model.log_likelihood(x, num_samples=10, seed=0).mean()
+    k500 = model.log_likelihood(x, num_samples=500, chunk_size=64, seed=0).mean()
+    assert abs(k1 - elbo) < 1.0  # K = 1 is an ELBO estimate
+    assert elbo <= k10 <= k500 + 0.05
+    # chunking changes nothing but memory
+    a = model.log_likelihood(x, num_samples=300, chunk_size=300, seed=0)
+    b = model.log_likelihood(x, num_samples=300, chunk_size=300, seed=0)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_iwae_matches_numpy_log_mean_exp(small_config, binary_x):
+    model = VAE(small_config)
+    x = binary_x[:4]
+    q = model.encoder(x)
+    z = q.sample(2000, seed=(5, 5)).numpy()  # [K, batch, J]
+    px = model.decoder(z.reshape(-1, 3))
+    log_px_z = px.log_prob(np.tile(x, (2000, 1))).numpy().reshape(2000, 4)
+    mu, sd = q.mean().numpy(), q.stddev().numpy()
+    log_q = np.sum(-0.5 * np.log(2 * np.pi) - np.log(sd) - 0.5 * ((z - mu) / sd) ** 2, -1)
+    log_p = np.sum(-0.5 * np.log(2 * np.pi) - 0.5 * z**2, -1)
+    lw = (log_px_z + log_p - log_q).astype(np.float64)
+    expected = np.log(np.mean(np.exp(lw - lw.max(0)), 0)) + lw.max(0)
+    got = model.log_likelihood(x, num_samples=2000, chunk_size=2000, seed=0)
+    np.testing.assert_allclose(got, expected, atol=0.15)  # different draws, same estimator
+
+
+@pytest.mark.parametrize("decoder", ["gaussian", "isotropic", "fixed_variance"])
+def test_gaussian_decoders_train(decoder):
+    x = np.random.default_rng(0).random((128, 10)).astype(np.float32)
+    model = VAE(VAEConfig(input_dim=10, latent_dim=2, decoder=decoder, hidden_units=(16,)))
+    model.compile()
+    before = model.evaluate(x, verbose=0, return_dict=True)["elbo"]
+    model.fit(x, epochs=20, batch_size=32, verbose=0)
+    after = model.evaluate(x, verbose=0, return_dict=True)["elbo"]
+    assert np.isfinite(after) and after > before
+
+
+def test_bad_inputs_are_named(small_config):
+    model = VAE(small_config)
+    with pytest.raises(ValueError, match=r"x must have shape \[batch, 16\].*\(3, 15\)"):
+        model(np.zeros((3, 15), np.float32))
+    with pytest.raises(ValueError, match="flatten"):
+        model.predict(np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        model(np.full((2, 16), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.fit(np.full((4, 16), 2.0, np.float32), verbose=0)
+    with pytest.raises(TypeError, match="numeric"):
+        model(np.array([["a"] * 16]))
+    with pytest.raises(ValueError, match="empty"):
+        model.fit(np.zeros((0, 16), np.float32), verbose=0)
+    with pytest.raises(ValueError, match="z must have shape"):
+        model.decode(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="output must be one of"):
+        model.predict(np.zeros((2, 16), np.float32), output="median")
+    with pytest.raises(ValueError, match="do not pass loss"):
+        model.compile(loss="mse")
+    gaussian = VAE(small_config.replace(decoder="gaussian"))
+    with pytest.raises(ValueError, match="bernoulli"):
+        gaussian.predict(np.zeros((2, 16), np.float32), output="probs")
+    with pytest.raises(ValueError, match="dataset elements"):
+        model.fit(tf.data.Dataset.from_tensor_slices(np.zeros((4, 16), np.float32)), verbose=0)
+
+
+def test_fit_accepts_tf_data(small_config, binary_x):
+    model = VAE(small_config)
+    ds = tf.data.Dataset.from_tensor_slices(binary_x).batch(16)
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

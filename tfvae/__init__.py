@@ -1,0 +1,29 @@
+"""tfvae: variational autoencoders whose encoder and decoder are distributions (TF + TFP).
+
+`model(x)` returns p(x|z), a `tfd.Distribution`: `.mean()` is x-hat, `.sample()` draws x.
+"""
+
+from tfvae.config import VAEConfig
+from tfvae.data import Data, load_dataset, make_dataset
+from tfvae.heads import DiagonalGaussian, FixedVarianceGaussian, IsotropicGaussian
+from tfvae.model import VAE
+from tfvae.saving import load_model, save_model
+from tfvae.train import KLWarmup, TrainConfig, evaluate_model, train_and_evaluate
+
+__all__ = [
+    "VAEConfig",
+    "VAE",
+    "TrainConfig",
+    "KLWarmup",
+    "train_and_evaluate",
+    "evaluate_model",
+    "save_model",
+    "load_model",
+    "Data",
+    "load_dataset",
+    "make_dataset",
+    "DiagonalGaussian",
+    "IsotropicGaussian",
+    "FixedVarianceGaussian",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,373 @@
+"""The VAE: a `tf_keras.Model` whose encoder and decoder return distributions.
+
+`model(x)` returns p(x|z) for z ~ q(z|x): a `tfd.Distribution`, not an image. Its `.mean()`
+is what tutorials call the reconstruction x-hat, `.sample()` draws an x, `.log_prob(x)` is
+the likelihood term of the loss -log p(x|z) + beta * KL(q(z|x) || p(z)).
+`fit`/`evaluate` log `elbo`, `reconstruction` (log p(x|z)) and `kl` in nats per example.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as tfk
+
+from tfvae import objectives
+from tfvae.config import VAEConfig
+from tfvae.networks import make_decoder, make_encoder
+from tfvae.validation import check_inputs, check_latents
+
+tfd = tfp.distributions
+
+__all__ = ["VAE", "PREDICT_OUTPUTS"]
+
+PREDICT_OUTPUTS = ("mean", "mode", "sample", "probs", "logits", "stddev")
+
+# Independent sample streams, so training, evaluation and prediction draws never collide.
+_TRAIN_STREAM, _EVAL_STREAM, _PREDICT_STREAM, _LIKELIHOOD_STREAM = range(4)
+
+
+def as_seed(seed) -> tf.Tensor:
+    """A stateless seed (`int32[2]`) from an int, a pair, or a seed tensor."""
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([int(seed) % (2**31 - 1), 0], tf.int32)
+    return tf.cast(tf.reshape(seed, [2]), tf.int32)
+
+
+class VAE(tfk.Model):
+    """Variational autoencoder of Kingma & Welling (2013) built from a `VAEConfig`.
+
+    Attributes:
+      encoder: `tf_keras.Model`, x `[batch, input_dim]` -> q(z|x) (MultivariateNormalDiag).
+      decoder: `tf_keras.Model`, z `[batch, latent_dim]` -> p(x|z) (Bernoulli or Gaussian).
+      prior: p(z) = N(0, I), a `tfd.MultivariateNormalDiag`.
+      kl_weight: a non-trainable variable holding beta (changed by `KLWarmup`).
+
+    Sampling is stateless and seeded: training step `t` draws with seed
+    `(config.seed, t)`, so the same seed on the same machine gives the same losses, and a
+    run resumed from a checkpoint continues the same stream.
+
+    Example:
+      >>> model = VAE(VAEConfig(input_dim=4, latent_dim=2, hidden_units=(8,)))
+      >>> px = model(np.full((3, 4), 0.5, np.float32))   # p(x|z), z ~ q(z|x)
+      >>> px.mean().shape.as_list(), px.log_prob(np.ones((3, 4), np.float32)).shape.as_list()
+      ([3, 4], [3])
+    """
+
+    def __init__(
+        self,
+        config: Optional[VAEConfig] = None,
+        encoder: Optional[tfk.Model] = None,
+        decoder: Optional[tfk.Model] = None,
+        name: str = "vae",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.config = config if config is not None else VAEConfig()
+        if not isinstance(self.config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig, got {type(self.config).__name__}")
+        self.encoder = encoder if encoder is not None else make_encoder(self.config)
+        self.decoder = decoder if decoder is not None else make_decoder(self.config)
+        latent = self.config.latent_dim
+        self.prior = tfd.MultivariateNormalDiag(
+            loc=tf.zeros([latent]), scale_diag=tf.ones([latent]), name="prior"
+        )
+        self.kl_weight = tf.Variable(
+            float(self.config.kl_weight), trainable=False, dtype=tf.float32, name="kl_weight"
+        )
+        self._draws = tf.Variable(0, trainable=False, dtype=tf.int64, name="draws")
+        self._predict_output = "mean"
+        self._predict_latent = "sample"
+        self._trackers = {
+            name: tfk.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
+        }
+        self._initialise_weights()
+
+    # ----------------------------------------------------------------- construction
+    def _initialise_weights(self) -> None:
+        """Seeded Glorot-uniform kernels and zero biases, so `config.seed` fixes the init."""
+        for i, var in enumerate(self.encoder.weights + self.decoder.weights):
+            if var.shape.rank >= 2:
+                fan_in = int(np.prod(var.shape[:-1]))
+                fan_out = int(var.shape[-1])
+                if var.shape.rank == 4:  # conv kernels: receptive field counts on both sides
+                    field = int(np.prod(var.shape[:2]))
+                    fan_in, fan_out = field * int(var.shape[2]), field * int(var.shape[3])
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                var.assign(
+                    tf.random.stateless_uniform(
+                        var.shape, [self.config.seed, i], -limit, limit, dtype=var.dtype
+                    )
+                )
+            else:
+                var.assign(tf.zeros_like(var))
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(VAEConfig.from_dict(config["config"]), name=config.get("name", "vae"))
+
+    # ------------------------------------------------------------------ distributions
+    def encode(self, x, training=None) -> tfd.Distribution:
+        """q(z|x): a MultivariateNormalDiag over `[batch, latent_dim]`."""
+        x = check_inputs(x, self.config, "x")
+        return self.encoder(x, training=training)
+
+    def decode(self, z, training=None) -> tfd.Distribution:
+        """p(x|z): the decoder distribution over `[batch, input_dim]` (parameters fixed by z)."""
+        z = check_latents(z, self.config, "z")
+        return self.decoder(z, training=training)
+
+    def call(self, x, training=None, seed=None):
+        """p(x|z) for one z ~ q(z|x) per example; `seed` (int or `int32[2]`) repeats draws."""
+        x = check_inputs(x, self.config, "x")
+        q = self.encoder(x, training=training)
+        z = q.sample(seed=self._next_seed(_PREDICT_STREAM) if seed is None else as_seed(seed))
+        return self.decoder(z, training=training)
+
+    def sample_prior(self, num_samples: int, seed=0) -> tfd.Distribution:
+        """p(x|z) for `num_samples` draws z ~ p(z): `.sample()` gives new data, `.mean()` x-hat."""
+        if int(num_samples) <= 0:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        z = self.prior.sample(int(num_samples), seed=as_seed(seed))
+        return self.decoder(z)
+
+    def generate(self, num_samples: int, seed=0, output: str = "sample") -> np.ndarray:
+        """New data as a numpy array: draws x ~ p(x|z), z ~ p(z) (or the `mean` per z)."""
+        px = self.sample_prior(num_samples, seed)
+        seed2 = as_seed(seed) + tf.constant([0, 1], tf.int32)
+        return self._select(px, output, seed2).numpy()
+
+    # ----------------------------------------------------------------- the objective
+    def _next_seed(self, stream: int) -> tf.Tensor:
+        count = self._draws.assign_add(1)
+        return tf.stack(
+            [tf.constant(self.config.seed * 4 + stream, tf.int32), tf.cast(count, tf.int32)]
+        )
+
+    def elbo_terms(self, x, seed, training=None):
+        """Per-example (log p(x|z), KL(q||p)) for one z ~ q(z|x) drawn with a stateless `seed`."""
+        q = self.encoder(x, training=training)
+        z = q.sample(seed=seed)
+        px = self.decoder(z, training=training)
+        reconstruction = px.log_prob(x)
+        kl = objectives.kl_divergence(q, self.prior, self.config.kl_method, z)
+        return reconstruction, kl
+
+    def elbo(self, x, seed=0) -> tf.Tensor:
+        """Per-example ELBO estimate (nats), `[batch]`: log p(x|z) - KL, one z per example."""
+        x = check_inputs(x, self.config, "x")
+        reconstruction, kl = self.elbo_terms(x, as_seed(seed))
+        return reconstruction - kl
+
+    def _update_metrics(self, loss, reconstruction, kl):
+        self._trackers["loss"].update_state(loss)
+        self._trackers["elbo"].update_state(reconstruction - kl)
+        self._trackers["reconstruction"].update_state(reconstruction)
+        self._trackers["kl"].update_state(kl)
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values()) + list(super().metrics)
+
+    def _loss(self, reconstruction, kl):
+        loss = tf.reduce_mean(-reconstruction + self.kl_weight * kl)
+        if self.losses:
+            loss += tf.add_n(self.losses)
+        return loss
+
+    def train_step(self, data):
+        x = _features(data)
+        # Step t draws with seed (seed, t): reproducible, and resumes with the optimizer.
+        seed = tf.stack(
+            [
+                tf.constant(self.config.seed * 4 + _TRAIN_STREAM, tf.int32),
+                tf.cast(self.optimizer.iterations, tf.int32),
+            ]
+        )
+        with tf.GradientTape() as tape:
+            reconstruction, kl = self.elbo_terms(x, seed, training=True)
+            loss = self._loss(reconstruction, kl)
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return self._update_metrics(loss, reconstruction, kl)
+
+    def test_step(self, data):
+        x = _features(data)
+        reconstruction, kl = self.elbo_terms(x, self._next_seed(_EVAL_STREAM))
+        return self._update_metrics(self._loss(reconstruction, kl), reconstruction, kl)
+
+    def predict_step(self, data):
+        x = _features(data)
+        q = self.encoder(x, training=False)
+        z = (
+            q.mean()
+            if self._predict_latent == "mean"
+            else q.sample(seed=self._next_seed(_PREDICT_STREAM))
+        )
+        px = self.decoder(z, training=False)
+        return self._select(px, self._predict_output, self._next_seed(_PREDICT_STREAM))
+
+    def _select(self, px, output, seed):
+        if output == "mean":
+            return px.mean()
+        if output == "mode":
+            return px.mode()
+        if output == "sample":
+            return px.sample(seed=seed)
+        if output == "stddev":
+            return px.stddev()
+        if output in ("probs", "logits"):
+            if self.config.decoder != "bernoulli":
+                raise ValueError(
+                    f"output={output!r} needs a bernoulli decoder, "
+                    f"this model's is {self.config.decoder!r}"
+                )
+            logits = px.distribution.logits_parameter()  # Independent(Bernoulli)
+            return tf.sigmoid(logits) if output == "probs" else logits
+        raise ValueError(f"output must be one of {PREDICT_OUTPUTS}, got {output!r}")
+
+    # ------------------------------------------------------------------ Keras entry points
+    def compile(self, optimizer=None, **kwargs):
+        """Keras compile; the loss is the model's own, so only the optimizer is needed.
+
+        Defaults: Adam(1e-3) and `jit_compile=True` (XLA), which fuses the whole step.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("VAE computes its own loss (-log p(x|z) + beta*KL); do not pass loss=")
+        kwargs.pop("loss", None)
+        kwargs.setdefault("jit_compile", True)
+        super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored)."""
+        x = _check_fit_input(x, self.config, "x")
+        if validation_data is not None:
+            validation_data = _check_fit_input(validation_data, self.config, "validation_data")
+        self._ensure_compiled()
+        return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras evaluate; reproducible: the evaluation draws restart at every call."""
+        x = _check_fit_input(x, self.config, "x")
+        self._ensure_compiled()
+        self._draws.assign(0)
+        return super().evaluate(x, None, *args, **kwargs)
+
+    def predict(self, x, *args, output: str = "mean", latent: str = "sample", **kwargs):
+        """Keras predict returning tensors of p(x|z): its `mean`, `mode`, a `sample`, ...
+
+        Args:
+          output: one of `PREDICT_OUTPUTS` (`probs`/`logits` for Bernoulli decoders).
+          latent: `sample` (z ~ q(z|x)) or `mean` (z = E[q(z|x)], deterministic).
+        """
+        if output not in PREDICT_OUTPUTS:
+            raise ValueError(f"output must be one of {PREDICT_OUTPUTS}, got {output!r}")
+        if output in ("probs", "logits") and self.config.decoder != "bernoulli":
+            raise ValueError(
+                f"output={output!r} needs a bernoulli decoder, "
+                f"this model's is {self.config.decoder!r}"
+            )
+        if latent not in ("sample", "mean"):
+            raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
+        x = _check_fit_input(x, self.config, "x")
+        if (output, latent) != (self._predict_output, self._predict_latent):
+            self._predict_output, self._predict_latent = output, latent
+            self.predict_function = None  # retrace for the new choice
+        self._draws.assign(0)
+        return super().predict(x, *args, **kwargs)
+
+    def _ensure_compiled(self):
+        if not self._is_compiled:
+            self.compile()
+
+    # ----------------------------------------------------------------- likelihood
+    def log_likelihood(
+        self, x, num_samples: int = 1000, batch_size: int = 100, chunk_size: int = 100, seed=0
+    ) -> np.ndarray:
+        """Importance-weighted estimate of log p(x) per example, in nats (Burda et al. 2015).
+
+        log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). K=1 is the
+        ELBO; the bound tightens as K grows. Draws are taken `chunk_size` at a time and
+        combined with a running logsumexp, so memory is bounded whatever K is.
+
+        Returns:
+          `float64[num_examples]`.
+        """
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+        if int(chunk_size) < 1 or int(batch_size) < 1:
+            raise ValueError("batch_size and chunk_size must be >= 1")
+        x = check_inputs(x, self.config, "x")
+        base = as_seed(seed)
+        out = []
+        n = int(x.shape[0])
+        for b, start in enumerate(range(0, n, int(batch_size))):
+            xb = x[start : start + int(batch_size)]
+            seed_b = base + tf.constant([0, 1], tf.int32) * (b + 1) * 7919
+            out.append(
+                self._iwae_batch(
+                    xb,
+                    tf.constant(int(num_samples)),
+                    tf.constant(min(int(chunk_size), int(num_samples))),
+                    seed_b,
+                ).numpy()
+            )
+        return np.concatenate(out).astype(np.float64)
+
+    @tf.function(reduce_retracing=True)
+    def _iwae_batch(self, x, num_samples, chunk_size, seed):
+        q = self.encoder(x, training=False)
+        batch = tf.shape(x)[0]
+
+        def body(done, running_max, running_sum):
+            k = tf.minimum(chunk_size, num_samples - done)
+            z = q.sample(k, seed=seed + tf.stack([0, done * 104729]))  # [k, batch, J]
+            px = self.decoder(tf.reshape(z, [-1, self.config.latent_dim]), training=False)
+            log_px_z = tf.reshape(px.log_prob(tf.tile(x, [k, 1])), [k, batch])
+            log_w = log_px_z + self.prior.log_prob(z) - q.log_prob(z)
+            chunk_max = tf.reduce_max(log_w, axis=0)
+            new_max = tf.maximum(running_max, chunk_max)
+            running_sum = running_sum * tf.exp(running_max - new_max) + tf.reduce_sum(
+                tf.exp(log_w - new_max), axis=0
+            )
+            return done + k, new_max, running_sum
+
+        init = (
+            tf.constant(0),
+            tf.fill([batch], tf.constant(-np.inf, tf.float32)),
+            tf.zeros([batch]),
+        )
+        _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
+        return m + tf.math.log(s) - tf.math.log(tf.cast(num_samples, tf.float32))
+
+
+def _features(data):
+    """x from a Keras batch: x, (x,), (x, y) or (x, y, w); y and weights are not used."""
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+def _check_fit_input(x, config, name):
+    if isinstance(x, tf.data.Dataset):
+        from tfvae.validation import check_dataset
+
+        return check_dataset(x, config, name)
+    if isinstance(x, (tuple, list)) and len(x) > 0 and not isinstance(x[0], (int, float)):
+        return type(x)(_check_fit_input(v, config, name) if i == 0 else v for i, v in enumerate(x))
+    if x is None:
+        raise ValueError(
+            f"{name} is required: an array of shape [num_examples, "
+            f"{config.input_dim}] or a tf.data.Dataset"
+        )
+    if hasattr(x, "shape") or isinstance(x, (list, tuple)):
+        return check_inputs(x, config, name, require_examples=True).numpy()
+    return x

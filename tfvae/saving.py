@@ -1,0 +1,112 @@
+"""Save and load a VAE as a directory: `config.json`, encoder/decoder weights, a checksum manifest.
+
+Written atomically (a temporary sibling directory renamed into place), never over an
+existing directory unless `overwrite=True`; on load every file is checked against the
+manifest so a truncated or corrupt file is reported by name instead of loading garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from tfvae.config import VAEConfig
+
+__all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE"]
+
+CONFIG_FILE = "config.json"
+MANIFEST = "manifest.json"
+_WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
+_FORMAT = "tfvae-weights-v1"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> str:
+    """Writes `model` (a `tfvae.VAE`) to `directory`; returns its path.
+
+    Raises:
+      FileExistsError: `directory` exists and `overwrite` is False (nothing is touched).
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory) and not overwrite:
+        raise FileExistsError(f"{directory!r} already exists; pass overwrite=True to replace it")
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    try:
+        model.config.save(os.path.join(tmp, CONFIG_FILE))
+        for part, file in _WEIGHTS.items():
+            getattr(model, part).save_weights(os.path.join(tmp, file))
+        files = {
+            name: _sha256(os.path.join(tmp, name)) for name in (CONFIG_FILE, *_WEIGHTS.values())
+        }
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump({"format": _FORMAT, "sha256": files}, f, indent=2, sort_keys=True)
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_dir(src: str, dst: str) -> None:
+    """Moves `src` to `dst`; an existing `dst` is kept aside until the move succeeded."""
+    if not os.path.exists(dst):
+        os.rename(src, dst)
+        return
+    backup = f"{src}.old"
+    os.rename(dst, backup)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        os.rename(backup, dst)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def load_model(directory: str | os.PathLike):
+    """Rebuilds a `tfvae.VAE` from `save_model`'s directory (config + checked weights)."""
+    from tfvae.model import VAE
+
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"model directory not found: {directory!r}")
+    manifest_path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        raise FileNotFoundError(f"{directory!r} is not a saved tfvae model: {MANIFEST} missing")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        expected = manifest["sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{manifest_path!r} is corrupt: {e}") from e
+    for name, digest in expected.items():
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path!r} is missing from the saved model")
+        if _sha256(path) != digest:
+            raise ValueError(
+                f"{path!r} is corrupt or truncated: its checksum does not match {MANIFEST}"
+            )
+    config = VAEConfig.load(os.path.join(directory, CONFIG_FILE))
+    model = VAE(config)
+    for part, file in _WEIGHTS.items():
+        try:
+            getattr(model, part).load_weights(os.path.join(directory, file))
+        except (ValueError, OSError) as e:
+            raise ValueError(
+                f"{os.path.join(directory, file)!r} does not fit the config "
+                f"(input_dim={config.input_dim}, latent_dim={config.latent_dim}): "
+                f"{e}"
+            ) from e
+    return model

@@ -1,0 +1,127 @@
+"""Input checks at the public entry points: clear errors naming argument, got and expected.
+
+A VAE fed the wrong thing usually fails deep inside a matmul or silently trains on NaN;
+these checks fail first, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["check_inputs", "check_latents", "check_dataset", "check_array"]
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)} and dtype {getattr(x.dtype, 'name', x.dtype)}"
+
+
+def _is_symbolic(x) -> bool:
+    if not hasattr(x, "shape") or not hasattr(x, "dtype") or isinstance(x, np.ndarray):
+        return False
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        return tf.is_symbolic_tensor(x) or not tf.executing_eagerly()
+    return type(x).__name__ == "KerasTensor"
+
+
+def check_array(
+    x,
+    dim: int,
+    name: str,
+    *,
+    unit_interval: bool = False,
+    require_examples: bool = False,
+    what: str = "features",
+) -> np.ndarray | tf.Tensor:
+    """Checks a concrete `[batch, dim]` array: rank, size, numeric dtype, finite, range.
+
+    Returns it as a float32 `tf.Tensor` (symbolic tensors are checked on static shape only).
+    """
+    if _is_symbolic(x):
+        # Inside a traced function: only the static shape can be checked.
+        if x.shape.rank is not None and (
+            x.shape.rank != 2 or (x.shape[-1] is not None and x.shape[-1] != dim)
+        ):
+            raise ValueError(f"{name} must have shape [batch, {dim}] ({what}), got {_describe(x)}")
+        return tf.cast(x, tf.float32) if x.dtype != tf.float32 else x
+    if isinstance(x, tf.Tensor) or isinstance(x, tf.Variable):
+        arr = x.numpy()
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise ValueError(f"{name} must be an array of shape [batch, {dim}]: {e}") from e
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be numeric (float32 expected), got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real-valued (float32 expected), got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        hint = ""
+        if arr.ndim > 2 and int(np.prod(arr.shape[1:])) == dim:
+            hint = f"; flatten it with x.reshape(len(x), {dim})"
+        elif arr.ndim == 1 and arr.shape[0] == dim:
+            hint = f"; for one example use x[None, :] (shape [1, {dim}])"
+        raise ValueError(
+            f"{name} must have shape [batch, {dim}] ({what}), got {_describe(arr)}{hint}"
+        )
+    if require_examples and arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: got 0 examples of shape [batch, {dim}]")
+    if arr.size and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)},"
+            f" value {arr[tuple(bad)]}); all values must be finite"
+        )
+    if unit_interval and arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for a bernoulli decoder, got values in "
+            f"[{arr.min():g}, {arr.max():g}]; scale it (e.g. x / 255) or use a "
+            f"gaussian decoder"
+        )
+    return tf.convert_to_tensor(arr, dtype=tf.float32)
+
+
+def check_inputs(x, config, name: str = "x", require_examples: bool = False):
+    """x for a model with this config: `[batch, input_dim]`, finite, in [0, 1] if Bernoulli."""
+    return check_array(
+        x,
+        config.input_dim,
+        name,
+        unit_interval=config.decoder == "bernoulli",
+        require_examples=require_examples,
+        what="data",
+    )
+
+
+def check_latents(z, config, name: str = "z"):
+    """z for the decoder: `[batch, latent_dim]`, finite."""
+    return check_array(z, config.latent_dim, name, what="latent codes")
+
+
+def check_dataset(ds: tf.data.Dataset, config, name: str = "x") -> tf.data.Dataset:
+    """A batched `tf.data.Dataset` of x (or (x, ...)) with feature size `input_dim`."""
+    spec = ds.element_spec
+    if isinstance(spec, (tuple, list)):
+        spec = spec[0]
+    if isinstance(spec, dict):
+        raise ValueError(f"{name}: datasets of dicts are not supported; yield x or (x, y)")
+    shape = spec.shape
+    if shape.rank != 2 or (shape[-1] is not None and shape[-1] != config.input_dim):
+        raise ValueError(
+            f"{name}: dataset elements must be batches of shape "
+            f"[batch, {config.input_dim}], got {shape}; call .batch(batch_size)"
+            f" and flatten images"
+        )
+    if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype == tf.bool):
+        raise TypeError(f"{name}: dataset dtype must be numeric (float32), got {spec.dtype.name}")
+    if spec.dtype != tf.float32:
+        ds = ds.map(
+            lambda *e: (
+                (tf.cast(e[0], tf.float32),) + tuple(e[1:])
+                if len(e) > 1
+                else tf.cast(e[0], tf.float32)
+            )
+        )
+    if ds.cardinality() == 0:
+        raise ValueError(f"{name}: the dataset is empty")
+    return ds
