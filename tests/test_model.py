@@ -172,6 +172,13 @@ def test_bad_inputs_are_named(small_config):
         model.fit(tf.data.Dataset.from_tensor_slices(np.zeros((4, 16), np.float32)), verbose=0)
 
 
+def test_fit_validation_data_forms(small_config, binary_x):
+    model = VAE(small_config)
+    for validation_data in (binary_x[:16], (binary_x[:16],), (binary_x[:16], binary_x[:16])):
+        history = model.fit(binary_x, validation_data=validation_data, epochs=1, verbose=0)
+        assert np.isfinite(history.history["val_elbo"][0])
+
+
 def test_fit_accepts_tf_data(small_config, binary_x):
     model = VAE(small_config)
     ds = tf.data.Dataset.from_tensor_slices(binary_x).batch(16)

@@ -21,6 +21,7 @@ tfpl = tfp.layers
 tfkl = tfk.layers
 
 __all__ = [
+    "BernoulliLogits",
     "DiagonalGaussian",
     "IsotropicGaussian",
     "FixedVarianceGaussian",
@@ -31,6 +32,31 @@ __all__ = [
     "make_head",
     "soft_clip",
 ]
+
+
+class BernoulliLogits(tfpl.IndependentBernoulli):
+    """`tfp.layers.IndependentBernoulli` over a vector of `event_size` logits (App. C.1).
+
+    Its tensor value is the mean (the probabilities); its config is plain numbers, so
+    saving weights needs no pickled lambda.
+    """
+
+    def __init__(self, event_size, validate_args=False, **kwargs):
+        kwargs.pop("make_distribution_fn", None)
+        kwargs.pop("convert_to_tensor_fn", None)
+        super().__init__(
+            (int(event_size),),
+            convert_to_tensor_fn=tfd.Distribution.mean,
+            validate_args=validate_args,
+            **kwargs,
+        )
+        self._event_size = int(event_size)
+        self._validate_args = validate_args
+
+    def get_config(self):
+        base = tfkl.Layer.get_config(self)
+        base.update(event_size=self._event_size, validate_args=self._validate_args)
+        return base
 
 
 def soft_clip(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
@@ -206,9 +232,7 @@ def _flat(features, name):
 def bernoulli_head(features, event_size: int, name: str = "x", image_shape=None):
     """Dense logits into `tfp.layers.IndependentBernoulli` (App. C.1): p(x|z) for x in [0,1]^D."""
     logits = _project(features, event_size, f"{name}_logits", image_shape)
-    return tfpl.IndependentBernoulli(
-        (event_size,), convert_to_tensor_fn=tfd.Distribution.mean, name=name
-    )(logits)
+    return BernoulliLogits(event_size, name=name)(logits)
 
 
 def gaussian_head(

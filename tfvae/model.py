@@ -251,6 +251,8 @@ class VAE(tfk.Model):
         x = _check_fit_input(x, self.config, "x")
         if validation_data is not None:
             validation_data = _check_fit_input(validation_data, self.config, "validation_data")
+            if not isinstance(validation_data, (tuple, list, tf.data.Dataset)):
+                validation_data = (validation_data,)  # a bare array: x alone, as for fit
         self._ensure_compiled()
         return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
 
