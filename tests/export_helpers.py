@@ -10,7 +10,7 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IWAE_SAMPLES = 32
-INPUT_DIM, LATENT_DIM = 16, 2
+INPUT_DIM, LATENT_DIM = 4, 2  # the shapes of the README serving examples
 
 
 @functools.lru_cache(maxsize=None)

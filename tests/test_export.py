@@ -210,9 +210,9 @@ def test_iwae_bound_is_not_below_elbo_on_average():
 def test_load_exported_names_expected_shape_on_bad_input(tmp_path):
     _, path = exported("bernoulli")
     loaded = load_exported(os.path.dirname(path))  # a base dir loads its latest version
-    with pytest.raises(ValueError, match=r"\(None, 16\).*got \(2, 5\)"):
+    with pytest.raises(ValueError, match=rf"\(None, {INPUT_DIM}\).*got \(2, 5\)"):
         loaded["serving_default"](x=np.zeros((2, 5)))
-    with pytest.raises(ValueError, match=r"\(None, 16\).*got \(16,\)"):
+    with pytest.raises(ValueError, match=rf"\(None, {INPUT_DIM}\).*got \(16,\)"):
         loaded["serving_default"](x=np.zeros(16))
     with pytest.raises(TypeError, match="takes inputs"):
         loaded["encode"](x=_x())
