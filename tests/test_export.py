@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, REPO, exported, run_python
 
 import tfvae
@@ -214,6 +215,8 @@ def test_load_exported_names_expected_shape_on_bad_input(tmp_path):
         loaded["serving_default"](x=np.zeros((2, 5)))
     with pytest.raises(ValueError, match=rf"\(None, {INPUT_DIM}\).*got \(16,\)"):
         loaded["serving_default"](x=np.zeros(16))
+    with pytest.raises(TypeError, match=rf"must be float32 of shape \(None, {INPUT_DIM}\)"):
+        loaded["serving_default"](x=np.array([["a"] * INPUT_DIM]))
     with pytest.raises(TypeError, match="takes inputs"):
         loaded["encode"](x=_x())
     with pytest.raises(KeyError, match="no signature"):
@@ -434,3 +437,28 @@ def test_diverged_model_refused(tmp_path):
     with pytest.raises(ValueError, match="non-finite weights"):
         export_fn(model, tmp_path / "vae")
     assert not (tmp_path / "vae").exists()
+
+
+def test_unbuilt_networks_refused(tmp_path):
+    config = tfvae.VAEConfig(input_dim=4, latent_dim=2, hidden_units=(3,))
+    unbuilt = tfvae.VAE(config)
+    unbuilt.encoder = tf_keras.Sequential([tf_keras.layers.Dense(4)])  # a custom, unbuilt one
+    with pytest.raises(ValueError, match="model.encoder is not built"):
+        export_fn(unbuilt, tmp_path / "vae")
+    assert not (tmp_path / "vae").exists()
+
+
+def test_concurrent_version_is_not_clobbered(tmp_path):
+    base = tmp_path / "vae"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "theirs.txt").write_text("theirs")
+    tmp = base / ".tmp-1-123"
+    tmp.mkdir()
+    (tmp / "ours.txt").write_text("ours")
+    # Simulates another exporter creating version 1 after our existence check.
+    real_exists = os.path.exists
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os.path, "exists", lambda p: False if p == str(base / "1") else real_exists(p))
+        with pytest.raises(FileExistsError, match="appeared"):
+            _move_into_place(str(tmp), str(base / "1"), str(base), 1)
+    assert os.listdir(base / "1") == ["theirs.txt"]

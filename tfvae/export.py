@@ -35,6 +35,7 @@ A SavedModel is a program: load only exports you trust.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -363,7 +364,15 @@ def _fsync_tree(root: str) -> None:
 
 def _move_into_place(tmp: str, target: str, base: str, version: int) -> None:
     if not os.path.exists(target):
-        os.rename(tmp, target)  # fails (ENOTEMPTY) rather than clobber a concurrent writer
+        try:
+            os.rename(tmp, target)  # fails (ENOTEMPTY) rather than clobber a concurrent writer
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(
+                    f"version {version} appeared at {target!r} during this export (another "
+                    "exporter?); it was left untouched"
+                ) from e
+            raise
         return
     old = os.path.join(base, f".old-{version}-{os.getpid()}")
     os.rename(target, old)
@@ -400,7 +409,15 @@ class Exported:
                     f"{name} takes inputs {sorted(specs)}; got {sorted(inputs)}"
                     + (f" (missing {sorted(missing)})" if missing else "")
                 )
-            feed = {k: tf.constant(np.asarray(v), dtype=specs[k].dtype) for k, v in inputs.items()}
+            feed = {}
+            for k, v in inputs.items():
+                try:
+                    feed[k] = tf.constant(np.asarray(v), dtype=specs[k].dtype)
+                except (TypeError, ValueError) as e:
+                    raise TypeError(
+                        f"{name}: input {k!r} must be {specs[k].dtype.name} of shape "
+                        f"{specs[k].shape} (None = any), got {np.asarray(v).dtype} values"
+                    ) from e
             for k, v in feed.items():
                 if not specs[k].shape.is_compatible_with(v.shape):
                     raise ValueError(
