@@ -462,3 +462,34 @@ def test_concurrent_version_is_not_clobbered(tmp_path):
         with pytest.raises(FileExistsError, match="appeared"):
             _move_into_place(str(tmp), str(base / "1"), str(base), 1)
     assert os.listdir(base / "1") == ["theirs.txt"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"decoder": "isotropic"},
+        {"decoder": "fixed_variance"},
+        {"architecture": "conv", "image_shape": (4, 4, 1), "conv_filters": (2,)},
+    ],
+)
+def test_other_decoders_and_conv_give_the_model_parameters(kwargs):
+    """The export's tensors equal the tfvae distributions' (traced, not saved: fast)."""
+    from tfvae.export import make_serving_module
+
+    config = tfvae.VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), **kwargs)
+    model = tfvae.VAE(config)
+    module = make_serving_module(model, iwae_samples=4)
+    z = np.random.default_rng(0).normal(size=(3, 2)).astype(np.float32)
+    got = {k: v.numpy() for k, v in module.decode(z).items()}
+    ref = _decoder_params(model, z)
+    assert set(got) == set(ref)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    x = np.random.default_rng(1).random((2, 16)).astype(np.float32)
+    out = module.serving_default(x)
+    np.testing.assert_allclose(
+        out["reconstruction"].numpy(),
+        model.decode(model.encode(x).mean()).mean().numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
