@@ -99,7 +99,7 @@ class VAEServingModule(tf.Module):
         self.likelihood_seed = int(likelihood_seed)
         d, j = self.input_dim, self.latent_dim
         x_spec = tf.TensorSpec([None, d], tf.float32, name="x")
-        # tf.function needs `self` as the first argument name for input_signature methods.
+        # Bound methods wrapped here, so each signature's first argument is the tensor.
         self.serving_default = tf.function(self._serving_default, input_signature=[x_spec])
         self.encode = tf.function(
             self._encode, input_signature=[x_spec, tf.TensorSpec(None, tf.int64, name="seed")]
@@ -295,7 +295,8 @@ def export(
       base_dir: the model's base path (what `--model_base_path` points at).
       version: a positive int; default: one more than the largest existing version (1 if none).
       overwrite: replace an existing `version` (otherwise refused with FileExistsError).
-      iwae_samples: K of the `log_likelihood` signature's `iwae` output.
+      iwae_samples: K of the `log_likelihood` signature's `iwae` output (its memory grows
+        as K x batch x input_dim: send smaller batches for large K).
       likelihood_seed: the fixed seed of the `log_likelihood` draws.
       warmup: write `assets.extra/tf_serving_warmup_requests` (one request per signature).
 
