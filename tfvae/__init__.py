@@ -5,6 +5,7 @@
 
 from tfvae.config import VAEConfig
 from tfvae.data import Data, load_dataset, make_dataset
+from tfvae.export import export, load_exported
 from tfvae.heads import DiagonalGaussian, FixedVarianceGaussian, IsotropicGaussian
 from tfvae.model import VAE
 from tfvae.saving import load_model, save_model
@@ -25,5 +26,7 @@ __all__ = [
     "DiagonalGaussian",
     "IsotropicGaussian",
     "FixedVarianceGaussian",
+    "export",
+    "load_exported",
 ]
 __version__ = "0.1.0"

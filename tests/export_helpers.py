@@ -1,0 +1,42 @@
+"""Shared by the export and serving tests: one tiny exported model per decoder, made once."""
+
+import atexit
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IWAE_SAMPLES = 32
+INPUT_DIM, LATENT_DIM = 4, 2  # the shapes of the README serving examples
+
+
+@functools.lru_cache(maxsize=None)
+def exported(decoder: str = "bernoulli"):
+    """(model, version_dir) of a tiny VAE exported to a temp base dir (removed at exit)."""
+    from tfvae import VAE, VAEConfig, export
+
+    config = VAEConfig(
+        input_dim=INPUT_DIM, latent_dim=LATENT_DIM, hidden_units=(8,), decoder=decoder, seed=3
+    )
+    model = VAE(config)
+    base = tempfile.mkdtemp(prefix="tfvae-export-test-")
+    atexit.register(shutil.rmtree, base, True)
+    path = export(model, os.path.join(base, "vae"), iwae_samples=IWAE_SAMPLES)
+    return model, path
+
+
+def run_python(args, env=None, timeout=240):
+    """Runs `python ARGS` from the repo root with quiet TF logs; returns the CompletedProcess."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,452 @@
+"""SavedModel export for TensorFlow Serving: the VAE as named tensors, no TFP needed to load.
+
+A `tfd.Distribution` cannot cross a serving boundary, so the export is a `tf.Module` whose
+`tf.function` signatures take and return plain tensors (all with a free batch dimension and
+the `tensorflow/serving/predict` method):
+
+==================  ===========================================  ==============================
+signature           inputs                                       outputs
+==================  ===========================================  ==============================
+serving_default     x float32 [batch, D]                         reconstruction [batch, D]
+                                                                 (decoder mean at z = E[q(z|x)];
+                                                                 deterministic), z_mean,
+                                                                 z_stddev [batch, J]; Bernoulli
+                                                                 also probs [batch, D]
+encode              x float32 [batch, D], seed int64 (scalar,    z_mean, z_stddev, z_sample
+                    [1] or repeated per row)                     [batch, J]
+decode              z float32 [batch, J]                         mean [batch, D]; Bernoulli:
+                                                                 logits, probs; Gaussian:
+                                                                 stddev, log_var
+generate            num_samples int32, seed int64 (each a        z [n, J], mean [n, D],
+                    scalar, [1] or repeated per row)             sample [n, D]
+log_likelihood      x float32 [batch, D]                         elbo [batch], iwae [batch]
+==================  ===========================================  ==============================
+
+Sampling is stateless (`tf.random.stateless_*` seeded from the request's `seed`), so the same
+seed gives the same draws in-process, after `load_exported`, and in TF Serving. `elbo` is
+log p(x|z) at one z ~ q(z|x) minus the analytic KL; `iwae` is the importance-weighted bound
+with K = `iwae_samples` draws (fixed at export, recorded in `assets.extra/tfvae_export.json`),
+both drawn with the fixed `likelihood_seed`, so a given batch always gets the same values.
+
+The graph is plain TensorFlow: it loads with `tf.compat.v1.saved_model.loader.load`,
+`saved_model_cli` and the C API, in processes where neither tfvae nor TFP is installed.
+A SavedModel is a program: load only exports you trust.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import re
+import shutil
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "export",
+    "load_exported",
+    "make_serving_module",
+    "SIGNATURES",
+    "METADATA_FILE",
+    "HANG_ENV",
+]
+
+SIGNATURES = ("serving_default", "encode", "decode", "generate", "log_likelihood")
+METADATA_FILE = "tfvae_export.json"  # under assets.extra/ (ignored by the SavedModel loader)
+# Test hook: when set, export prints the temporary directory and sleeps before the rename,
+# so a test can SIGKILL it at a known point (see tests/test_export.py).
+HANG_ENV = "TFVAE_EXPORT_TEST_HANG"
+_LOG_2PI = math.log(2.0 * math.pi)
+_MAX_GENERATE = 100_000  # a client-chosen batch size; bounded so one request cannot OOM a server
+
+
+def _one_value(t: tf.Tensor, name: str, dtype) -> tf.Tensor:
+    """A scalar from a request value sent as a scalar, `[1]`, or repeated once per row.
+
+    REST `instances` (row) requests turn every input into a `[rows]` tensor; `inputs`
+    (columnar) requests can send a scalar. All values must be equal.
+    """
+    flat = tf.reshape(tf.cast(t, dtype), [-1])
+    tf.debugging.assert_positive(
+        tf.size(flat), message=f"{name} must hold one value (a scalar or [1]), got an empty tensor"
+    )
+    first = flat[0]
+    tf.debugging.assert_equal(
+        flat,
+        tf.fill(tf.shape(flat), first),
+        message=f"{name} must be one value (a scalar, [1], or the same value repeated per row)",
+    )
+    return first
+
+
+class VAEServingModule(tf.Module):
+    """The exportable signatures of a VAE; holds the encoder and decoder weights."""
+
+    def __init__(self, model, iwae_samples: int = 100, likelihood_seed: int = 0):
+        super().__init__(name="tfvae_export")
+        config = model.config
+        self.encoder = model.encoder
+        self.decoder = model.decoder
+        self.input_dim = int(config.input_dim)
+        self.latent_dim = int(config.latent_dim)
+        self.bernoulli = config.decoder == "bernoulli"
+        self.iwae_samples = int(iwae_samples)
+        self.likelihood_seed = int(likelihood_seed)
+        d, j = self.input_dim, self.latent_dim
+        x_spec = tf.TensorSpec([None, d], tf.float32, name="x")
+        # Bound methods wrapped here, so each signature's first argument is the tensor.
+        self.serving_default = tf.function(self._serving_default, input_signature=[x_spec])
+        self.encode = tf.function(
+            self._encode, input_signature=[x_spec, tf.TensorSpec(None, tf.int64, name="seed")]
+        )
+        self.decode = tf.function(
+            self._decode, input_signature=[tf.TensorSpec([None, j], tf.float32, name="z")]
+        )
+        self.generate = tf.function(
+            self._generate,
+            input_signature=[
+                tf.TensorSpec(None, tf.int32, name="num_samples"),
+                tf.TensorSpec(None, tf.int64, name="seed"),
+            ],
+        )
+        self.log_likelihood = tf.function(self._log_likelihood, input_signature=[x_spec])
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, t: tf.Tensor, dim: int, name: str) -> tf.Tensor:
+        """Runtime checks a server needs: clients can send any shape or non-finite values."""
+        expected = f"{name} must be float32 of shape [batch, {dim}]"
+        shape = tf.raw_ops.Shape(input=t)
+        tf.debugging.assert_equal(
+            tf.raw_ops.Size(input=shape), 2, message=f"{expected}: wrong rank"
+        )
+        tf.debugging.assert_equal(
+            shape[-1], dim, message=f"{expected}: wrong feature size (last dimension)"
+        )
+        tf.debugging.assert_all_finite(t, message=f"{expected}, with finite values")
+        return t
+
+    # ------------------------------------------------------------------ pieces
+    def _posterior(self, x):
+        q = self.encoder(x, training=False)
+        return tf.identity(q.mean()), tf.identity(q.stddev())
+
+    def _decoder_params(self, z) -> dict:
+        px = self.decoder(z, training=False)
+        if self.bernoulli:
+            logits = px.distribution.logits_parameter()
+            probs = tf.sigmoid(logits)
+            return {"mean": probs, "logits": logits, "probs": probs}
+        mean = px.mean()
+        stddev = tf.broadcast_to(px.stddev(), tf.shape(mean))
+        return {"mean": mean, "stddev": stddev, "log_var": 2.0 * tf.math.log(stddev)}
+
+    def _sample_x(self, params: dict, seed) -> tf.Tensor:
+        shape = tf.shape(params["mean"])
+        if self.bernoulli:
+            u = tf.random.stateless_uniform(shape, seed)
+            return tf.cast(u < params["probs"], tf.float32)
+        return params["mean"] + params["stddev"] * tf.random.stateless_normal(shape, seed)
+
+    def _log_px_z(self, x, params: dict) -> tf.Tensor:
+        if self.bernoulli:
+            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=params["logits"])
+            return -tf.reduce_sum(bce, -1)
+        log_var = params["log_var"]
+        sq = tf.square(x - params["mean"]) * tf.exp(-log_var)
+        return -0.5 * tf.reduce_sum(_LOG_2PI + log_var + sq, -1)
+
+    # ------------------------------------------------------------------ signatures
+    def _serving_default(self, x):
+        x = self._check(x, self.input_dim, "x")
+        z_mean, z_stddev = self._posterior(x)
+        params = self._decoder_params(z_mean)
+        out = {"reconstruction": params["mean"], "z_mean": z_mean, "z_stddev": z_stddev}
+        if self.bernoulli:
+            out["probs"] = params["probs"]
+        return out
+
+    def _encode(self, x, seed):
+        x = self._check(x, self.input_dim, "x")
+        seed = _one_value(seed, "seed", tf.int64)
+        z_mean, z_stddev = self._posterior(x)
+        eps = tf.random.stateless_normal(tf.shape(z_mean), tf.stack([seed, 0]))
+        return {"z_mean": z_mean, "z_stddev": z_stddev, "z_sample": z_mean + z_stddev * eps}
+
+    def _decode(self, z):
+        z = self._check(z, self.latent_dim, "z")
+        return dict(self._decoder_params(z))
+
+    def _generate(self, num_samples, seed):
+        n = _one_value(num_samples, "num_samples", tf.int32)
+        seed = _one_value(seed, "seed", tf.int64)
+        tf.debugging.assert_positive(n, message="num_samples must be >= 1")
+        tf.debugging.assert_less_equal(
+            n, _MAX_GENERATE, message=f"num_samples must be <= {_MAX_GENERATE}"
+        )
+        z = tf.random.stateless_normal(tf.stack([n, self.latent_dim]), tf.stack([seed, 0]))
+        params = self._decoder_params(z)
+        sample = self._sample_x(params, tf.stack([seed, 1]))
+        return {"z": z, "mean": params["mean"], "sample": sample}
+
+    def _log_likelihood(self, x):
+        x = self._check(x, self.input_dim, "x")
+        z_mean, z_stddev = self._posterior(x)
+        batch = tf.shape(x)[0]
+        k, j = self.iwae_samples, self.latent_dim
+        log_var = 2.0 * tf.math.log(z_stddev)
+        kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(z_mean) - tf.square(z_stddev), -1)
+        eps1 = tf.random.stateless_normal(tf.shape(z_mean), [self.likelihood_seed, 1])
+        elbo = self._log_px_z(x, self._decoder_params(z_mean + z_stddev * eps1)) - kl
+        eps = tf.random.stateless_normal(tf.stack([k, batch, j]), [self.likelihood_seed, 2])
+        z = z_mean + z_stddev * eps  # [K, batch, J]
+        params = self._decoder_params(tf.reshape(z, [-1, j]))
+        log_px_z = tf.reshape(self._log_px_z(tf.tile(x, [k, 1]), params), [k, batch])
+        log_pz = -0.5 * tf.reduce_sum(_LOG_2PI + tf.square(z), -1)
+        log_qz = -0.5 * tf.reduce_sum(_LOG_2PI + log_var + tf.square(eps), -1)
+        log_w = log_px_z + log_pz - log_qz
+        iwae = tf.reduce_logsumexp(log_w, 0) - math.log(k)
+        return {"elbo": elbo, "iwae": iwae}
+
+    def signatures(self) -> dict:
+        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+
+
+def make_serving_module(model, iwae_samples: int = 100, likelihood_seed: int = 0):
+    """The `tf.Module` that `export` saves (useful to compare in-process results)."""
+    _check_model(model)
+    if isinstance(iwae_samples, bool) or not isinstance(iwae_samples, (int, np.integer)):
+        raise TypeError(f"iwae_samples must be an int, got {iwae_samples!r}")
+    if not 1 <= int(iwae_samples) <= 100_000:
+        raise ValueError(f"iwae_samples must be in [1, 100000], got {iwae_samples!r}")
+    return VAEServingModule(model, int(iwae_samples), int(likelihood_seed))
+
+
+def _check_model(model) -> None:
+    from tfvae.model import VAE
+
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
+    for part in ("encoder", "decoder"):
+        net = getattr(model, part, None)
+        if net is None or not net.built or not net.weights:
+            raise ValueError(f"model.{part} is not built (no weights); build or train it first")
+        bad = [w.name for w in net.weights if not np.all(np.isfinite(w.numpy()))]
+        if bad:
+            raise ValueError(
+                f"model.{part} has non-finite weights ({', '.join(bad[:3])}); "
+                "refusing to export a diverged model"
+            )
+
+
+def _versions(base: str) -> list[int]:
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(n) for n in os.listdir(base) if re.fullmatch(r"[0-9]+", n))
+
+
+def _clean_stale(base: str) -> None:
+    """Removes temp dirs left by exports that were killed (their process no longer exists)."""
+    for name in os.listdir(base):
+        m = re.fullmatch(r"\.(?:tmp|old)-[0-9]+-([0-9]+)", name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def _prepare_base(base: str) -> None:
+    if os.path.exists(base) and not os.path.isdir(base):
+        raise NotADirectoryError(f"base_dir {base!r} exists and is not a directory")
+    try:
+        os.makedirs(base, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create base_dir {base!r}: {e.strerror}") from e
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(f"base_dir {base!r} is not writable")
+
+
+def export(
+    model,
+    base_dir: str | os.PathLike,
+    version: Optional[int] = None,
+    overwrite: bool = False,
+    iwae_samples: int = 100,
+    likelihood_seed: int = 0,
+    warmup: bool = True,
+) -> str:
+    """Writes `model` as a SavedModel in TF Serving's layout `base_dir/<version>/`.
+
+    The export is built in `base_dir/.tmp-<version>-<pid>` (a name TF Serving ignores) and
+    renamed into place when complete, so a server polling `base_dir` never sees half a
+    version; other versions are never touched. Temp dirs of killed exports are removed by
+    the next export.
+
+    Args:
+      model: a built `tfvae.VAE`.
+      base_dir: the model's base path (what `--model_base_path` points at).
+      version: a positive int; default: one more than the largest existing version (1 if none).
+      overwrite: replace an existing `version` (otherwise refused with FileExistsError).
+      iwae_samples: K of the `log_likelihood` signature's `iwae` output (its memory grows
+        as K x batch x input_dim: send smaller batches for large K).
+      likelihood_seed: the fixed seed of the `log_likelihood` draws.
+      warmup: write `assets.extra/tf_serving_warmup_requests` (one request per signature).
+
+    Returns:
+      The version directory written.
+    """
+    module = make_serving_module(model, iwae_samples, likelihood_seed)
+    base = os.path.abspath(os.fspath(base_dir))
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1
+    ):
+        raise ValueError(f"version must be a positive integer or None, got {version!r}")
+    _prepare_base(base)
+    _clean_stale(base)
+    if version is None:
+        version = (max(_versions(base), default=0)) + 1
+    version = int(version)
+    target = os.path.join(base, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(
+            f"version {version} already exists at {target!r}; pass overwrite=True to replace it "
+            "or version=None for the next version"
+        )
+    tmp = os.path.join(base, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        _write_metadata(os.path.join(extra, METADATA_FILE), model, module)
+        if warmup:
+            from tfvae.serving import default_warmup_requests, write_warmup
+
+            write_warmup(tmp, default_warmup_requests(module.input_dim, module.latent_dim))
+        if os.environ.get(HANG_ENV):
+            print(f"TFVAE_EXPORT_HANGING {tmp}", flush=True)
+            time.sleep(3600)
+        _fsync_tree(tmp)
+        _move_into_place(tmp, target, base, version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_metadata(path: str, model, module: VAEServingModule) -> None:
+    meta = {
+        "format": "tfvae-savedmodel-1",
+        "config": model.config.to_dict(),
+        "signatures": list(SIGNATURES),
+        "iwae_samples": module.iwae_samples,
+        "likelihood_seed": module.likelihood_seed,
+        "tensorflow_version": tf.__version__,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+
+
+def _fsync_tree(root: str) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _move_into_place(tmp: str, target: str, base: str, version: int) -> None:
+    if not os.path.exists(target):
+        try:
+            os.rename(tmp, target)  # fails (ENOTEMPTY) rather than clobber a concurrent writer
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(
+                    f"version {version} appeared at {target!r} during this export (another "
+                    "exporter?); it was left untouched"
+                ) from e
+            raise
+        return
+    old = os.path.join(base, f".old-{version}-{os.getpid()}")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Exported:
+    """A loaded export: `exported["encode"](x=..., seed=...)` -> dict of numpy arrays.
+
+    Plain TensorFlow: nothing from tfvae or TFP is needed to call the signatures.
+    """
+
+    def __init__(self, path: str, loaded):
+        self.path = path
+        self.loaded = loaded
+        self.signatures = dict(loaded.signatures)
+
+    def __getitem__(self, name: str):
+        if name not in self.signatures:
+            raise KeyError(f"no signature {name!r}; this export has {sorted(self.signatures)}")
+        fn = self.signatures[name]
+        specs = fn.structured_input_signature[1]
+
+        def call(**inputs):
+            unknown = set(inputs) - set(specs)
+            missing = set(specs) - set(inputs)
+            if unknown or missing:
+                raise TypeError(
+                    f"{name} takes inputs {sorted(specs)}; got {sorted(inputs)}"
+                    + (f" (missing {sorted(missing)})" if missing else "")
+                )
+            feed = {}
+            for k, v in inputs.items():
+                try:
+                    feed[k] = tf.constant(np.asarray(v), dtype=specs[k].dtype)
+                except (TypeError, ValueError) as e:
+                    raise TypeError(
+                        f"{name}: input {k!r} must be {specs[k].dtype.name} of shape "
+                        f"{specs[k].shape} (None = any), got {np.asarray(v).dtype} values"
+                    ) from e
+            for k, v in feed.items():
+                if not specs[k].shape.is_compatible_with(v.shape):
+                    raise ValueError(
+                        f"{name}: input {k!r} must have shape {specs[k].shape} "
+                        f"(None = any), got {tuple(v.shape)}"
+                    )
+            return {k: v.numpy() for k, v in fn(**feed).items()}
+
+        call.__name__ = name
+        return call
+
+    def __iter__(self):
+        return iter(self.signatures)
+
+    def keys(self):
+        return self.signatures.keys()
+
+
+def load_exported(path: str | os.PathLike) -> Exported:
+    """Loads an export (a version dir, or a base dir: its latest version) as callables."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no export at {path!r}")
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = _versions(path)
+        if not versions:
+            raise FileNotFoundError(
+                f"{path!r} holds neither saved_model.pb nor integer version directories"
+            )
+        path = os.path.join(path, str(versions[-1]))
+    return Exported(path, tf.saved_model.load(path))
