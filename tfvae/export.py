@@ -72,16 +72,18 @@ def _one_value(t: tf.Tensor, name: str, dtype) -> tf.Tensor:
     (columnar) requests can send a scalar. All values must be equal.
     """
     flat = tf.reshape(tf.cast(t, dtype), [-1])
-    tf.debugging.assert_positive(
+    nonempty = tf.debugging.assert_positive(
         tf.size(flat), message=f"{name} must hold one value (a scalar or [1]), got an empty tensor"
     )
-    first = flat[0]
-    tf.debugging.assert_equal(
+    with tf.control_dependencies([nonempty]):
+        first = flat[0]
+    same = tf.debugging.assert_equal(
         flat,
         tf.fill(tf.shape(flat), first),
         message=f"{name} must be one value (a scalar, [1], or the same value repeated per row)",
     )
-    return first
+    with tf.control_dependencies([same]):
+        return tf.identity(first)
 
 
 class VAEServingModule(tf.Module):
@@ -121,13 +123,17 @@ class VAEServingModule(tf.Module):
         """Runtime checks a server needs: clients can send any shape or non-finite values."""
         expected = f"{name} must be float32 of shape [batch, {dim}]"
         shape = tf.raw_ops.Shape(input=t)
-        tf.debugging.assert_equal(
+        rank_ok = tf.debugging.assert_equal(
             tf.raw_ops.Size(input=shape), 2, message=f"{expected}: wrong rank"
         )
-        tf.debugging.assert_equal(
-            shape[-1], dim, message=f"{expected}: wrong feature size (last dimension)"
-        )
-        tf.debugging.assert_all_finite(t, message=f"{expected}, with finite values")
+        # The checks gate the tensor: without the data dependency a matmul on a wrong-rank
+        # input may run (and fail with TF's own message) before the assert does.
+        with tf.control_dependencies([rank_ok]):
+            size_ok = tf.debugging.assert_equal(
+                shape[-1], dim, message=f"{expected}: wrong feature size (last dimension)"
+            )
+        with tf.control_dependencies([size_ok]):
+            t = tf.debugging.assert_all_finite(t, message=f"{expected}, with finite values")
         return t
 
     # ------------------------------------------------------------------ pieces
@@ -184,10 +190,14 @@ class VAEServingModule(tf.Module):
     def _generate(self, num_samples, seed):
         n = _one_value(num_samples, "num_samples", tf.int32)
         seed = _one_value(seed, "seed", tf.int64)
-        tf.debugging.assert_positive(n, message="num_samples must be >= 1")
-        tf.debugging.assert_less_equal(
-            n, _MAX_GENERATE, message=f"num_samples must be <= {_MAX_GENERATE}"
-        )
+        checks = [
+            tf.debugging.assert_positive(n, message="num_samples must be >= 1"),
+            tf.debugging.assert_less_equal(
+                n, _MAX_GENERATE, message=f"num_samples must be <= {_MAX_GENERATE}"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            n = tf.identity(n)
         z = tf.random.stateless_normal(tf.stack([n, self.latent_dim]), tf.stack([seed, 0]))
         params = self._decoder_params(z)
         sample = self._sample_x(params, tf.stack([seed, 1]))
