@@ -103,8 +103,9 @@ from tfvae.export import export, load_exported
 
 path = export(model, os.path.join(WORKDIR, "saved_models", "digits"))
 print(path, sorted(os.listdir(path)))
-signatures = load_exported(path)
-print(sorted(signatures))
+exported = load_exported(path)  # the signatures, callable with numpy inputs
+print(sorted(exported.keys()))
+print(exported["serving_default"](x=data.x_test[:2]).keys())
 """),
 ]
 
@@ -302,6 +303,7 @@ import json
 
 from tfvae.data import load_default
 from tfvae.export import export, load_exported
+from tfvae.serving import parse_rest_response, rest_body, rest_url
 
 data = load_default()
 model = tfvae.VAE(tfvae.VAEConfig(input_dim=64, latent_dim=2, hidden_units=(64,),
@@ -309,61 +311,51 @@ model = tfvae.VAE(tfvae.VAEConfig(input_dim=64, latent_dim=2, hidden_units=(64,)
 model.compile()
 model.fit(data.x_train, epochs=2 if SMALL else 30, batch_size=100, verbose=0)
 path = export(model, os.path.join(WORKDIR, "saved_models", "digits"))
-print(path)
+print(path, sorted(os.listdir(path)))
 """
     ),
     md("## The signatures (what `saved_model_cli show --all` prints)"),
     code("""
-loaded = tf.saved_model.load(path)
-for name, fn in sorted(loaded.signatures.items()):
+exported = load_exported(path)  # plain TensorFlow: no tfvae or TFP code needed to call it
+for name, fn in sorted(exported.signatures.items()):
     spec = fn.structured_input_signature[1]
-    inputs = {k: (v.dtype.name, v.shape.as_list()) for k, v in spec.items()}
-    outputs = {k: (v.dtype.name, v.shape.as_list()) for k, v in fn.structured_outputs.items()}
+    inputs = {k: (v.dtype.name, str(v.shape)) for k, v in spec.items()}
+    outputs = {k: (v.dtype.name, str(v.shape)) for k, v in fn.structured_outputs.items()}
     print(f"{name}\\n  inputs  {inputs}\\n  outputs {outputs}")
 """),
     md("""
 ## A REST request, answered as TF Serving would
 
-Row format: one JSON object (or list) per example. The server stacks the instances into
-batched tensors, runs the signature, and answers `{"predictions": [...]}` with one entry
-per example.
+Row format: one JSON object per example. The server stacks the instances into batched
+tensors, runs the signature, and answers `{"predictions": [...]}`, one entry per example.
 """),
     code("""
-signature = loaded.signatures["serving_default"]
-input_name = next(iter(signature.structured_input_signature[1]))
-body = json.dumps({"signature_name": "serving_default",
-                   "instances": [{input_name: row} for row in data.x_test[:3].tolist()]})
-print(body[:120], "...")
+body = rest_body("serving_default", x=data.x_test[:3])
+print("POST", rest_url("digits"))
+print(json.dumps(body)[:150], "...")
 
 
-def answer(body, signatures):
+def answer(body, exported):
     \"\"\"What the model server does with a row-format predict request.\"\"\"
-    request = json.loads(body)
-    fn = signatures[request.get("signature_name", "serving_default")]
+    request = json.loads(json.dumps(body))  # exactly what went over the wire
     rows = request["instances"]
-    batch = {k: tf.constant([row[k] for row in rows], tf.float32) for k in rows[0]}
-    outputs = {k: np.asarray(v) for k, v in fn(**batch).items()}
-    return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()}
+    batch = {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
+    outputs = exported[request.get("signature_name", "serving_default")](**batch)
+    return {"predictions": [{k: np.asarray(v)[i].tolist() for k, v in outputs.items()}
                             for i in range(len(rows))]}
 
 
-response = answer(body, load_exported(path))
-print(sorted(response["predictions"][0]))
+reply = parse_rest_response(json.dumps(answer(body, exported)))
+print({k: v.shape for k, v in reply.items()})
 """),
     md("""
-The export was loaded without the model's Python code; the answers match the
-library's own encoder for the same inputs.
+The served encoder gives the same E[q(z|x)] as the library's own, from the export alone.
 """),
     code("""
-encode = loaded.signatures["encode"]
-name = next(iter(encode.structured_input_signature[1]))
-body = json.dumps({"signature_name": "encode",
-                   "instances": [{name: row} for row in data.x_test[:3].tolist()]})
-predictions = answer(body, load_exported(path))["predictions"]
+reply = parse_rest_response(answer(rest_body("encode", x=data.x_test[:3], seed=0), exported))
 z_mean = model.encode(data.x_test[:3]).mean().numpy()
-matches = [k for k in predictions[0]
-           if np.shape(predictions[0][k]) == (2,)
-           and np.allclose([p[k] for p in predictions], z_mean, atol=1e-5)]
+matches = [k for k, v in reply.items() if v.shape == z_mean.shape
+           and np.allclose(v, z_mean, atol=1e-5)]
 print("served outputs equal to E[q(z|x)] from the library:", matches)
 assert matches
 """),
@@ -378,6 +370,8 @@ def main(out_dir: str = NOTEBOOKS) -> None:
         ("frey_face_gaussian_decoder", FREY),
         ("serving", SERVING),
     ):
+        for i, cell in enumerate(cells):
+            cell.id = f"cell-{i}"  # stable ids: regenerating gives the same files
         nb = new_notebook(
             cells=cells,
             metadata={
