@@ -189,7 +189,8 @@ def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
     [
         (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
         (["train", "--decoder", "poisson"], "invalid choice: 'poisson'"),
-        (["train", "--epochs", "-3"], "--epochs: expected an integer >= 0, got '-3'"),
+        (["train", "--epochs", "-3"], "--epochs: expected an integer >= 1, got '-3'"),
+        (["train", "--epochs", "0"], "--epochs: expected an integer >= 1, got '0'"),
         (["train", "--latent-dim", "0"], "--latent-dim: expected an integer >= 1, got '0'"),
         (["train", "--learning-rate", "nan"], "--learning-rate: expected a finite number > 0"),
         (["train", "--dataset", "missing.npy"], "file not found: 'missing.npy'"),
@@ -221,9 +222,14 @@ def test_unreadable_array_and_existing_out_are_refused(capsys, tmp_path, monkeyp
     assert "cannot read array file 'bad.npy'" in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 
+    np.save(tmp_path / "flat.npy", np.full((20, 6), 0.5, np.float32))  # image shape (1, 6, 1)
+    assert main(["train", "--dataset", "flat.npy", "--architecture", "conv", "--out", "o"]) == 2
+    assert "image_shape" in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("earlier results")
-    assert main(["train", "--out", "out", "--epochs", "0"]) == 2
+    assert main(["train", "--out", "out", "--epochs", "1"]) == 2
     assert "already exists" in one_line_error(capsys.readouterr().err)
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
 

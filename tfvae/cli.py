@@ -129,7 +129,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--kl-weight", type=_float(0.0, False), default=1.0, help="beta (default: 1, the ELBO)"
     )
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_non_negative, default=30, help="(default: 30)")
+    g.add_argument("--epochs", type=_positive, default=30, help="(default: 30)")
     g.add_argument("--batch-size", type=_positive, default=100, help="(default: 100)")
     g.add_argument(
         "--learning-rate", type=_float(0.0, True), default=1e-3, help="Adam (default: 1e-3)"
@@ -335,10 +335,6 @@ def _train(args, out: str, overwrite: bool):
     os.makedirs(out, exist_ok=True)
     dataset = os.path.abspath(args.dataset) if os.path.isfile(args.dataset) else args.dataset
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
-    _write_json(
-        os.path.join(out, RUN_FILE),
-        {"dataset": dataset, "data_dir": data_dir, "seed": args.seed, "decoder": decoder},
-    )
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     _note(
         f"training a {decoder} VAE (J={args.latent_dim}, {args.architecture} "
@@ -354,8 +350,12 @@ def _train(args, out: str, overwrite: bool):
         overwrite=overwrite,
         callbacks=make_callbacks(out),
     )
+    _write_json(
+        os.path.join(out, RUN_FILE),
+        {"dataset": dataset, "data_dir": data_dir, "seed": args.seed, "decoder": decoder},
+    )
     csv_path = os.path.join(out, "history.csv")
-    if args.epochs > 0 and os.path.isfile(csv_path):
+    if os.path.isfile(csv_path):
         save_figure(
             training_curves(read_history_csv(csv_path)),
             os.path.join(out, "pictures", "curves.png"),
@@ -463,9 +463,29 @@ def draw_latent(model, x, labels, path: str, grid: int = 15, image_shape=None) -
 
 
 # ---------------------------------------------------------------- commands
+def _fresh(out: str):
+    """A context that removes `out` if the block fails and `out` did not exist before:
+    a failed run leaves no half-written directory, and never touches an earlier one."""
+    import contextlib
+
+    existed = os.path.exists(out)
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except BaseException:
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    return guard()
+
+
 def _cmd_train(args) -> int:
     _check_new_dir(args.out, args.overwrite)
-    _, _, metrics = _train(args, args.out, args.overwrite)
+    with _fresh(args.out):
+        _, _, metrics = _train(args, args.out, args.overwrite)
     print(json.dumps(metrics, indent=2))
     print(f"saved {os.path.join(args.out, 'model')}")
     return 0
@@ -570,7 +590,8 @@ def _cmd_run(args) -> int:
             f"{os.path.join(args.runs_dir, args.name)} already exists and is kept; "
             f"this run writes {out}"
         )
-    model, data, metrics = _train(args, out, overwrite=False)
+    with _fresh(out):
+        model, data, metrics = _train(args, out, overwrite=False)
     metrics["elbo_bits_per_dim"] = metrics["elbo"] / (-model.config.input_dim * math.log(2))
     pictures = os.path.join(out, "pictures")
     x = data.x_test
