@@ -45,7 +45,7 @@ QUICKSTART = [
 A VAE on the 8x8 digits that ship with scikit-learn (no download), in four steps. The
 command line does the same in one: `tfvae run`.
 """),
-    code(SETUP + '\nEPOCHS = 3 if SMALL else 60\nprint("epochs:", EPOCHS)'),
+    code(SETUP + '\nEPOCHS = 3 if SMALL else 100\nprint("epochs:", EPOCHS)'),
     md("""
 ## 1. Train
 
@@ -59,7 +59,7 @@ data = load_default()  # binarized digits, [N, 64]
 config = tfvae.VAEConfig(
     input_dim=data.input_dim, latent_dim=2, hidden_units=(200,), image_shape=data.image_shape
 )
-train_config = tfvae.TrainConfig(epochs=EPOCHS, eval_samples=20 if SMALL else 500)
+train_config = tfvae.TrainConfig(epochs=EPOCHS, batch_size=32, eval_samples=20 if SMALL else 500)
 model, history, metrics = tfvae.train_and_evaluate(
     config, train_config, data, os.path.join(WORKDIR, "run"), verbose=0
 )
@@ -122,7 +122,7 @@ parameters are fixed; x is still random. This notebook shows it with a Bernoulli
         + """
 from tfvae.data import load_default
 
-EPOCHS = 3 if SMALL else 60
+EPOCHS = 3 if SMALL else 100
 
 
 def fit(decoder, data):
@@ -130,7 +130,7 @@ def fit(decoder, data):
                              hidden_units=(200,), image_shape=data.image_shape)
     model = tfvae.VAE(config)
     model.compile()
-    model.fit(data.x_train, epochs=EPOCHS, batch_size=100, verbose=0)
+    model.fit(data.x_train, epochs=EPOCHS, batch_size=32, verbose=0)
     return model
 
 
