@@ -21,6 +21,7 @@ setup(
         "scikit-learn==1.9.1",
         "matplotlib>=3.8,<4",
         "tensorflow-serving-api==2.21.0",
+        "tensorboard==2.21.0",  # the CLI's TensorBoard logs (tf.summary needs it)
     ],
     extras_require={
         "test": [

@@ -5,5 +5,7 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[test]"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export TFVAE_DATA_DIR="${TFVAE_DATA_DIR:-$(cd .. && pwd)/shared/data}"
+# the notebook tests need a Jupyter kernel named python3 (ipykernel registers one)
+python3 -m jupyter kernelspec list 2>/dev/null | grep -qw python3 || python3 -m ipykernel install --user
 python3 -m ruff check tfvae tests bench
 python3 -m pytest -q -p no:cacheprovider tests "$@"

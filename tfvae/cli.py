@@ -1,66 +1,642 @@
-"""Command line: `tfvae train` fits a VAE on a dataset, evaluates it and saves it."""
+"""The `tfvae` command: train, evaluate, draw and export a VAE (also `python -m tfvae`).
+
+    tfvae run                      # the main job: train -> evaluate -> pictures -> export
+    tfvae train --dataset mnist --epochs 50 --out runs/mnist
+    tfvae evaluate runs/mnist --json
+    tfvae sample runs/mnist        # decoder means beside draws x ~ p(x|z), same z per row
+    tfvae reconstruct runs/mnist   # test inputs beside their reconstructions
+    tfvae latent runs/mnist        # latent means coloured by label (+ manifold if J = 2)
+    tfvae export runs/mnist        # TF Serving layout: saved_models/<name>/<version>
+
+A run directory holds `model/` (config + weights), `run.json` (which data it was trained
+on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
+(unknown names, missing files, impossible values, a model that does not fit the data)
+ends with one line on stderr and exit status 2; nothing already written is replaced
+unless `--overwrite` says so.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shutil
 import sys
+import warnings
+from typing import Optional, Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_USAGE"]
+
+EXIT_USAGE = 2
+RUN_FILE = "run.json"
+DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
+ARCHITECTURES = ("mlp", "conv")
+ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
+NAMED_DATASETS = ("default", "mnist", "binarized_mnist", "frey")
+
+
+class UsageError(Exception):
+    """Bad input found by the CLI itself: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) so scripts can read stderr."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------- value checks
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _float(minimum: float, strict: bool):
+    op = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {op} {minimum}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = f"number {op} {minimum}"
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
+
+
+def _dataset(text: str) -> str:
+    if text in NAMED_DATASETS or text.endswith((".npy", ".npz")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown dataset {text!r}: expected one of {', '.join(NAMED_DATASETS)} "
+        f"or a path to a .npy/.npz file"
+    )
+
+
+# ---------------------------------------------------------------- the parser
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        type=_dataset,
+        default="default",
+        help="default (8x8 digits shipped with scikit-learn, no download), mnist, "
+        "binarized_mnist, frey, or a .npy/.npz file of values in [0, 1] (default: default)",
+    )
+    g.add_argument(
+        "--data-dir", default=None, help="directory of the real data (default: $TFVAE_DATA_DIR)"
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default=None,
+        help="p(x|z): bernoulli for binary data, gaussian (mean and log-variance heads), "
+        "isotropic, fixed_variance (default: bernoulli if the data is binary, else gaussian)",
+    )
+    g.add_argument("--architecture", choices=ARCHITECTURES, default="mlp", help="(default: mlp)")
+    g.add_argument("--latent-dim", type=_positive, default=2, help="J, the size of z (default: 2)")
+    g.add_argument(
+        "--hidden-units",
+        type=_positive,
+        nargs="+",
+        default=[200],
+        metavar="N",
+        help="hidden layer sizes of the encoder (the decoder mirrors them) (default: 200)",
+    )
+    g.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="(default: tanh)")
+    g.add_argument(
+        "--kl-weight", type=_float(0.0, False), default=1.0, help="beta (default: 1, the ELBO)"
+    )
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=_positive, default=100, help="(default: 100)")
+    g.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=32,
+        help="(default: 32, for the 1438 small digits; the paper uses 100 on MNIST)",
+    )
+    g.add_argument(
+        "--learning-rate", type=_float(0.0, True), default=1e-3, help="Adam (default: 1e-3)"
+    )
+    g.add_argument(
+        "--kl-warmup-epochs",
+        type=_non_negative,
+        default=0,
+        help="raise beta linearly from 0 over this many epochs (default: 0, no warm-up)",
+    )
+    g.add_argument(
+        "--eval-samples",
+        type=_positive,
+        default=100,
+        help="K of the importance-weighted log p(x) on the test split (default: 100)",
+    )
+    g.add_argument("--seed", type=_non_negative, default=0, help="(default: 0)")
+    g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+
+
+def _add_run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="a run directory written by `tfvae train`")
+
+
+def _add_data_override(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        type=_dataset,
+        default=None,
+        help="data to use instead of the one the run was trained on (same choices as train)",
+    )
+    p.add_argument("--data-dir", default=None, help="(default: the run's, else $TFVAE_DATA_DIR)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfvae", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train, evaluate and save a VAE")
-    train.add_argument(
-        "--dataset",
-        default="default",
-        help="default (embedded digits), mnist, binarized_mnist, frey, or a .npy/.npz",
+    parser = _Parser(
+        prog="tfvae",
+        description="Variational autoencoders whose decoder is a distribution p(x|z).",
+        epilog="`tfvae COMMAND --help` describes each command.",
     )
-    train.add_argument("--data-dir", default=None, help="data directory (else $TFVAE_DATA_DIR)")
-    train.add_argument(
-        "--decoder", default=None, choices=("bernoulli", "gaussian", "isotropic", "fixed_variance")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help, description):
+        return sub.add_parser(name, help=help, description=description)
+
+    p = add(
+        "run",
+        "the main job: train, evaluate, draw the pictures, export",
+        "Train on a dataset (the embedded digits by default), evaluate the test ELBO and "
+        "log p(x), write the pictures and export for TF Serving. Writes RUNS_DIR/NAME and "
+        "BASE_DIR/NAME/<version>. If RUNS_DIR/NAME exists it is kept and the run goes to "
+        "NAME-2, NAME-3, ...; the export becomes the next version.",
     )
-    train.add_argument("--latent-dim", type=int, default=2)
-    train.add_argument("--hidden-units", type=int, nargs="+", default=[200])
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="runs/default", help="output directory")
-    train.add_argument("--overwrite", action="store_true")
+    p.add_argument("--name", default="default", help="run and model name (default: default)")
+    p.add_argument("--runs-dir", default="runs", help="(default: runs)")
+    p.add_argument("--base-dir", default="saved_models", help="export root (default: saved_models)")
+    _add_train_options(p)
+
+    p = add(
+        "train",
+        "train a VAE and save it with its logs",
+        "Train a VAE and save config + weights (OUT/model), test metrics (OUT/metrics.json), "
+        "one CSV row per epoch (OUT/history.csv), TensorBoard logs (OUT/logs) and the "
+        "training curves (OUT/pictures/curves.png). Refuses an existing OUT unless "
+        "--overwrite.",
+    )
+    p.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_train_options(p)
+
+    p = add(
+        "evaluate",
+        "test ELBO and importance-weighted log p(x)",
+        "ELBO (one z per example) and the importance-weighted bound on log p(x) "
+        "(Burda et al. 2015) on the test split, in nats per example and bits per dimension.",
+    )
+    _add_run_arg(p)
+    _add_data_override(p)
+    p.add_argument("--samples", type=_positive, default=1000, help="K importance samples (1000)")
+    p.add_argument("--batch-size", type=_positive, default=100, help="(default: 100)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = add(
+        "export",
+        "export for TF Serving (saved_models/<name>/<version>)",
+        "Export the run's model as a SavedModel in TF Serving's layout BASE_DIR/NAME/VERSION "
+        "with signatures serving_default, encode, decode, generate and log_likelihood. "
+        "VERSION defaults to the next free integer; an existing version is kept unless "
+        "--overwrite.",
+    )
+    _add_run_arg(p)
+    p.add_argument("--name", default=None, help="model name (default: the run directory's name)")
+    p.add_argument("--base-dir", default="saved_models", help="(default: saved_models)")
+    p.add_argument("--version", type=_positive, default=None, help="(default: next free)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+
+    p = add(
+        "sample",
+        "picture: decoder means beside draws x ~ p(x|z)",
+        "Draw NUM latents z ~ p(z). Each row of the PNG shows, for one z, the decoder mean "
+        "E[x|z] (fixed by z) and DRAWS samples x ~ p(x|z) (random): the decoder is a "
+        "distribution. The PNG is (NUM*100 + 50) x ((DRAWS+1)*100) pixels (height x width).",
+    )
+    _add_run_arg(p)
+    p.add_argument("--num", type=_positive, default=8, help="rows: latents z (default: 8)")
+    p.add_argument("--draws", type=_positive, default=5, help="draws per z (default: 5)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="(default: 0)")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/pictures/samples.png)")
+
+    p = add(
+        "reconstruct",
+        "picture: test inputs beside their reconstructions",
+        "Top row: NUM test inputs x; bottom row: the decoder mean for z = E[q(z|x)]. "
+        "The PNG is 250 x (NUM*100) pixels (height x width).",
+    )
+    _add_run_arg(p)
+    _add_data_override(p)
+    p.add_argument("--num", type=_positive, default=10, help="examples (default: 10)")
+    p.add_argument(
+        "--out", default=None, help="PNG path (default: RUN/pictures/reconstructions.png)"
+    )
+
+    p = add(
+        "latent",
+        "picture: the latent space (and the manifold for J = 2)",
+        "Scatter of the means of q(z|x) over NUM test examples coloured by label (600 x 700 "
+        "pixels, height x width; the two leading principal components when J > 2). "
+        "For a 2-D latent space "
+        "also the decoded manifold over a GRID x GRID grid of z through the inverse Gaussian "
+        "CDF (Kingma & Welling 2013, Fig. 4; 850 x 800 pixels) as manifold.png beside it.",
+    )
+    _add_run_arg(p)
+    _add_data_override(p)
+    p.add_argument("--num", type=_positive, default=2000, help="examples (default: 2000)")
+    p.add_argument("--grid", type=_int_at_least(2), default=15, help="manifold grid (default: 15)")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/pictures/latent.png)")
     return parser
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        from tfvae.config import VAEConfig
-        from tfvae.data import load_dataset
-        from tfvae.train import TrainConfig, train_and_evaluate
+# ---------------------------------------------------------------- helpers
+def _note(message: str) -> None:
+    print(f"tfvae: {message}", file=sys.stderr, flush=True)
 
-        data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
-        decoder = args.decoder or ("bernoulli" if data.binary else "gaussian")
-        config = VAEConfig(
-            input_dim=data.input_dim,
-            latent_dim=args.latent_dim,
-            decoder=decoder,
-            hidden_units=tuple(args.hidden_units),
-            image_shape=data.image_shape,
-            seed=args.seed,
+
+def _load_data(dataset: str, data_dir: Optional[str], seed: int):
+    from tfvae.data import load_dataset
+
+    if dataset.endswith((".npy", ".npz")) and not os.path.isfile(dataset):
+        raise UsageError(f"--dataset: file not found: {dataset!r} (expected a .npy/.npz file)")
+    if dataset in ("mnist", "binarized_mnist", "frey") and not (
+        data_dir or os.environ.get("TFVAE_DATA_DIR")
+    ):
+        raise UsageError(
+            f"--dataset {dataset} needs the data directory: pass --data-dir or set $TFVAE_DATA_DIR"
         )
-        train_config = TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
+    return load_dataset(dataset, data_dir, seed=seed)
+
+
+def _check_new_dir(path: str, overwrite: bool) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--out {path!r} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise UsageError(
+            f"--out {path!r} already exists and is not empty; choose another --out "
+            f"or pass --overwrite to replace it"
         )
-        _, _, metrics = train_and_evaluate(
-            config, train_config, data, args.out, overwrite=args.overwrite
+
+
+def _train(args, out: str, overwrite: bool):
+    """Trains per `args` into `out`; returns (model, data, metrics)."""
+    from tfvae.config import VAEConfig
+    from tfvae.plots import read_history_csv, save_figure, training_curves
+    from tfvae.train import TrainConfig, make_callbacks, train_and_evaluate
+
+    data = _load_data(args.dataset, args.data_dir, args.seed)
+    decoder = args.decoder or ("bernoulli" if data.binary else "gaussian")
+    config = VAEConfig(
+        input_dim=data.input_dim,
+        latent_dim=args.latent_dim,
+        decoder=decoder,
+        architecture=args.architecture,
+        hidden_units=tuple(args.hidden_units),
+        activation=args.activation,
+        image_shape=data.image_shape,
+        kl_weight=args.kl_weight,
+        seed=args.seed,
+    )
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        kl_warmup_epochs=args.kl_warmup_epochs,
+        eval_samples=args.eval_samples,
+        seed=args.seed,
+    )
+    if overwrite:  # asked for: the old logs would otherwise mix with the new run's
+        for stale in ("history.csv", "logs", "pictures", RUN_FILE):
+            path = os.path.join(out, stale)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    os.makedirs(out, exist_ok=True)
+    dataset = os.path.abspath(args.dataset) if os.path.isfile(args.dataset) else args.dataset
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    _note(
+        f"training a {decoder} VAE (J={args.latent_dim}, {args.architecture} "
+        f"{list(args.hidden_units)}) on {data.name}: {len(data.x_train)} train / "
+        f"{len(data.x_test)} test examples, D={data.input_dim}, {args.epochs} epochs"
+    )
+    model, history, metrics = train_and_evaluate(
+        config,
+        train_config,
+        data,
+        out,
+        verbose=verbose,
+        overwrite=overwrite,
+        callbacks=make_callbacks(out),
+    )
+    _write_json(
+        os.path.join(out, RUN_FILE),
+        {"dataset": dataset, "data_dir": data_dir, "seed": args.seed, "decoder": decoder},
+    )
+    csv_path = os.path.join(out, "history.csv")
+    if os.path.isfile(csv_path):
+        save_figure(
+            training_curves(read_history_csv(csv_path)),
+            os.path.join(out, "pictures", "curves.png"),
         )
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
-        print(f"tfvae: error: {e}", file=sys.stderr)
-        return 2
+    return model, data, metrics
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _open_run(run_dir: str):
+    """(model, run_info) of a run directory (or a bare saved-model directory)."""
+    from tfvae.saving import MANIFEST, load_model
+
+    if not os.path.isdir(run_dir):
+        raise UsageError(f"RUN {run_dir!r} not found: expected a directory written by tfvae train")
+    model_dir = os.path.join(run_dir, "model")
+    if not os.path.isdir(model_dir) and os.path.isfile(os.path.join(run_dir, MANIFEST)):
+        model_dir = run_dir
+    if not os.path.isdir(model_dir):
+        raise UsageError(
+            f"RUN {run_dir!r} holds no trained model (no 'model' directory): "
+            f"expected a directory written by tfvae train"
+        )
+    info = {}
+    run_file = os.path.join(run_dir, RUN_FILE)
+    if os.path.isfile(run_file):
+        try:
+            with open(run_file, encoding="utf-8") as f:
+                info = json.load(f)
+        except ValueError as e:
+            raise UsageError(f"{run_file!r} is not valid JSON: {e}")
+    return load_model(model_dir), info
+
+
+def _run_data(args, info: dict, model):
+    """The data a command looks at: --dataset if given, else the run's own."""
+    dataset = args.dataset or info.get("dataset")
+    if dataset is None:
+        raise UsageError(f"RUN {args.run_dir!r} does not say its dataset: pass --dataset")
+    data = _load_data(dataset, args.data_dir or info.get("data_dir"), int(info.get("seed", 0)))
+    if data.input_dim != model.config.input_dim:
+        raise UsageError(
+            f"the model expects {model.config.input_dim} features per example but "
+            f"dataset {dataset!r} has {data.input_dim}: pass the --dataset it was trained on"
+        )
+    return data
+
+
+def _image_shape(model, data=None):
+    shape = model.config.image_shape or (data.image_shape if data is not None else None)
+    return shape or (1, model.config.input_dim, 1)
+
+
+def _picture_path(args, default_name: str) -> str:
+    path = args.out or os.path.join(args.run_dir, "pictures", default_name)
+    if not path.lower().endswith(".png"):
+        raise UsageError(f"--out must name a .png file, got {path!r}")
+    return path
+
+
+def _wrote(path: str) -> str:
+    from matplotlib.image import imread
+
+    h, w = imread(path).shape[:2]
+    print(f"wrote {path} ({h} x {w} pixels)")
+    return path
+
+
+# ---------------------------------------------------------------- pictures
+def draw_samples(model, path: str, num: int = 8, draws: int = 5, seed: int = 0) -> str:
+    """PNG of `num` prior latents: each row the decoder mean, then `draws` x ~ p(x|z)."""
+    from tfvae.model import as_seed
+    from tfvae.plots import mean_and_draws, save_figure
+
+    px = model.sample_prior(num, seed=seed)
+    means = px.mean().numpy()
+    samples = px.sample(draws, seed=as_seed(seed) + [0, 1]).numpy()
+    return save_figure(mean_and_draws(means, samples, _image_shape(model)), path)
+
+
+def draw_reconstructions(model, x, path: str, image_shape=None) -> str:
+    """PNG of inputs `x` above the decoder means for z = E[q(z|x)]."""
+    from tfvae.plots import reconstructions, save_figure
+
+    recon = model.decode(model.encode(x).mean()).mean().numpy()
+    return save_figure(reconstructions(x, recon, image_shape or _image_shape(model)), path)
+
+
+def draw_latent(model, x, labels, path: str, grid: int = 15, image_shape=None) -> list:
+    """PNG of latent means by label; for J = 2 also `manifold.png` beside it. Returns paths."""
+    from tfvae.plots import latent_scatter, manifold, manifold_latents, save_figure
+
+    z_mean = model.encode(x).mean().numpy()
+    paths = [save_figure(latent_scatter(z_mean, labels), path)]
+    if model.config.latent_dim == 2:
+        decoded = model.decode(manifold_latents(grid)).mean().numpy()
+        figure = manifold(decoded, image_shape or _image_shape(model), grid)
+        paths.append(save_figure(figure, os.path.join(os.path.dirname(path), "manifold.png")))
+    return paths
+
+
+# ---------------------------------------------------------------- commands
+def _fresh(out: str):
+    """A context that removes `out` if the block fails and `out` did not exist before:
+    a failed run leaves no half-written directory, and never touches an earlier one."""
+    import contextlib
+
+    existed = os.path.exists(out)
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except BaseException:
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    return guard()
+
+
+def _cmd_train(args) -> int:
+    _check_new_dir(args.out, args.overwrite)
+    with _fresh(args.out):
+        _, _, metrics = _train(args, args.out, args.overwrite)
     print(json.dumps(metrics, indent=2))
+    print(f"saved {os.path.join(args.out, 'model')}")
     return 0
+
+
+def _metrics(model, data, samples: int, batch_size: int) -> dict:
+    from tfvae.objectives import bits_per_dim
+    from tfvae.train import evaluate_model
+
+    metrics = evaluate_model(model, data.x_test, batch_size, samples)
+    metrics["elbo_bits_per_dim"] = float(bits_per_dim(-metrics["elbo"], model.config.input_dim))
+    metrics["dataset"] = data.name
+    return metrics
+
+
+def _cmd_evaluate(args) -> int:
+    model, info = _open_run(args.run_dir)
+    data = _run_data(args, info, model)
+    m = _metrics(model, data, args.samples, args.batch_size)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    d = model.config.input_dim
+    print(f"{data.name} test split: {m['num_examples']} examples, D = {d}")
+    print(
+        f"  ELBO                 {m['elbo']:10.3f} nats/example   "
+        f"{m['elbo_bits_per_dim']:.4f} bits/dim"
+    )
+    print(f"    log p(x|z)         {m['reconstruction']:10.3f}")
+    print(f"    KL(q(z|x) || p(z)) {m['kl']:10.3f}")
+    print(
+        f"  log p(x) (IWAE K={m['log_likelihood_samples']}) {m['log_likelihood']:10.3f} "
+        f"nats/example   NLL {m['nll_bits_per_dim']:.4f} bits/dim"
+    )
+    return 0
+
+
+def _export(model, base_dir: str, name: str, version=None, overwrite=False) -> str:
+    try:
+        from tfvae.export import export
+    except ImportError as e:
+        raise UsageError(f"export is not available in this installation ({e})")
+    if not name or os.sep in name or name in (".", ".."):
+        raise UsageError(f"--name must be a plain model name, got {name!r}")
+    return export(model, os.path.join(base_dir, name), version=version, overwrite=overwrite)
+
+
+def _cmd_export(args) -> int:
+    model, _ = _open_run(args.run_dir)
+    name = args.name or os.path.basename(os.path.normpath(os.path.abspath(args.run_dir)))
+    path = _export(model, args.base_dir, name, args.version, args.overwrite)
+    print(f"exported {path}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    path = _picture_path(args, "samples.png")
+    model, _ = _open_run(args.run_dir)
+    _wrote(draw_samples(model, path, args.num, args.draws, args.seed))
+    return 0
+
+
+def _cmd_reconstruct(args) -> int:
+    path = _picture_path(args, "reconstructions.png")
+    model, info = _open_run(args.run_dir)
+    data = _run_data(args, info, model)
+    _wrote(draw_reconstructions(model, data.x_test[: args.num], path, data.image_shape))
+    return 0
+
+
+def _cmd_latent(args) -> int:
+    path = _picture_path(args, "latent.png")
+    model, info = _open_run(args.run_dir)
+    data = _run_data(args, info, model)
+    labels = None if data.y_test is None else data.y_test[: args.num]
+    for p in draw_latent(model, data.x_test[: args.num], labels, path, args.grid, data.image_shape):
+        _wrote(p)
+    return 0
+
+
+def _free_run_dir(runs_dir: str, name: str) -> str:
+    path = os.path.join(runs_dir, name)
+    k = 2
+    while os.path.exists(path):
+        path = os.path.join(runs_dir, f"{name}-{k}")
+        k += 1
+    return path
+
+
+def _cmd_run(args) -> int:
+    if not args.name or os.sep in args.name or args.name in (".", ".."):
+        raise UsageError(f"--name must be a plain name, got {args.name!r}")
+    out = _free_run_dir(args.runs_dir, args.name)
+    if out != os.path.join(args.runs_dir, args.name):
+        _note(
+            f"{os.path.join(args.runs_dir, args.name)} already exists and is kept; "
+            f"this run writes {out}"
+        )
+    with _fresh(out):
+        model, data, metrics = _train(args, out, overwrite=False)
+    metrics["elbo_bits_per_dim"] = metrics["elbo"] / (-model.config.input_dim * math.log(2))
+    pictures = os.path.join(out, "pictures")
+    x = data.x_test
+    paths = [
+        draw_reconstructions(model, x[:10], os.path.join(pictures, "reconstructions.png")),
+        draw_samples(model, os.path.join(pictures, "samples.png"), seed=args.seed),
+    ]
+    labels = None if data.y_test is None else data.y_test[:2000]
+    paths += draw_latent(model, x[:2000], labels, os.path.join(pictures, "latent.png"))
+    if os.path.isfile(os.path.join(pictures, "curves.png")):
+        paths.append(os.path.join(pictures, "curves.png"))
+    print(
+        f"test ELBO {metrics['elbo']:.3f} nats/example ({metrics['elbo_bits_per_dim']:.4f} "
+        f"bits/dim), log p(x) >= {metrics['log_likelihood']:.3f} "
+        f"(IWAE K={metrics['log_likelihood_samples']}, {metrics['nll_bits_per_dim']:.4f} bits/dim)"
+    )
+    for p in paths:
+        _wrote(p)
+    print(f"exported {_export(model, args.base_dir, args.name)}")
+    print(f"run directory: {out}")
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "export": _cmd_export,
+    "sample": _cmd_sample,
+    "reconstruct": _cmd_reconstruct,
+    "latent": _cmd_latent,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the `tfvae` command; returns the exit status (0 ok, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    # tf-keras warns that TFP's layers hold lambdas whenever a model config is serialized
+    # (the TensorBoard callback does): harmless here, weights are saved, not configs.
+    warnings.filterwarnings("ignore", message="The object being serialized includes a `lambda`")
+    try:
+        return _COMMANDS[args.command](args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"tfvae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # unreadable files, permissions, a full disk
+        print(f"tfvae {args.command}: error: {e.strerror or e}: {e.filename!r}", file=sys.stderr)
+        return EXIT_USAGE

@@ -24,7 +24,7 @@ from tfvae.saving import save_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "KLWarmup", "train_and_evaluate", "evaluate_model"]
+__all__ = ["TrainConfig", "KLWarmup", "train_and_evaluate", "evaluate_model", "make_callbacks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,16 @@ class KLWarmup(tfk.callbacks.Callback):
         self.model.kl_weight.assign(self.target * fraction)
 
 
+def make_callbacks(workdir: str) -> list:
+    """Logging callbacks for a run directory: TensorBoard under `workdir/logs` and one CSV
+    row per epoch in `workdir/history.csv` (appended to, so a resumed run keeps its rows)."""
+    os.makedirs(workdir, exist_ok=True)
+    return [
+        tfk.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
+        tfk.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+    ]
+
+
 def evaluate_model(
     model: VAE, x: np.ndarray, batch_size: int = 100, num_samples: int = 100
 ) -> dict:
@@ -119,8 +129,11 @@ def train_and_evaluate(
     workdir: Optional[str] = None,
     verbose: int = 2,
     overwrite: bool = False,
+    callbacks: Optional[list] = None,
 ):
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
+
+    `callbacks` are extra Keras callbacks for `fit` (e.g. `make_callbacks(workdir)`).
 
     Returns:
       `(model, history_dict, test_metrics_dict)`.
@@ -149,9 +162,11 @@ def train_and_evaluate(
         seed=train_config.seed,
         dynamic_binarization=train_config.dynamic_binarization,
     )
+    extra_callbacks = list(callbacks or [])
     callbacks = [tfk.callbacks.TerminateOnNaN()]
     if train_config.kl_warmup_epochs:
         callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
+    callbacks.extend(extra_callbacks or [])
     history = model.fit(train_ds, epochs=train_config.epochs, verbose=verbose, callbacks=callbacks)
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)

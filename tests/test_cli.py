@@ -1,0 +1,239 @@
+"""The `tfvae` command end to end, from subprocesses as a user runs it, plus bad input.
+
+One tiny run (`tfvae run`, 2 epochs on the embedded digits) is shared by the tests; every
+other command reads it. Bad-input cases check exit status 2, one line on stderr, no
+traceback and that nothing written before was changed.
+"""
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--epochs", "2", "--hidden-units", "16", "--eval-samples", "5", "--batch-size", "200"]
+
+pytestmark = pytest.mark.slow
+
+
+def tfvae(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        [sys.executable, "-m", "tfvae", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def tree_digest(root):
+    """sha256 of every file under `root` by relative path: proves nothing was touched."""
+    out = {}
+    for base, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def read_png(path):
+    from matplotlib.image import imread
+
+    assert os.path.isfile(path), path
+    image = imread(path)
+    assert image.ndim == 3 and image.dtype == np.float32
+    return image
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """`tfvae run` in a fresh directory: runs/default, its pictures, and the export."""
+    root = tmp_path_factory.mktemp("cli")
+    result = tfvae("run", *TINY, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return root
+
+
+def test_run_writes_model_logs_pictures(workdir):
+    run = workdir / "runs" / "default"
+    for name in ("model/manifest.json", "model/config.json", "run.json", "metrics.json"):
+        assert (run / name).is_file(), name
+    with open(run / "history.csv") as f:
+        rows = f.read().strip().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 3  # header + 2 epochs
+    events = [n for _, _, files in os.walk(run / "logs") for n in files]
+    assert any(n.startswith("events.out.tfevents") for n in events)
+    for name, size in {
+        "reconstructions.png": (250, 1000),
+        "samples.png": (850, 600),
+        "latent.png": (600, 700),
+        "manifold.png": (850, 800),
+        "curves.png": (350, 1200),
+    }.items():
+        image = read_png(run / "pictures" / name)
+        assert image.shape[:2] == size, name
+        assert image[..., :3].std() > 0, name
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    assert math.isfinite(metrics["elbo"]) and metrics["elbo"] < 0
+    try:
+        import tfvae.export  # noqa: F401
+    except ImportError:
+        return
+    assert (workdir / "saved_models" / "default" / "1" / "saved_model.pb").is_file()
+
+
+def test_evaluate_json_matches_the_training_run(workdir):
+    run = workdir / "runs" / "default"
+    # Same K and batch size as the run's own evaluation (TINY): evaluation draws are seeded,
+    # so a fresh process reloading the saved model on the same test split must agree.
+    result = tfvae("evaluate", str(run), "--json", "--samples", "5", "--batch-size", "200")
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout)
+    want = json.loads((run / "metrics.json").read_text())["test"]
+    for key in ("elbo", "reconstruction", "kl", "log_likelihood"):
+        assert got[key] == pytest.approx(want[key], abs=1e-3), key
+    d = json.loads((run / "model" / "config.json").read_text())["input_dim"]
+    assert got["nll_bits_per_dim"] == pytest.approx(-got["log_likelihood"] / (d * math.log(2)))
+    assert got["elbo_bits_per_dim"] == pytest.approx(-got["elbo"] / (d * math.log(2)))
+    assert got["num_examples"] == 359 and got["log_likelihood_samples"] == 5
+
+
+def test_sample_reconstruct_latent_write_documented_pngs(workdir, tmp_path):
+    from tfvae.plots import grid_size_px
+
+    run = str(workdir / "runs" / "default")
+    sample = tfvae("sample", run, "--num", "3", "--draws", "2", "--out", str(tmp_path / "s.png"))
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    image = read_png(tmp_path / "s.png")
+    assert image.shape[:2] == grid_size_px(3, 3) == (350, 300)
+    assert image[..., :3].std() > 0
+    assert "(350 x 300 pixels)" in sample.stdout
+
+    recon = tfvae("reconstruct", run, "--num", "4", "--out", str(tmp_path / "r.png"))
+    assert recon.returncode == 0, recon.stderr[-3000:]
+    image = read_png(tmp_path / "r.png")
+    assert image.shape[:2] == grid_size_px(2, 4) == (250, 400)
+    assert image[..., :3].std() > 0
+
+    latent = tfvae("latent", run, "--grid", "5", "--out", str(tmp_path / "pics" / "z.png"))
+    assert latent.returncode == 0, latent.stderr[-3000:]
+    for name, size in (("z.png", (600, 700)), ("manifold.png", (850, 800))):
+        image = read_png(tmp_path / "pics" / name)
+        assert image.shape[:2] == size and image[..., :3].std() > 0
+
+
+def test_export_writes_tf_serving_layout(workdir, tmp_path):
+    result = tfvae("export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "default" / "1" / "saved_model.pb").is_file()
+
+
+def test_rerun_keeps_earlier_results(workdir, capsys):
+    from tfvae.cli import main
+
+    before = tree_digest(workdir / "runs" / "default")
+    status = main(["run", "--runs-dir", str(workdir / "runs"), "--base-dir",
+                   str(workdir / "saved_models"), "--epochs", "1", "--hidden-units", "4",
+                   "--batch-size", "2000", "--eval-samples", "1", "--quiet"])  # fmt: skip
+    assert status == 0
+    assert tree_digest(workdir / "runs" / "default") == before
+    assert (workdir / "runs" / "default-2" / "model" / "manifest.json").is_file()
+    assert "runs/default-2" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bad input
+def one_line_error(stderr):
+    lines = [line for line in stderr.splitlines() if line.startswith("tfvae")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
+    import shutil
+
+    from tfvae.saving import _sha256
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(workdir / "runs" / "default" / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["latent_dim"] = 3  # weights were trained for J = 2
+    (model / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["sha256"]["config.json"] = _sha256(str(model / "config.json"))
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    before = tree_digest(tmp_path)
+    result = tfvae("sample", str(tmp_path / "run"))
+    assert result.returncode == 2
+    line = one_line_error(result.stderr)
+    assert "does not fit the config" in line and "latent_dim=3" in line
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["train", "--decoder", "poisson"], "invalid choice: 'poisson'"),
+        (["train", "--epochs", "-3"], "--epochs: expected an integer >= 1, got '-3'"),
+        (["train", "--epochs", "0"], "--epochs: expected an integer >= 1, got '0'"),
+        (["train", "--latent-dim", "0"], "--latent-dim: expected an integer >= 1, got '0'"),
+        (["train", "--learning-rate", "nan"], "--learning-rate: expected a finite number > 0"),
+        (["train", "--dataset", "missing.npy"], "file not found: 'missing.npy'"),
+        (["evaluate", "no/such/run"], "RUN 'no/such/run' not found"),
+        (["sample", "no/such/run"], "RUN 'no/such/run' not found"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_one_line_exit_2(argv, expected, capsys, tmp_path, monkeypatch):
+    from tfvae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as e:  # argparse errors exit from inside parse_args
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert expected in one_line_error(err)
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_unreadable_array_and_existing_out_are_refused(capsys, tmp_path, monkeypatch):
+    from tfvae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    assert main(["train", "--dataset", "bad.npy", "--out", "out"]) == 2
+    assert "cannot read array file 'bad.npy'" in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+    np.save(tmp_path / "flat.npy", np.full((20, 6), 0.5, np.float32))  # image shape (1, 6, 1)
+    assert main(["train", "--dataset", "flat.npy", "--architecture", "conv", "--out", "o"]) == 2
+    assert "image_shape" in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("earlier results")
+    assert main(["train", "--out", "out", "--epochs", "1"]) == 2
+    assert "already exists" in one_line_error(capsys.readouterr().err)
+    assert os.listdir(tmp_path / "out") == ["keep.txt"]
+
+
+def test_every_subcommand_has_help(capsys):
+    from tfvae.cli import _COMMANDS, main
+
+    for command in _COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        assert f"usage: tfvae {command}" in capsys.readouterr().out
