@@ -283,11 +283,18 @@ def make_dataset(
 
     With `dynamic_binarization`, each epoch draws fresh x ~ Bernoulli(grey level), seeded.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {x.shape}")
+    from tfvae.validation import check_array, check_positive_int
+
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not hasattr(x, "shape"):
+        try:
+            x = np.asarray(x)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"x must be a non-empty [num_examples, D] array: {e}") from e
+    shape = tuple(x.shape)
+    if len(shape) != 2 or shape[0] == 0:
+        raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {shape}")
+    x = check_array(x, int(shape[1]), "x", require_examples=True).numpy()
     ds = tf.data.Dataset.from_tensor_slices(x)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
