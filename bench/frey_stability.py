@@ -1,12 +1,13 @@
 """Long-run stability of the Gaussian decoder with learned per-pixel variance on Frey Face.
 
 App. C.2 of Kingma & Welling (2013): 560-dim faces, tanh MLP with 200 hidden units, a
-Gaussian p(x|z) whose mean and log-variance come from two parallel Dense heads. The
-learned variance tends to collapse on such data (pixel values cluster on a few grey
-levels), driving log p(x|z) to +inf and the loss to NaN. This script trains with the
-library defaults (soft-clipped log-variance, `VAEConfig.min_log_var`) for 100+ epochs and
-reports, per epoch, whether every loss was finite, then the final train/test ELBO per
-example, how close the decoder's log-variances sit to the floor, and the wall time.
+Gaussian p(x|z) whose mean and log-variance come from two parallel Dense heads. On
+such data (8-bit grey levels) nothing bounds the learned variance from below: a pixel that
+is predictable from z can shrink sigma until log p(x|z) explodes and the loss is NaN. This
+script trains with the library defaults (soft-clipped log-variance,
+`VAEConfig.min_log_var`) for 100+ epochs and reports, per epoch, whether every loss was
+finite, then the final train/test ELBO per example, how close the decoder's log-variances
+sit to the floor, and the wall time.
 
     PYTHONPATH=. TFVAE_DATA_DIR=/work/shared/data python bench/frey_stability.py --epochs 120
 """
@@ -69,8 +70,27 @@ def main(argv=None) -> dict:
         eval_samples=100,
         seed=args.seed,
     )
+    from tfvae.callbacks import NonFiniteLossError
+
     start = time.perf_counter()
-    model, history, test = train_and_evaluate(config, train_config, data, verbose=0)
+    try:
+        model, history, test = train_and_evaluate(config, train_config, data, verbose=0)
+    except NonFiniteLossError as e:
+        result = {
+            "epochs": args.epochs,
+            "all_epochs_finite": False,
+            "first_nonfinite_epoch": e.epoch,
+            "first_nonfinite_batch": e.batch,
+            "terms": list(e.terms),
+            "error": str(e),
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "machine": _cpu(),
+        }
+        print(json.dumps(result, indent=2))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=2)
+        raise SystemExit(1) from None
     wall = time.perf_counter() - start
 
     losses = np.asarray(history["loss"], np.float64)

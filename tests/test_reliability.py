@@ -115,8 +115,7 @@ def test_clipnorm_is_a_global_norm_clip_that_bounds_the_update(digits):
 
 # ------------------------------------------------------------------------- determinism
 def test_same_seed_same_losses_epoch_by_epoch(digits):
-    # XLA on (the default): compiled steps must be as repeatable as eager ones.
-    config = TrainConfig(epochs=3, dynamic_binarization=True, eval_samples=2)
+    config = TrainConfig(epochs=3, dynamic_binarization=True, **FAST)
     full = load_default(binarization="dynamic")
     data = Data(full.x_train, full.x_test[:50], full.image_shape, binary=False)
     _, first, _ = train_and_evaluate(TINY, config, data, verbose=0)
@@ -238,3 +237,22 @@ def test_save_and_load_arguments_are_checked(tmp_path):
         load_model(None)
     with pytest.raises(TypeError, match="directory must be a path.*int"):
         save_model(VAE(TINY), 3)
+
+
+def test_data_loaders_refuse_bad_arrays(tmp_path):
+    from tfvae.data import load_array, make_dataset
+
+    bad = np.ones((4, 3, 2), np.float32)
+    bad[1, 2, 0] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match=r"bad\.npy'\[train\] contains NaN or inf"):
+        load_array(str(tmp_path / "bad.npy"))
+    np.save(tmp_path / "text.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(TypeError, match=r"text\.npy'\[train\] must be numeric"):
+        load_array(str(tmp_path / "text.npy"))
+    with pytest.raises(ValueError, match=r"x must be a non-empty \[num_examples, D\].*\(0, 3\)"):
+        make_dataset(np.zeros((0, 3), np.float32))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        make_dataset(bad.reshape(4, 6))
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        make_dataset(np.ones((4, 6), np.float32), batch_size=2.5)

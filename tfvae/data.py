@@ -241,14 +241,19 @@ def load_array(
         if x_train.ndim == 4
         else (1, int(x_train.shape[1]), 1)
     )
-    flat = lambda a: a.reshape(len(a), -1).astype(np.float32)  # noqa: E731
-    x_train = flat(x_train)
+    from tfvae.validation import check_array
+
+    def flat(a, split):
+        a = a.reshape(len(a), -1)
+        return check_array(a, a.shape[1], f"{path!r}[{split}]", what="features").numpy()
+
+    x_train = flat(x_train, "train")
     if x_test is None:
         order = np.random.default_rng(seed).permutation(len(x_train))
         n_test = max(1, int(round(len(x_train) * test_fraction)))
         x_train, x_test = x_train[order[n_test:]], x_train[order[:n_test]]
     else:
-        x_test = flat(x_test)
+        x_test = flat(x_test, "test")
     binary = bool(np.isin(x_train, (0.0, 1.0)).all())
     return Data(x_train, x_test, shape, binary=binary, name=os.path.basename(path))
 
