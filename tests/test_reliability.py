@@ -200,6 +200,8 @@ def test_a_checkpoint_write_that_fails_half_way_leaves_the_previous_one(tmp_path
     callback.set_model(model)
     callback.on_train_begin()
     callback.on_epoch_end(0, {"loss": 1.0})
+    callback.on_epoch_end(1, {"loss": float("nan")})  # a diverged epoch is never saved
+    assert os.listdir(tmp_path) == ["epoch-000001"]
 
     def crash(path, obj):
         raise OSError("disk full")

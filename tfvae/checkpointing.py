@@ -285,6 +285,8 @@ class TrainingCheckpoint(tfk.callbacks.Callback):
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        if any(not math.isfinite(float(v)) for v in (logs or {}).values()):
+            return  # never checkpoint a diverged state over a good one
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.save(int(epoch) + 1)
