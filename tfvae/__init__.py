@@ -3,6 +3,7 @@
 `model(x)` returns p(x|z), a `tfd.Distribution`: `.mean()` is x-hat, `.sample()` draws x.
 """
 
+from tfvae.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from tfvae.config import VAEConfig
 from tfvae.data import Data, load_dataset, make_dataset
 from tfvae.export import export, load_exported
@@ -16,6 +17,8 @@ __all__ = [
     "VAE",
     "TrainConfig",
     "KLWarmup",
+    "StopOnNonFiniteLoss",
+    "NonFiniteLossError",
     "train_and_evaluate",
     "evaluate_model",
     "save_model",

@@ -67,10 +67,10 @@ class VAEConfig:
 
     def __post_init__(self):
         # Normalise sequences that JSON hands back as lists.
-        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
-        object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
-        if self.image_shape is not None:
-            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        for name in ("hidden_units", "conv_filters", "image_shape"):
+            value = getattr(self, name)
+            if value is not None or name != "image_shape":
+                object.__setattr__(self, name, _int_tuple(value, name))
         _check(
             _is_int(self.input_dim) and self.input_dim > 0,
             "input_dim",
@@ -109,10 +109,14 @@ class VAEConfig:
             "kl_weight",
             f"must be a finite number >= 0, got {self.kl_weight!r}",
         )
+        for name in ("min_log_var", "max_log_var"):
+            _check(
+                _is_finite_number(getattr(self, name)),
+                name,
+                f"must be a finite number, got {getattr(self, name)!r}",
+            )
         _check(
-            _is_finite_number(self.min_log_var)
-            and _is_finite_number(self.max_log_var)
-            and self.min_log_var < self.max_log_var,
+            self.min_log_var < self.max_log_var,
             "min_log_var",
             f"min_log_var ({self.min_log_var!r}) must be finite and below "
             f"max_log_var ({self.max_log_var!r})",
@@ -207,6 +211,18 @@ class VAEConfig:
             return cls.from_json(text)
         except ValueError as e:
             raise ValueError(f"{os.fspath(path)!r}: {e}") from e
+
+
+def _int_tuple(value: Any, field: str) -> Tuple[int, ...]:
+    """A list/tuple of integers as a tuple; anything else is refused, naming the field."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"VAEConfig.{field}: must be a list or tuple of integers, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if not all(_is_int(v) or (hasattr(v, "__index__") and not isinstance(v, bool)) for v in value):
+        raise ValueError(f"VAEConfig.{field}: must contain only integers, got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def _is_int(value: Any) -> bool:

@@ -241,14 +241,19 @@ def load_array(
         if x_train.ndim == 4
         else (1, int(x_train.shape[1]), 1)
     )
-    flat = lambda a: a.reshape(len(a), -1).astype(np.float32)  # noqa: E731
-    x_train = flat(x_train)
+    from tfvae.validation import check_array
+
+    def flat(a, split):
+        a = a.reshape(len(a), -1)
+        return check_array(a, a.shape[1], f"{path!r}[{split}]", what="features").numpy()
+
+    x_train = flat(x_train, "train")
     if x_test is None:
         order = np.random.default_rng(seed).permutation(len(x_train))
         n_test = max(1, int(round(len(x_train) * test_fraction)))
         x_train, x_test = x_train[order[n_test:]], x_train[order[:n_test]]
     else:
-        x_test = flat(x_test)
+        x_test = flat(x_test, "test")
     binary = bool(np.isin(x_train, (0.0, 1.0)).all())
     return Data(x_train, x_test, shape, binary=binary, name=os.path.basename(path))
 
@@ -283,11 +288,18 @@ def make_dataset(
 
     With `dynamic_binarization`, each epoch draws fresh x ~ Bernoulli(grey level), seeded.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {x.shape}")
+    from tfvae.validation import check_array, check_positive_int
+
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not hasattr(x, "shape"):
+        try:
+            x = np.asarray(x)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"x must be a non-empty [num_examples, D] array: {e}") from e
+    shape = tuple(x.shape)
+    if len(shape) != 2 or shape[0] == 0:
+        raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {shape}")
+    x = check_array(x, int(shape[1]), "x", require_examples=True).numpy()
     ds = tf.data.Dataset.from_tensor_slices(x)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)

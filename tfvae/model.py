@@ -19,7 +19,7 @@ import tf_keras as tfk
 from tfvae import objectives
 from tfvae.config import VAEConfig
 from tfvae.networks import make_decoder, make_encoder
-from tfvae.validation import check_inputs, check_latents
+from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
 tfd = tfp.distributions
 
@@ -128,18 +128,20 @@ class VAE(tfk.Model):
         """p(x|z) for one z ~ q(z|x) per example; `seed` (int or `int32[2]`) repeats draws."""
         x = check_inputs(x, self.config, "x")
         q = self.encoder(x, training=training)
-        z = q.sample(seed=self._next_seed(_PREDICT_STREAM) if seed is None else as_seed(seed))
+        seed = self._next_seed(_PREDICT_STREAM) if seed is None else as_seed(check_seed(seed))
+        z = q.sample(seed=seed)
         return self.decoder(z, training=training)
 
     def sample_prior(self, num_samples: int, seed=0) -> tfd.Distribution:
         """p(x|z) for `num_samples` draws z ~ p(z): `.sample()` gives new data, `.mean()` x-hat."""
-        if int(num_samples) <= 0:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        z = self.prior.sample(int(num_samples), seed=as_seed(seed))
+        num_samples = check_positive_int(num_samples, "num_samples")
+        z = self.prior.sample(num_samples, seed=as_seed(check_seed(seed)))
         return self.decoder(z)
 
     def generate(self, num_samples: int, seed=0, output: str = "sample") -> np.ndarray:
         """New data as a numpy array: draws x ~ p(x|z), z ~ p(z) (or the `mean` per z)."""
+        if output not in PREDICT_OUTPUTS:
+            raise ValueError(f"output must be one of {PREDICT_OUTPUTS}, got {output!r}")
         px = self.sample_prior(num_samples, seed)
         seed2 = as_seed(seed) + tf.constant([0, 1], tf.int32)
         return self._select(px, output, seed2).numpy()
@@ -163,7 +165,7 @@ class VAE(tfk.Model):
     def elbo(self, x, seed=0) -> tf.Tensor:
         """Per-example ELBO estimate (nats), `[batch]`: log p(x|z) - KL, one z per example."""
         x = check_inputs(x, self.config, "x")
-        reconstruction, kl = self.elbo_terms(x, as_seed(seed))
+        reconstruction, kl = self.elbo_terms(x, as_seed(check_seed(seed)))
         return reconstruction - kl
 
     def _update_metrics(self, loss, reconstruction, kl):
@@ -303,12 +305,11 @@ class VAE(tfk.Model):
         Returns:
           `float64[num_examples]`.
         """
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
-        if int(chunk_size) < 1 or int(batch_size) < 1:
-            raise ValueError("batch_size and chunk_size must be >= 1")
-        x = check_inputs(x, self.config, "x")
-        base = as_seed(seed)
+        num_samples = check_positive_int(num_samples, "num_samples")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        x = check_inputs(x, self.config, "x", require_examples=True)
+        base = as_seed(check_seed(seed))
         out = []
         n = int(x.shape[0])
         for b, start in enumerate(range(0, n, int(batch_size))):

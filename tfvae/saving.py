@@ -37,7 +37,11 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     Raises:
       FileExistsError: `directory` exists and `overwrite` is False (nothing is touched).
     """
-    directory = os.path.abspath(os.fspath(directory))
+    from tfvae.model import VAE
+
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
+    directory = os.path.abspath(_path(directory, "directory"))
     if os.path.exists(directory) and not overwrite:
         raise FileExistsError(f"{directory!r} already exists; pass overwrite=True to replace it")
     parent = os.path.dirname(directory)
@@ -59,6 +63,12 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     return directory
 
 
+def _path(value, name: str) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return os.fspath(value)
+
+
 def _replace_dir(src: str, dst: str) -> None:
     """Moves `src` to `dst`; an existing `dst` is kept aside until the move succeeded."""
     if not os.path.exists(dst):
@@ -78,7 +88,7 @@ def load_model(directory: str | os.PathLike):
     """Rebuilds a `tfvae.VAE` from `save_model`'s directory (config + checked weights)."""
     from tfvae.model import VAE
 
-    directory = os.fspath(directory)
+    directory = _path(directory, "directory")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"model directory not found: {directory!r}")
     manifest_path = os.path.join(directory, MANIFEST)

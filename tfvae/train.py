@@ -16,11 +16,14 @@ from typing import Optional
 import numpy as np
 import tf_keras as tfk
 
+from tfvae import checkpointing
+from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import VAEConfig, _is_int
-from tfvae.data import Data, make_dataset
+from tfvae.data import Data
 from tfvae.model import VAE
 from tfvae.objectives import bits_per_dim
 from tfvae.saving import save_model
+from tfvae.validation import check_data
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,8 @@ class TrainConfig:
       kl_warmup_epochs: beta rises linearly from 0 to `VAEConfig.kl_weight` over this many
         epochs (0: no warm-up).
       dynamic_binarization: redraw binary x from grey levels every epoch.
-      clipnorm: optional global gradient-norm clip.
+      clipnorm: optional clip of the global gradient norm (all variables together) before
+        each update; a guard against the rare huge gradient of a collapsing variance.
       eval_samples: K of the importance-weighted log p(x) estimate at evaluation.
       jit_compile: compile the training step with XLA.
       steps_per_execution: train steps run per call into the compiled graph.
@@ -67,6 +71,7 @@ class TrainConfig:
             )
         if not (
             isinstance(self.learning_rate, (int, float))
+            and not isinstance(self.learning_rate, bool)
             and math.isfinite(self.learning_rate)
             and self.learning_rate > 0
         ):
@@ -74,8 +79,22 @@ class TrainConfig:
                 f"TrainConfig.learning_rate: must be a finite number > 0, "
                 f"got {self.learning_rate!r}"
             )
-        if self.clipnorm is not None and not (self.clipnorm > 0):
-            raise ValueError(f"TrainConfig.clipnorm: must be > 0 or None, got {self.clipnorm!r}")
+        if self.clipnorm is not None and not (
+            isinstance(self.clipnorm, (int, float))
+            and not isinstance(self.clipnorm, bool)
+            and math.isfinite(self.clipnorm)
+            and self.clipnorm > 0
+        ):
+            raise ValueError(
+                f"TrainConfig.clipnorm: must be a finite number > 0 or None, got {self.clipnorm!r}"
+            )
+        for name in ("dynamic_binarization", "jit_compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"TrainConfig.{name}: must be True or False, got {getattr(self, name)!r}"
+                )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed: must be an integer >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,45 +148,89 @@ def train_and_evaluate(
     workdir: Optional[str] = None,
     verbose: int = 2,
     overwrite: bool = False,
+    resume: bool = True,
     callbacks: Optional[list] = None,
 ):
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
 
-    `callbacks` are extra Keras callbacks for `fit` (e.g. `make_callbacks(workdir)`).
+    With a `workdir`, the training state is checkpointed at the end of every epoch
+    (`tfvae.checkpointing`), and a rerun with the same workdir and configuration resumes
+    from the last completed epoch (`resume=True`, the default): a run killed at any moment
+    loses at most the epoch in progress and ends with the same weights as an uninterrupted
+    one. A workdir whose run differs in configuration is refused, as is one that already
+    holds a finished model, unless `overwrite=True` (which starts afresh).
+
+    Training stops with `tfvae.callbacks.NonFiniteLossError` (epoch, batch and term) if
+    the loss becomes NaN/inf. `callbacks` are extra Keras callbacks for `fit` (e.g.
+    `make_callbacks(workdir)` for TensorBoard and a CSV log).
 
     Returns:
-      `(model, history_dict, test_metrics_dict)`.
+      `(model, history_dict, test_metrics_dict)`; the history covers every epoch of the
+      run, resumed ones included.
     """
+    if not isinstance(model_config, VAEConfig):
+        raise TypeError(f"model_config must be a VAEConfig, got {type(model_config).__name__}")
+    if not isinstance(train_config, TrainConfig):
+        raise TypeError(f"train_config must be a TrainConfig, got {type(train_config).__name__}")
+    if not hasattr(data, "x_train"):
+        raise TypeError(f"data must be a tfvae.data.Data, got {type(data).__name__}")
     if model_config.input_dim != data.input_dim:
         raise ValueError(
             f"VAEConfig.input_dim is {model_config.input_dim} but the data has "
             f"{data.input_dim} features"
         )
+    check_data(data, model_config)
     if workdir is not None and os.path.exists(os.path.join(workdir, "model")) and not overwrite:
         raise FileExistsError(
             f"{os.path.join(workdir, 'model')!r} already exists; choose another"
             f" workdir or pass overwrite=True"
         )
     model = VAE(model_config)
-    optimizer = tfk.optimizers.Adam(train_config.learning_rate, clipnorm=train_config.clipnorm)
+    optimizer = tfk.optimizers.Adam(
+        train_config.learning_rate, global_clipnorm=train_config.clipnorm
+    )
     model.compile(
         optimizer,
         jit_compile=train_config.jit_compile,
         steps_per_execution=train_config.steps_per_execution,
     )
-    train_ds = make_dataset(
-        data.x_train,
-        train_config.batch_size,
-        shuffle=True,
-        seed=train_config.seed,
-        dynamic_binarization=train_config.dynamic_binarization,
-    )
+    # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
+    model.optimizer.build(model.trainable_variables)
+    initial_epoch, past_history = 0, {}
     extra_callbacks = list(callbacks or [])
-    callbacks = [tfk.callbacks.TerminateOnNaN()]
+    callbacks = [StopOnNonFiniteLoss()]
     if train_config.kl_warmup_epochs:
         callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
-    callbacks.extend(extra_callbacks or [])
-    history = model.fit(train_ds, epochs=train_config.epochs, verbose=verbose, callbacks=callbacks)
+    if workdir is not None:
+        initial_epoch, past_history = _resume_state(
+            model, model_config, train_config, workdir, overwrite, resume
+        )
+        callbacks.append(
+            checkpointing.TrainingCheckpoint(
+                os.path.join(workdir, checkpointing.CHECKPOINT_DIR), past_history
+            )
+        )
+    callbacks.extend(extra_callbacks)
+    history = dict(past_history)
+    if initial_epoch < train_config.epochs:
+        train_ds, steps = checkpointing.epoch_dataset(
+            data.x_train,
+            train_config.batch_size,
+            train_config.seed,
+            initial_epoch,
+            train_config.epochs,
+            dynamic_binarization=train_config.dynamic_binarization,
+        )
+        fitted = model.fit(
+            train_ds,
+            epochs=train_config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        for key, values in fitted.history.items():
+            history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
     if workdir is not None:
@@ -177,10 +240,32 @@ def train_and_evaluate(
             json.dump(
                 {
                     "test": metrics,
-                    "history": history.history,
+                    "history": history,
                     "train_config": train_config.to_dict(),
                 },
                 f,
                 indent=2,
             )
-    return model, history.history, metrics
+    return model, history, metrics
+
+
+def _resume_state(model, model_config, train_config, workdir, overwrite, resume):
+    """(epochs already done, their history) for `workdir`: restores the latest checkpoint.
+
+    `overwrite` discards a previous run's checkpoints; otherwise the run's configs must
+    match `run.json`, and an interrupted run is resumed only if `resume` is True.
+    """
+    if overwrite:
+        checkpointing.clear_checkpoints(workdir)
+    checkpointing.prepare_run(workdir, model_config, train_config)
+    latest = checkpointing.latest_checkpoint(os.path.join(workdir, checkpointing.CHECKPOINT_DIR))
+    if latest is None:
+        return 0, {}
+    if not resume:
+        raise FileExistsError(
+            f"{workdir!r} holds checkpoints of an interrupted run (latest {latest!r}); pass "
+            f"resume=True to continue it or overwrite=True to start over"
+        )
+    epoch, history = checkpointing.restore_checkpoint(latest, model)
+    logger.info("resuming %s from %s (epoch %d)", workdir, latest, epoch)
+    return epoch, history

@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_inputs", "check_latents", "check_dataset", "check_array"]
+__all__ = [
+    "check_inputs",
+    "check_latents",
+    "check_dataset",
+    "check_array",
+    "check_positive_int",
+    "check_seed",
+    "check_data",
+]
 
 
 def _describe(x) -> str:
@@ -125,3 +133,51 @@ def check_dataset(ds: tf.data.Dataset, config, name: str = "x") -> tf.data.Datas
     if ds.cardinality() == 0:
         raise ValueError(f"{name}: the dataset is empty")
     return ds
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """An integer >= `minimum` (numpy integers accepted; bools, floats and strings refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
+        )
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_seed(seed, name: str = "seed"):
+    """A seed: an integer >= 0, or a pair of integers / an integer `[2]` tensor."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer >= 0 or a pair of integers, got {seed!r}")
+    if isinstance(seed, (int, np.integer)):
+        if int(seed) < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {int(seed)}")
+        return seed
+    if isinstance(seed, (tf.Tensor, tf.Variable)) and _is_symbolic(seed):
+        return seed
+    try:
+        arr = np.asarray(seed.numpy() if hasattr(seed, "numpy") else seed)
+    except Exception as e:
+        raise TypeError(f"{name} must be an integer or a pair of integers, got {seed!r}") from e
+    if not np.issubdtype(arr.dtype, np.integer) or arr.shape != (2,):
+        raise TypeError(
+            f"{name} must be an integer >= 0 or a pair of integers (shape [2]), got "
+            f"{seed!r} (shape {arr.shape}, dtype {arr.dtype})"
+        )
+    return seed
+
+
+def check_data(data, config, name: str = "data") -> None:
+    """A `tfvae.data.Data` that fits `config`: non-empty, finite splits of `input_dim` features.
+
+    `model.fit` checks arrays itself, but training pipelines feed it a `tf.data.Dataset`,
+    whose values are not inspected; this checks the arrays before they become one.
+    """
+    for split in ("x_train", "x_test"):
+        if not hasattr(data, split):
+            raise TypeError(
+                f"{name} must be a tfvae.data.Data with x_train and x_test, got "
+                f"{type(data).__name__}"
+            )
+        check_inputs(getattr(data, split), config, f"{name}.{split}", require_examples=True)

@@ -1,0 +1,191 @@
+"""Property-based tests: random shapes, dtypes and values never cause an unexplained error.
+
+For every input the model call and the validators either return a correct result or raise
+one of our clear exceptions (ValueError/TypeError) whose message names the argument.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from tfvae import VAE, TrainConfig, VAEConfig
+from tfvae.validation import check_array, check_positive_int, check_seed
+
+D, J = 6, 2
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DTYPES = [np.float16, np.float32, np.float64, np.int32, np.uint8, np.int64, np.bool_]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {
+        decoder: VAE(VAEConfig(input_dim=D, latent_dim=J, hidden_units=(4,), decoder=decoder))
+        for decoder in ("bernoulli", "gaussian")
+    }
+
+
+def arrays():
+    """Arrays of rank 0-3, small sizes (D itself often), any of DTYPES, wild values."""
+    shapes = st.lists(st.sampled_from([0, 1, 2, 3, D, D + 1]), min_size=0, max_size=3).map(tuple)
+    return st.sampled_from(DTYPES).flatmap(
+        lambda dtype: shapes.flatmap(
+            lambda shape: hnp.arrays(
+                dtype,
+                shape,
+                elements=st.floats(-2, 3, width=16)
+                | st.sampled_from([0.0, 1.0, 0.5, math.nan, math.inf, -math.inf])
+                if np.issubdtype(dtype, np.floating)
+                else None,
+            )
+        )
+    )
+
+
+def _valid(x, decoder):
+    if x.ndim != 2 or x.shape[1] != D:
+        return False
+    values = x.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        return False
+    return decoder != "bernoulli" or values.size == 0 or (values.min() >= 0 and values.max() <= 1)
+
+
+def _assert_clear(error, name):
+    assert isinstance(error, (ValueError, TypeError)), repr(error)
+    assert name in str(error), f"{name!r} not named in: {error}"
+
+
+@SETTINGS
+@given(x=arrays(), decoder=st.sampled_from(["bernoulli", "gaussian"]))
+def test_model_call_returns_a_distribution_or_a_clear_error(models, x, decoder):
+    model = models[decoder]
+    try:
+        px = model(x, seed=1)
+    except Exception as e:  # noqa: BLE001 - the property is about which exceptions
+        assert not _valid(x, decoder), f"valid input refused: {e!r}"
+        _assert_clear(e, "x")
+        return
+    assert _valid(x, decoder)
+    assert px.batch_shape.as_list() == [x.shape[0]] and px.event_shape.as_list() == [D]
+    log_p = px.log_prob(np.clip(x.astype(np.float32), 0, 1)).numpy()
+    assert log_p.shape == (x.shape[0],) and np.all(np.isfinite(log_p))
+
+
+@SETTINGS
+@given(x=arrays(), unit=st.booleans(), required=st.booleans())
+def test_check_array_accepts_exactly_the_valid_arrays(x, unit, required):
+    try:
+        out = check_array(x, D, "my_arg", unit_interval=unit, require_examples=required)
+    except Exception as e:  # noqa: BLE001
+        _assert_clear(e, "my_arg")
+        return
+    assert _valid(x, "bernoulli" if unit else "gaussian") and not (required and len(x) == 0)
+    np.testing.assert_array_equal(out.numpy(), x.astype(np.float32))
+
+
+@SETTINGS
+@given(z=arrays())
+def test_decode_returns_a_distribution_or_a_clear_error(models, z):
+    try:
+        px = models["gaussian"].decode(z[..., :J] if z.ndim == 2 else z)
+    except Exception as e:  # noqa: BLE001
+        _assert_clear(e, "z")
+        return
+    assert px.batch_shape.as_list()[0] == z.shape[0]
+
+
+ODD = st.one_of(
+    st.integers(-3, 5),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+    st.lists(st.integers(-2, 5), max_size=3),
+)
+
+
+@SETTINGS
+@given(num_samples=ODD, seed=ODD)
+def test_generate_and_likelihood_arguments(models, num_samples, seed):
+    model = models["bernoulli"]
+    try:
+        out = model.generate(num_samples, seed=seed)
+    except Exception as e:  # noqa: BLE001
+        _assert_clear(e, "num_samples" if "num_samples" in str(e) else "seed")
+    else:
+        assert out.shape == (num_samples, D) and set(np.unique(out)) <= {0.0, 1.0}
+    try:
+        out = model.log_likelihood(np.zeros((2, D), np.float32), num_samples=num_samples)
+    except Exception as e:  # noqa: BLE001
+        _assert_clear(e, "num_samples")
+    else:
+        assert out.shape == (2,) and np.all(out < 0)
+
+
+@SETTINGS
+@given(value=ODD)
+def test_scalar_validators(value):
+    try:
+        assert check_positive_int(value, "n") == value >= 1
+    except (ValueError, TypeError) as e:
+        _assert_clear(e, "n")
+    try:
+        check_seed(value, "the_seed")
+    except (ValueError, TypeError) as e:
+        _assert_clear(e, "the_seed")
+
+
+FIELD_VALUES = {
+    "input_dim": ODD,
+    "latent_dim": ODD,
+    "decoder": st.sampled_from(["bernoulli", "gaussian", "nope", 3]),
+    "hidden_units": ODD,
+    "activation": st.sampled_from(["tanh", "relu", "", None]),
+    "kl_weight": ODD,
+    "min_log_var": ODD,
+    "max_log_var": ODD,
+    "image_shape": ODD,
+    "seed": ODD,
+}
+
+
+@SETTINGS
+@given(
+    st.dictionaries(st.sampled_from(sorted(FIELD_VALUES)), st.none(), max_size=3).flatmap(
+        lambda keys: st.fixed_dictionaries({k: FIELD_VALUES[k] for k in keys})
+    )
+)
+def test_vae_config_fields_are_validated_by_name(fields):
+    try:
+        VAEConfig(**fields)
+    except (ValueError, TypeError) as e:
+        assert "VAEConfig." in str(e) and any(f"VAEConfig.{k}" in str(e) for k in fields), e
+
+
+TRAIN_FIELDS = {
+    "epochs": ODD,
+    "batch_size": ODD,
+    "learning_rate": ODD,
+    "kl_warmup_epochs": ODD,
+    "clipnorm": ODD,
+    "eval_samples": ODD,
+    "jit_compile": ODD,
+    "seed": ODD,
+}
+
+
+@SETTINGS
+@given(
+    st.dictionaries(st.sampled_from(sorted(TRAIN_FIELDS)), st.none(), max_size=3).flatmap(
+        lambda keys: st.fixed_dictionaries({k: TRAIN_FIELDS[k] for k in keys})
+    )
+)
+def test_train_config_fields_are_validated_by_name(fields):
+    try:
+        TrainConfig(**fields)
+    except (ValueError, TypeError) as e:
+        assert any(f"TrainConfig.{k}" in str(e) for k in fields), e
