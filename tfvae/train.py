@@ -14,10 +14,12 @@ import os
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as tfk
 
+from tfvae import distribute
 from tfvae.config import VAEConfig, _is_int
-from tfvae.data import Data, make_dataset
+from tfvae.data import Data
 from tfvae.model import VAE
 from tfvae.objectives import bits_per_dim
 from tfvae.saving import save_model
@@ -119,8 +121,17 @@ def train_and_evaluate(
     workdir: Optional[str] = None,
     verbose: int = 2,
     overwrite: bool = False,
+    strategy: Optional[tf.distribute.Strategy] = None,
 ):
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
+
+    Args:
+      strategy: a `tf.distribute.Strategy` (see `tfvae.distribute.make_strategy`); default:
+        the current one (single device). `train_config.batch_size` is the GLOBAL batch,
+        split over all replicas. Under `MultiWorkerMirroredStrategy` every worker must call
+        this with the same arguments; only the chief keeps `workdir` (model, metrics), the
+        others write to temporary directories that are deleted, and training resumes from
+        `workdir/backup` (Keras `BackupAndRestore`) when a worker restarts.
 
     Returns:
       `(model, history_dict, test_metrics_dict)`.
@@ -130,19 +141,33 @@ def train_and_evaluate(
             f"VAEConfig.input_dim is {model_config.input_dim} but the data has "
             f"{data.input_dim} features"
         )
-    if workdir is not None and os.path.exists(os.path.join(workdir, "model")) and not overwrite:
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    if (
+        chief
+        and workdir is not None
+        and os.path.exists(os.path.join(workdir, "model"))
+        and not overwrite
+    ):
         raise FileExistsError(
             f"{os.path.join(workdir, 'model')!r} already exists; choose another"
             f" workdir or pass overwrite=True"
         )
-    model = VAE(model_config)
-    optimizer = tfk.optimizers.Adam(train_config.learning_rate, clipnorm=train_config.clipnorm)
-    model.compile(
-        optimizer,
-        jit_compile=train_config.jit_compile,
-        steps_per_execution=train_config.steps_per_execution,
-    )
-    train_ds = make_dataset(
+    jit_compile = train_config.jit_compile
+    if jit_compile and _replicas_on_cpu(strategy):
+        # XLA compiles a CPU cluster for one device: replicas on logical CPUs then fail with
+        # "Trying to access resource ... located in device CPU:1 from device CPU:0".
+        logger.info("jit_compile turned off: XLA does not run one replica per CPU device")
+        jit_compile = False
+    with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
+        model = VAE(model_config)
+        optimizer = tfk.optimizers.Adam(train_config.learning_rate, clipnorm=train_config.clipnorm)
+        model.compile(
+            optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=train_config.steps_per_execution,
+        )
+    train_ds = distribute.distributed_dataset(
         data.x_train,
         train_config.batch_size,
         shuffle=True,
@@ -152,9 +177,34 @@ def train_and_evaluate(
     callbacks = [tfk.callbacks.TerminateOnNaN()]
     if train_config.kl_warmup_epochs:
         callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
-    history = model.fit(train_ds, epochs=train_config.epochs, verbose=verbose, callbacks=callbacks)
+    if workdir is not None and distribute.is_multi_worker(strategy):
+        # Fault tolerance: a restarted worker resumes from the last finished epoch. Keras
+        # writes the chief's backup here and the others' to temporary dirs it deletes.
+        callbacks.append(tfk.callbacks.BackupAndRestore(os.path.join(workdir, "backup")))
+    history = model.fit(
+        train_ds,
+        epochs=train_config.epochs,
+        verbose=verbose if chief else 0,  # one progress log, the chief's
+        callbacks=callbacks,
+    )
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
+    with distribute.write_dir(workdir, strategy) as out:
+        if out is not None:
+            _save(model, out, history.history, metrics, train_config, overwrite)
+    return model, history.history, metrics
+
+
+def _replicas_on_cpu(strategy) -> bool:
+    """True when `strategy` runs several replicas and at least one sits on a CPU device."""
+    if strategy.num_replicas_in_sync <= 1:
+        return False
+    devices = getattr(strategy.extended, "worker_devices", ())
+    return any("CPU" in tf.DeviceSpec.from_string(d).device_type.upper() for d in devices)
+
+
+def _save(model, workdir, history, metrics, train_config, overwrite):
+    """Writes `workdir/model` and `workdir/metrics.json`."""
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         save_model(model, os.path.join(workdir, "model"), overwrite=overwrite)
@@ -162,10 +212,9 @@ def train_and_evaluate(
             json.dump(
                 {
                     "test": metrics,
-                    "history": history.history,
+                    "history": history,
                     "train_config": train_config.to_dict(),
                 },
                 f,
                 indent=2,
             )
-    return model, history.history, metrics
