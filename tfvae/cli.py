@@ -30,12 +30,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="runs/default", help="output directory")
     train.add_argument("--overwrite", action="store_true")
+    train.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multi-worker"),
+        help="tf.distribute strategy: one device, all local GPUs, or the TF_CONFIG cluster",
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        from tfvae.distribute import make_strategy
+
+        strategy = make_strategy(args.strategy)  # first: multi-worker must precede other ops
         from tfvae.config import VAEConfig
         from tfvae.data import load_dataset
         from tfvae.train import TrainConfig, train_and_evaluate
@@ -57,7 +66,7 @@ def main(argv=None) -> int:
             seed=args.seed,
         )
         _, _, metrics = train_and_evaluate(
-            config, train_config, data, args.out, overwrite=args.overwrite
+            config, train_config, data, args.out, overwrite=args.overwrite, strategy=strategy
         )
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         print(f"tfvae: error: {e}", file=sys.stderr)

@@ -100,6 +100,7 @@ class VAE(tfk.Model):
             name: tfk.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
         }
         self._initialise_weights()
+        self.built = True  # encoder and decoder are built: every weight exists already
 
     # ----------------------------------------------------------------- construction
     def _initialise_weights(self) -> None:

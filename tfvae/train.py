@@ -177,16 +177,25 @@ def train_and_evaluate(
     callbacks = [tfk.callbacks.TerminateOnNaN()]
     if train_config.kl_warmup_epochs:
         callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
+    backup_dir = None
     if workdir is not None and distribute.is_multi_worker(strategy):
         # Fault tolerance: a restarted worker resumes from the last finished epoch. Keras
         # writes the chief's backup here and the others' to temporary dirs it deletes.
-        callbacks.append(tfk.callbacks.BackupAndRestore(os.path.join(workdir, "backup")))
+        backup_dir = os.path.join(workdir, "backup")
+        callbacks.append(tfk.callbacks.BackupAndRestore(backup_dir))
     history = model.fit(
         train_ds,
         epochs=train_config.epochs,
         verbose=verbose if chief else 0,  # one progress log, the chief's
         callbacks=callbacks,
     )
+    if (
+        backup_dir is not None
+        and chief
+        and os.path.isdir(backup_dir)
+        and not os.listdir(backup_dir)
+    ):
+        os.rmdir(backup_dir)  # BackupAndRestore empties it once training has completed
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
     with distribute.write_dir(workdir, strategy) as out:

@@ -51,8 +51,7 @@ def max_diff(a, b):
     return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
 
 
-def main():
-    kl_method = sys.argv[1] if len(sys.argv) > 1 else "analytic"
+def compare(kl_method):
     config = VAEConfig(
         input_dim=16,
         latent_dim=3,
@@ -72,22 +71,22 @@ def main():
     ref_2_loss, ref_2 = reference(config, x, folded)
     ref_1_loss, ref_1 = reference(config, x, [base])
     same_noise_loss, same_noise = reference(config, x, [base, base])
-    print(
-        json.dumps(
-            {
-                "replicas": mirrored.num_replicas_in_sync,
-                "loss_2": loss_2,
-                "ref_2_loss": ref_2_loss,
-                "grad_diff_2": max_diff(grads_2, ref_2),
-                "loss_1": loss_1,
-                "ref_1_loss": ref_1_loss,
-                "grad_diff_1": max_diff(grads_1, ref_1),
-                "same_noise_loss": same_noise_loss,
-                "same_noise_grad_diff": max_diff(grads_2, same_noise),
-                "grad_scale": max(float(np.max(np.abs(g))) for g in ref_2),
-            }
-        )
-    )
+    return {
+        "replicas": mirrored.num_replicas_in_sync,
+        "loss_2": loss_2,
+        "ref_2_loss": ref_2_loss,
+        "grad_diff_2": max_diff(grads_2, ref_2),
+        "loss_1": loss_1,
+        "ref_1_loss": ref_1_loss,
+        "grad_diff_1": max_diff(grads_1, ref_1),
+        "same_noise_loss": same_noise_loss,
+        "same_noise_grad_diff": max_diff(grads_2, same_noise),
+        "grad_scale": max(float(np.max(np.abs(g))) for g in ref_2),
+    }
+
+
+def main():
+    print(json.dumps({method: compare(method) for method in sys.argv[1:]}))
 
 
 if __name__ == "__main__":
