@@ -127,17 +127,14 @@ def _free_ports(n):
             s.close()
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    """Runs tests/distribute_scripts/worker.py as workers 0 and 1 of one TF_CONFIG cluster."""
-    root = tmp_path_factory.mktemp("multi_worker")
-    workdir = root / "run"
+def _launch_workers(root, tag, workdir, extra_env, timeout=420):
+    """Starts worker.py as workers 0 and 1 of a fresh loopback cluster; returns exit codes."""
     hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     procs, logs = [], []
     try:
         for index in range(2):
             tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-            log = open(root / f"worker{index}.log", "w")
+            log = open(root / f"{tag}_worker{index}.log", "w")
             logs.append(log)
             procs.append(
                 subprocess.Popen(
@@ -145,16 +142,16 @@ def two_workers(tmp_path_factory):
                         sys.executable,
                         os.path.join(SCRIPTS, "worker.py"),
                         str(workdir),
-                        str(root / f"result{index}.json"),
-                        str(root / f"seen{index}.txt"),
+                        str(root / f"{tag}_result{index}.json"),
+                        str(root / f"{tag}_seen{index}.txt"),
                     ],
-                    env=_env(TF_CONFIG=json.dumps(tf_config)),
+                    env=_env(TF_CONFIG=json.dumps(tf_config), **extra_env),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=str(root),
                 )
             )
-        codes = [p.wait(timeout=420) for p in procs]
+        return [p.wait(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -162,17 +159,44 @@ def two_workers(tmp_path_factory):
                 p.wait(timeout=30)
         for log in logs:
             log.close()
+
+
+def _logs(root, tag):
+    return "\n----\n".join((root / f"{tag}_worker{i}.log").read_text()[-3000:] for i in range(2))
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """A 2-epoch run of a 2-worker TF_CONFIG cluster on loopback, with a failure in between.
+
+    First launch: worker 1 dies (exit 3) as epoch 2 begins, so the chief fails too and the
+    cluster stops with epoch 1 backed up. Second launch: the same command on both workers
+    resumes from the backup and runs epoch 2 only.
+    """
+    root = tmp_path_factory.mktemp("multi_worker")
+    workdir = root / "run"
+    crashed = _launch_workers(root, "crash", workdir, {"TFVAE_TEST_CRASH": "1:1"})
+    if crashed[1] != 3 or crashed[0] == 0:
+        pytest.fail(
+            f"expected worker 1 to die (3) and the chief to fail: {crashed}\n"
+            + _logs(root, "crash")
+        )
+    after_crash = sorted(os.listdir(workdir))
+    codes = _launch_workers(root, "resume", workdir, {})
     if codes != [0, 0]:
-        tails = [(root / f"worker{i}.log").read_text()[-3000:] for i in range(2)]
-        pytest.fail(f"workers exited with {codes}:\n" + "\n----\n".join(tails))
-    results = [json.loads((root / f"result{i}.json").read_text()) for i in range(2)]
-    seen = [np.loadtxt(root / f"seen{i}.txt", ndmin=2) for i in range(2)]
-    return workdir, results, seen
+        pytest.fail(f"workers exited with {codes}:\n" + _logs(root, "resume"))
+    results = [json.loads((root / f"resume_result{i}.json").read_text()) for i in range(2)]
+    seen = {
+        tag: [np.loadtxt(root / f"{tag}_seen{i}.txt", ndmin=2) for i in range(2)]
+        for tag in ("crash", "resume")
+    }
+    return workdir, results, seen, after_crash
 
 
 @pytest.mark.slow
 def test_two_workers_train_one_model_on_disjoint_shards(two_workers):
-    workdir, results, seen = two_workers
+    workdir, results, seen_by_run, _ = two_workers
+    seen = seen_by_run["resume"]
     chief, other = results
     assert chief["chief"] and not other["chief"]
     assert chief["replicas"] == other["replicas"] == 2
@@ -180,23 +204,38 @@ def test_two_workers_train_one_model_on_disjoint_shards(two_workers):
     assert chief["weights_abs_sum"] == pytest.approx(other["weights_abs_sum"], rel=1e-6)
     assert chief["history"] == other["history"]
     assert all(np.isfinite(v) for v in chief["history"]["loss"])
-    # Each train step got half the examples; over 2 epochs the two workers together saw every
-    # training example exactly twice (counts and sums add up), so their shards are disjoint.
+    # Each train step got half the examples; in the epoch the two workers together saw every
+    # training example exactly once (counts and sums add up), so their shards are disjoint.
     n, total = chief["train_size"], chief["train_sum"]
     counts = [s[:, 0].sum() for s in seen]
     sums = [s[:, 1].sum() for s in seen]
     assert len(seen[0]) == len(seen[1])  # the same number of steps, in lockstep
-    assert 0 < counts[0] < 2 * n and 0 < counts[1] < 2 * n
-    assert sum(counts) == 2 * n
-    assert sum(sums) == pytest.approx(2 * total, rel=1e-6)
+    assert 0 < counts[0] < n and 0 < counts[1] < n
+    assert sum(counts) == n
+    assert sum(sums) == pytest.approx(total, rel=1e-6)
     assert np.abs(seen[0][:, 1] - seen[1][:, 1]).max() > 0  # different examples per step
+
+
+@pytest.mark.slow
+def test_a_restarted_cluster_resumes_from_the_backup(two_workers):
+    workdir, results, seen, after_crash = two_workers
+    # The failed launch trained epoch 1 only and left the chief's backup, no model.
+    assert after_crash == ["backup"]
+    assert seen["crash"][0][:, 0].sum() + seen["crash"][1][:, 0].sum() == results[0]["train_size"]
+    # The relaunch ran the remaining epoch only (one history entry, one epoch of examples)
+    # and removed the backup once done (checked by the listing test below).
+    assert len(results[0]["history"]["loss"]) == 1
+    assert len(seen["resume"][0]) == len(seen["crash"][0])
+    # ... from the restored state: the optimizer's step counter (restored with the weights)
+    # counts the steps of both launches.
+    assert results[0]["iterations"] == len(seen["crash"][0]) + len(seen["resume"][0])
 
 
 @pytest.mark.slow
 def test_only_the_chief_writes_and_its_model_loads(two_workers):
     import tfvae
 
-    workdir, results, _ = two_workers
+    workdir, results, _, _ = two_workers
     assert sorted(p for p in os.listdir(workdir) if not p.startswith(".")) == sorted(
         ["metrics.json", "model"] + (["export"] if results[0]["exported"] else [])
     )
@@ -212,7 +251,7 @@ def test_only_the_chief_writes_and_its_model_loads(two_workers):
 @pytest.mark.slow
 def test_the_chief_export_loads(two_workers):
     pytest.importorskip("tfvae.export", reason="tfvae.export (issue 3) is not on this branch")
-    workdir, results, _ = two_workers
+    workdir, results, _, _ = two_workers
     assert results[0]["exported"] and os.path.isdir(results[0]["exported"])
     code = (
         "import sys, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]);"

@@ -34,9 +34,20 @@ def main():
             return super().train_step(data)
 
     tfvae.train.VAE = RecordingVAE
+    crash = os.environ.get("TFVAE_TEST_CRASH")  # "worker_index:epoch": die there (fault test)
+    if crash:
+        index, epoch = (int(v) for v in crash.split(":"))
+
+        class CrashAt(tfvae.train.tfk.callbacks.TerminateOnNaN):
+            def on_epoch_begin(self, e, logs=None):
+                if e == epoch and STRATEGY.cluster_resolver.task_id == index:
+                    os._exit(3)
+
+        tfvae.train.tfk.callbacks.TerminateOnNaN = CrashAt
+    epochs = int(os.environ.get("TFVAE_TEST_EPOCHS", "2"))
     data = load_default()
     config = VAEConfig(input_dim=data.input_dim, latent_dim=2, hidden_units=(16,), seed=1)
-    train_config = TrainConfig(epochs=2, batch_size=128, eval_samples=5, seed=0)
+    train_config = TrainConfig(epochs=epochs, batch_size=128, eval_samples=5, seed=0)
     model, history, metrics = tfvae.train.train_and_evaluate(
         config, train_config, data, workdir, verbose=0, strategy=STRATEGY
     )
@@ -57,6 +68,7 @@ def main():
                 "history": history,
                 "metrics": metrics,
                 "weights_abs_sum": weights,
+                "iterations": int(model.optimizer.iterations.numpy()),
                 "train_size": len(data.x_train),
                 "train_sum": float(data.x_train.sum()),
                 "exported": exported,
