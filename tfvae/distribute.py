@@ -30,7 +30,6 @@ import tensorflow as tf
 __all__ = [
     "STRATEGIES",
     "make_strategy",
-    "num_workers",
     "is_chief",
     "is_multi_worker",
     "write_dir",
@@ -97,16 +96,6 @@ def is_multi_worker(strategy) -> bool:
     """True when `strategy` spans several processes (workers)."""
     extended = strategy.extended
     return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
-
-
-def num_workers(strategy) -> int:
-    """How many processes train together (1 unless multi-worker)."""
-    if not is_multi_worker(strategy):
-        return 1
-    resolver = strategy.cluster_resolver
-    return len(resolver.cluster_spec().as_dict().get("worker", [])) + len(
-        resolver.cluster_spec().as_dict().get("chief", [])
-    )
 
 
 def is_chief(strategy) -> bool:
