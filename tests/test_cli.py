@@ -65,7 +65,13 @@ def workdir(tmp_path_factory):
 
 def test_run_writes_model_logs_pictures(workdir):
     run = workdir / "runs" / "default"
-    for name in ("model/manifest.json", "model/config.json", "run.json", "metrics.json"):
+    for name in (
+        "model/manifest.json",
+        "model/config.json",
+        "dataset.json",
+        "run.json",
+        "metrics.json",
+    ):
         assert (run / name).is_file(), name
     with open(run / "history.csv") as f:
         rows = f.read().strip().splitlines()

@@ -8,7 +8,7 @@
     tfvae latent runs/mnist        # latent means coloured by label (+ manifold if J = 2)
     tfvae export runs/mnist        # TF Serving layout: saved_models/<name>/<version>
 
-A run directory holds `model/` (config + weights), `run.json` (which data it was trained
+A run directory holds `model/` (config + weights), `dataset.json` (which data it was trained
 on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
 (unknown names, missing files, impossible values, a model that does not fit the data)
 ends with one line on stderr and exit status 2; nothing already written is replaced
@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 __all__ = ["main", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
-RUN_FILE = "run.json"
+DATA_FILE = "dataset.json"
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
@@ -153,6 +153,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=_non_negative, default=0, help="(default: 0)")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    g.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multi-worker"),
+        help="tf.distribute strategy: one device, all local GPUs (mirrored), or the cluster "
+        "in $TF_CONFIG (multi-worker); --batch-size is the global batch (default: default)",
+    )
 
 
 def _add_run_arg(p: argparse.ArgumentParser) -> None:
@@ -305,6 +312,9 @@ def _check_new_dir(path: str, overwrite: bool) -> None:
 
 def _train(args, out: str, overwrite: bool):
     """Trains per `args` into `out`; returns (model, data, metrics)."""
+    from tfvae.distribute import make_strategy
+
+    strategy = make_strategy(args.strategy)  # first: multi-worker must precede other TF ops
     from tfvae.config import VAEConfig
     from tfvae.plots import read_history_csv, save_figure, training_curves
     from tfvae.train import TrainConfig, make_callbacks, train_and_evaluate
@@ -331,7 +341,7 @@ def _train(args, out: str, overwrite: bool):
         seed=args.seed,
     )
     if overwrite:  # asked for: the old logs would otherwise mix with the new run's
-        for stale in ("history.csv", "logs", "pictures", RUN_FILE):
+        for stale in ("history.csv", "logs", "pictures", DATA_FILE):
             path = os.path.join(out, stale)
             if os.path.isdir(path):
                 shutil.rmtree(path)
@@ -354,9 +364,10 @@ def _train(args, out: str, overwrite: bool):
         verbose=verbose,
         overwrite=overwrite,
         callbacks=make_callbacks(out),
+        strategy=strategy,
     )
     _write_json(
-        os.path.join(out, RUN_FILE),
+        os.path.join(out, DATA_FILE),
         {"dataset": dataset, "data_dir": data_dir, "seed": args.seed, "decoder": decoder},
     )
     csv_path = os.path.join(out, "history.csv")
@@ -390,7 +401,7 @@ def _open_run(run_dir: str):
             f"expected a directory written by tfvae train"
         )
     info = {}
-    run_file = os.path.join(run_dir, RUN_FILE)
+    run_file = os.path.join(run_dir, DATA_FILE)
     if os.path.isfile(run_file):
         try:
             with open(run_file, encoding="utf-8") as f:

@@ -18,6 +18,7 @@ import tf_keras as tfk
 
 from tfvae import objectives
 from tfvae.config import VAEConfig
+from tfvae.distribute import replica_average, replica_seed
 from tfvae.networks import make_decoder, make_encoder
 from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
@@ -76,16 +77,30 @@ class VAE(tfk.Model):
         self.prior = tfd.MultivariateNormalDiag(
             loc=tf.zeros([latent]), scale_diag=tf.ones([latent]), name="prior"
         )
+        # Under a tf.distribute strategy: beta is set from outside the replicas (callbacks),
+        # the draw counter is advanced by every replica; keep the first replica's count
+        # (replica_seed then makes each replica's draws distinct).
         self.kl_weight = tf.Variable(
-            float(self.config.kl_weight), trainable=False, dtype=tf.float32, name="kl_weight"
+            float(self.config.kl_weight),
+            trainable=False,
+            dtype=tf.float32,
+            name="kl_weight",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
-        self._draws = tf.Variable(0, trainable=False, dtype=tf.int64, name="draws")
+        self._draws = tf.Variable(
+            0,
+            trainable=False,
+            dtype=tf.int64,
+            name="draws",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
         self._predict_output = "mean"
         self._predict_latent = "sample"
         self._trackers = {
             name: tfk.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
         }
         self._initialise_weights()
+        self.built = True  # encoder and decoder are built: every weight exists already
 
     # ----------------------------------------------------------------- construction
     def _initialise_weights(self) -> None:
@@ -149,8 +164,10 @@ class VAE(tfk.Model):
     # ----------------------------------------------------------------- the objective
     def _next_seed(self, stream: int) -> tf.Tensor:
         count = self._draws.assign_add(1)
-        return tf.stack(
-            [tf.constant(self.config.seed * 4 + stream, tf.int32), tf.cast(count, tf.int32)]
+        return replica_seed(
+            tf.stack(
+                [tf.constant(self.config.seed * 4 + stream, tf.int32), tf.cast(count, tf.int32)]
+            )
         )
 
     def elbo_terms(self, x, seed, training=None):
@@ -169,6 +186,7 @@ class VAE(tfk.Model):
         return reconstruction - kl
 
     def _update_metrics(self, loss, reconstruction, kl):
+        # Per-example values: Keras sums each Mean's total and count over replicas.
         self._trackers["loss"].update_state(loss)
         self._trackers["elbo"].update_state(reconstruction - kl)
         self._trackers["reconstruction"].update_state(reconstruction)
@@ -180,31 +198,44 @@ class VAE(tfk.Model):
         return list(self._trackers.values()) + list(super().metrics)
 
     def _loss(self, reconstruction, kl):
-        loss = tf.reduce_mean(-reconstruction + self.kl_weight * kl)
+        """(loss to differentiate, per-example loss for the metric).
+
+        The first is this replica's share of the GLOBAL-batch mean (see
+        `tfvae.distribute.replica_average`): the optimizer sums gradients over replicas, so
+        N replicas take the same step as one device on the same global batch. Regularizers
+        (`self.losses`) are added once per replica, hence scaled by 1/num_replicas.
+        """
+        per_example = -reconstruction + self.kl_weight * kl
+        loss = replica_average(per_example)
         if self.losses:
-            loss += tf.add_n(self.losses)
-        return loss
+            regularization = tf.add_n(self.losses)
+            loss += tf.nn.scale_regularization_loss(regularization)
+            per_example += regularization
+        return loss, per_example
 
     def train_step(self, data):
         x = _features(data)
         # Step t draws with seed (seed, t): reproducible, and resumes with the optimizer.
-        seed = tf.stack(
-            [
-                tf.constant(self.config.seed * 4 + _TRAIN_STREAM, tf.int32),
-                tf.cast(self.optimizer.iterations, tf.int32),
-            ]
+        # Replicas fold in their id (replica_seed): same step, different noise.
+        seed = replica_seed(
+            tf.stack(
+                [
+                    tf.constant(self.config.seed * 4 + _TRAIN_STREAM, tf.int32),
+                    tf.cast(self.optimizer.iterations, tf.int32),
+                ]
+            )
         )
         with tf.GradientTape() as tape:
             reconstruction, kl = self.elbo_terms(x, seed, training=True)
-            loss = self._loss(reconstruction, kl)
+            loss, per_example = self._loss(reconstruction, kl)
         variables = self.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return self._update_metrics(loss, reconstruction, kl)
+        return self._update_metrics(per_example, reconstruction, kl)
 
     def test_step(self, data):
         x = _features(data)
         reconstruction, kl = self.elbo_terms(x, self._next_seed(_EVAL_STREAM))
-        return self._update_metrics(self._loss(reconstruction, kl), reconstruction, kl)
+        return self._update_metrics(self._loss(reconstruction, kl)[1], reconstruction, kl)
 
     def predict_step(self, data):
         x = _features(data)

@@ -14,9 +14,10 @@ import os
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import checkpointing
+from tfvae import checkpointing, distribute
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import VAEConfig, _is_int
 from tfvae.data import Data
@@ -150,6 +151,7 @@ def train_and_evaluate(
     overwrite: bool = False,
     resume: bool = True,
     callbacks: Optional[list] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
 ):
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
 
@@ -163,6 +165,14 @@ def train_and_evaluate(
     Training stops with `tfvae.callbacks.NonFiniteLossError` (epoch, batch and term) if
     the loss becomes NaN/inf. `callbacks` are extra Keras callbacks for `fit` (e.g.
     `make_callbacks(workdir)` for TensorBoard and a CSV log).
+
+    Args:
+      strategy: a `tf.distribute.Strategy` (see `tfvae.distribute.make_strategy`); default:
+        the current one (single device). `train_config.batch_size` is the GLOBAL batch,
+        split over all replicas. Under `MultiWorkerMirroredStrategy` every worker must call
+        this with the same arguments; only the chief keeps `workdir` (model, metrics), the
+        others write to temporary directories that are deleted, and training resumes from
+        `workdir/backup` (Keras `BackupAndRestore`) when a worker restarts.
 
     Returns:
       `(model, history_dict, test_metrics_dict)`; the history covers every epoch of the
@@ -180,59 +190,115 @@ def train_and_evaluate(
             f"{data.input_dim} features"
         )
     check_data(data, model_config)
-    if workdir is not None and os.path.exists(os.path.join(workdir, "model")) and not overwrite:
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    multi_worker = distribute.is_multi_worker(strategy)
+    if (
+        chief
+        and workdir is not None
+        and os.path.exists(os.path.join(workdir, "model"))
+        and not overwrite
+    ):
         raise FileExistsError(
             f"{os.path.join(workdir, 'model')!r} already exists; choose another"
             f" workdir or pass overwrite=True"
         )
-    model = VAE(model_config)
-    optimizer = tfk.optimizers.Adam(
-        train_config.learning_rate, global_clipnorm=train_config.clipnorm
-    )
-    model.compile(
-        optimizer,
-        jit_compile=train_config.jit_compile,
-        steps_per_execution=train_config.steps_per_execution,
-    )
-    # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
-    model.optimizer.build(model.trainable_variables)
+    jit_compile = train_config.jit_compile
+    if jit_compile and _replicas_on_cpu(strategy):
+        # XLA compiles a CPU cluster for one device: replicas on logical CPUs then fail with
+        # "Trying to access resource ... located in device CPU:1 from device CPU:0".
+        logger.info("jit_compile turned off: XLA does not run one replica per CPU device")
+        jit_compile = False
+    with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
+        model = VAE(model_config)
+        optimizer = tfk.optimizers.Adam(
+            train_config.learning_rate, global_clipnorm=train_config.clipnorm
+        )
+        model.compile(
+            optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=train_config.steps_per_execution,
+        )
+        # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
+        model.optimizer.build(model.trainable_variables)
     initial_epoch, past_history = 0, {}
     extra_callbacks = list(callbacks or [])
     callbacks = [StopOnNonFiniteLoss()]
     if train_config.kl_warmup_epochs:
         callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
-    if workdir is not None:
-        initial_epoch, past_history = _resume_state(
-            model, model_config, train_config, workdir, overwrite, resume
+    backup_dir = None
+    fit_args = {}
+    if multi_worker:
+        # Fault tolerance across workers: Keras BackupAndRestore (the chief's backup here,
+        # the others' in temporary dirs it deletes); examples sharded across the workers.
+        if workdir is not None:
+            backup_dir = os.path.join(workdir, "backup")
+            callbacks.append(tfk.callbacks.BackupAndRestore(backup_dir))
+        train_ds = distribute.distributed_dataset(
+            data.x_train,
+            train_config.batch_size,
+            shuffle=True,
+            seed=train_config.seed,
+            dynamic_binarization=train_config.dynamic_binarization,
         )
-        callbacks.append(
-            checkpointing.TrainingCheckpoint(
-                os.path.join(workdir, checkpointing.CHECKPOINT_DIR), past_history
+    else:
+        # One process (one device or mirrored replicas): per-epoch checkpoints and resume,
+        # each epoch's batches a fixed function of (seed, epoch).
+        if workdir is not None:
+            initial_epoch, past_history = _resume_state(
+                model, model_config, train_config, workdir, overwrite, resume
             )
-        )
-    callbacks.extend(extra_callbacks)
-    history = dict(past_history)
-    if initial_epoch < train_config.epochs:
+            callbacks.append(
+                checkpointing.TrainingCheckpoint(
+                    os.path.join(workdir, checkpointing.CHECKPOINT_DIR), past_history
+                )
+            )
         train_ds, steps = checkpointing.epoch_dataset(
             data.x_train,
             train_config.batch_size,
             train_config.seed,
             initial_epoch,
-            train_config.epochs,
+            max(train_config.epochs, initial_epoch + 1),
             dynamic_binarization=train_config.dynamic_binarization,
         )
+        fit_args = {"initial_epoch": initial_epoch, "steps_per_epoch": steps}
+    callbacks.extend(extra_callbacks)
+    history = dict(past_history)
+    if initial_epoch < train_config.epochs:
         fitted = model.fit(
             train_ds,
             epochs=train_config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            verbose=verbose,
+            verbose=verbose if chief else 0,  # one progress log, the chief's
             callbacks=callbacks,
+            **fit_args,
         )
         for key, values in fitted.history.items():
             history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
+    if (
+        backup_dir is not None
+        and chief
+        and os.path.isdir(backup_dir)
+        and not os.listdir(backup_dir)
+    ):
+        os.rmdir(backup_dir)  # BackupAndRestore empties it once training has completed
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
+    with distribute.write_dir(workdir, strategy) as out:
+        if out is not None:
+            _save(model, out, history, metrics, train_config, overwrite)
+    return model, history, metrics
+
+
+def _replicas_on_cpu(strategy) -> bool:
+    """True when `strategy` runs several replicas and at least one sits on a CPU device."""
+    if strategy.num_replicas_in_sync <= 1:
+        return False
+    devices = getattr(strategy.extended, "worker_devices", ())
+    return any("CPU" in tf.DeviceSpec.from_string(d).device_type.upper() for d in devices)
+
+
+def _save(model, workdir, history, metrics, train_config, overwrite):
+    """Writes `workdir/model` and `workdir/metrics.json`."""
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         save_model(model, os.path.join(workdir, "model"), overwrite=overwrite)
@@ -246,7 +312,6 @@ def train_and_evaluate(
                 f,
                 indent=2,
             )
-    return model, history, metrics
 
 
 def _resume_state(model, model_config, train_config, workdir, overwrite, resume):
