@@ -32,6 +32,8 @@ setup(
             "ipykernel==7.4.0",
             "ruff==0.17.6",
         ],
+        # bench/: the PyTorch reference VAE (CPU build).
+        "bench": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

@@ -250,7 +250,6 @@ def test_only_the_chief_writes_and_its_model_loads(two_workers):
 
 @pytest.mark.slow
 def test_the_chief_export_loads(two_workers):
-    pytest.importorskip("tfvae.export", reason="tfvae.export (issue 3) is not on this branch")
     workdir, results, _, _ = two_workers
     assert results[0]["exported"] and os.path.isdir(results[0]["exported"])
     code = (

@@ -1,0 +1,96 @@
+"""tfvae's importance-weighted -log p(x) (Burda et al. 2015), its cost in K, and the floor.
+
+For each saved model: `VAE.log_likelihood(x, num_samples=K)` on the first `n` test
+examples (chunked: draws are taken `chunk` at a time with a running logsumexp, so memory is
+bounded whatever K is), its wall time and this process's peak RSS; then the time for a few
+K on a small subset (cost should be linear in K); then `flops.step_matmul_gflops()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from bench import common, flops
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--iwae", nargs=3, action="append", default=[], metavar=("NAME", "DATA", "MODEL")
+    )
+    p.add_argument("--k", type=int, default=5000)
+    p.add_argument("--n", type=int, default=1000, help="first n test examples")
+    p.add_argument("--chunk", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--scaling-k", default="100,500,2500")
+    p.add_argument("--scaling-n", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--inter-op", type=int, default=1)
+    p.add_argument("--flops-repeats", type=int, default=300)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    common.pin_tensorflow(args.threads, args.inter_op)
+    import tensorflow as tf
+
+    from tfvae import load_model
+
+    result = {
+        "flops": flops.step_matmul_gflops(repeats=args.flops_repeats),
+        "iwae": {},
+        "scaling": {},
+    }
+    result["rss_before_iwae_mb"] = common.peak_rss_mb()
+    models = {}
+    for name, data, model_dir in args.iwae:
+        model = models[name] = load_model(model_dir)
+        _, x_test, _ = common.load_arrays(data)
+        x = x_test[: args.n]
+        start = time.perf_counter()
+        log_px = model.log_likelihood(
+            x, num_samples=args.k, batch_size=args.batch_size, chunk_size=args.chunk, seed=0
+        )
+        seconds = time.perf_counter() - start
+        elbo = model.log_likelihood(x, num_samples=1, batch_size=args.batch_size, seed=1)
+        result["iwae"][name] = {
+            "nll": float(-np.mean(log_px)),
+            "nll_stderr": float(np.std(log_px) / np.sqrt(len(log_px))),
+            "neg_elbo_k1_same_subset": float(-np.mean(elbo)),
+            "k": args.k,
+            "n": len(x),
+            "chunk": args.chunk,
+            "finite": bool(np.all(np.isfinite(log_px))),
+            "seconds": seconds,
+            "peak_rss_mb_after": common.peak_rss_mb(),
+        }
+    if models:
+        name, data, _ = args.iwae[0]
+        model = models[name]
+        _, x_test, _ = common.load_arrays(data)
+        x = x_test[: args.scaling_n]
+        model.log_likelihood(x[:10], num_samples=10, chunk_size=args.chunk)  # warm-up trace
+        for k in [int(v) for v in args.scaling_k.split(",") if v.strip()]:
+            start = time.perf_counter()
+            model.log_likelihood(
+                x, num_samples=k, batch_size=args.batch_size, chunk_size=args.chunk
+            )
+            seconds = time.perf_counter() - start
+            result["scaling"][str(k)] = {
+                "seconds": seconds,
+                "us_per_example_sample": seconds / len(x) / k * 1e6,
+            }
+    result["peak_rss_mb"] = common.peak_rss_mb()
+    result["tensorflow"] = tf.__version__
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

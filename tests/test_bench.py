@@ -1,0 +1,112 @@
+"""Smoke test of bench/: the whole benchmark on a few hundred MNIST examples, one epoch.
+
+Runs in-process (no subprocess per contestant) and asserts the summary's structure and that
+every number in it is finite; no timing is asserted (speed lives in BENCHMARKS.md).
+"""
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from bench import run
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def summary(data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results.json"
+    args = ["--data-dir", data_dir, "--subset", "300", "--epochs", "1", "--eval-at", "1"]
+    args += ["--iwae-k", "16", "--iwae-n", "20", "--scaling-k", "4,8", "--flops-repeats", "3"]
+    args += ["--eval-samples", "2", "--workdir", str(tmp / "work"), "--out", str(out)]
+    args += ["--in-process", "--quiet"]
+    returned = run.main(args)
+    with open(out, encoding="utf-8") as f:
+        written = json.load(f)
+    return returned, written
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
+    returned, written = summary
+    assert written["table"].keys() == returned["table"].keys()
+    table = written["table"]
+    for name in ("tfp_recipe", "tfvae"):
+        row = table[name]
+        for key in ("median_epoch_s", "first_epoch_s", "examples_per_s", "peak_rss_mb"):
+            assert _finite(row[key]) and row[key] > 0, (name, key, row[key])
+        assert set(row["neg_elbo"]) == {"1"}
+        # -ELBO of a binary 784-pixel image: positive, at most 784 log 2 + KL at init scale.
+        assert 0 < row["neg_elbo"]["1"] < 2000, row
+        assert row["finite"]
+    assert _finite(written["ratios"]["tfvae/tfp_recipe"]["time_ratio_median"])
+
+
+def test_iwae_floor_and_table_are_reported(summary):
+    _, s = summary
+    for name in ("mnist", "binarized_mnist"):
+        q = s["iwae"][name]
+        assert q["k"] == 16 and q["n"] == 20 and q["finite"]
+        # The importance-weighted bound is tighter than the one-sample ELBO on average.
+        assert 0 < q["nll"] < q["neg_elbo_k1_same_subset"] + 5
+    assert set(s["iwae_scaling"]) == {"4", "8"}
+    assert s["flops"]["step_matmul_gflops"] > 0
+    assert s["flops"]["step_flop_per_example"] == 3_280_000
+    text = run.format_table(s)
+    assert "tfvae/tfp_recipe" in text and "-log p(x)" in text
+
+
+def test_pytorch_reference_is_benchmarked(summary):
+    if not HAS_TORCH:
+        pytest.skip("torch is not installed: `pip install .[bench]` (torch==2.13.0, CPU)")
+    _, s = summary
+    row = s["table"]["pytorch"]
+    assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
+    assert _finite(s["ratios"]["tfvae/pytorch"]["time_ratio_median"])
+
+
+def test_tfp_recipe_counts_the_kl_twice_and_tfvae_counts_it_once(small_config, binary_x):
+    """The diagnosis in BENCHMARKS.md: the recipe's model carries the KL regularizer twice."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    import tf_keras as tfk
+
+    from tfvae import VAE
+
+    tfd, tfpl, tfkl = tfp.distributions, tfp.layers, tfk.layers
+    prior = tfd.Independent(tfd.Normal(tf.zeros(3), 1.0), reinterpreted_batch_ndims=1)
+    regularizer = tfpl.KLDivergenceRegularizer(prior, weight=1.0, use_exact_kl=True)
+    encoder = tfk.Sequential(
+        [
+            tfkl.InputLayer(input_shape=(16,)),
+            tfkl.Dense(tfpl.IndependentNormal.params_size(3)),
+            tfpl.IndependentNormal(3, activity_regularizer=regularizer),
+        ]
+    )
+    decoder = tfk.Sequential(
+        [
+            tfkl.InputLayer(input_shape=(3,)),
+            tfkl.Dense(16),
+            tfpl.IndependentBernoulli((16,), tfd.Bernoulli.logits),
+        ]
+    )
+    recipe = tfk.Model(inputs=encoder.inputs, outputs=decoder(encoder.outputs[0]))
+    recipe(binary_x, training=True)
+    kl = tf.reduce_mean(tfd.kl_divergence(encoder(binary_x), prior)).numpy()
+    np.testing.assert_allclose([float(v) for v in recipe.losses], [kl, kl], rtol=1e-5)
+
+    # tfvae: no extra losses, and the training loss is exactly -ELBO (KL once) at beta = 1.
+    model = VAE(small_config)
+    model(binary_x)
+    assert model.losses == []
+    model.compile()
+    history = model.fit(binary_x, batch_size=64, epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["loss"], -np.asarray(history["elbo"]), rtol=1e-5)
