@@ -243,3 +243,21 @@ def test_every_subcommand_has_help(capsys):
             main([command, "--help"])
         assert e.value.code == 0
         assert f"usage: tfvae {command}" in capsys.readouterr().out
+
+
+def test_train_resume_continues_an_interrupted_run(workdir, tmp_path):
+    """A run whose process died after its checkpoints (no model/ yet) continues with --resume."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(workdir / "runs" / "default", out)
+    shutil.rmtree(out / "model")  # as if killed after epoch 2, before the final save
+    result = tfvae("train", *TINY[:1], "3", *TINY[2:], "--out", str(out), "--resume")
+    assert result.returncode == 0, result.stderr
+    history = json.load(open(out / "metrics.json"))["history"]
+    assert len(history["loss"]) == 3  # epochs 1-2 restored, epoch 3 trained
+    original = json.load(open(workdir / "runs" / "default" / "metrics.json"))["history"]
+    assert history["loss"][:2] == pytest.approx(original["loss"][:2])
+    again = tfvae("train", *TINY, "--out", str(out), "--resume")
+    assert again.returncode == 2 and "finished run" in again.stderr
+    assert "Traceback" not in again.stderr

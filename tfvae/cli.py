@@ -205,11 +205,19 @@ def _parser() -> argparse.ArgumentParser:
         "train a VAE and save it with its logs",
         "Train a VAE and save config + weights (OUT/model), test metrics (OUT/metrics.json), "
         "one CSV row per epoch (OUT/history.csv), TensorBoard logs (OUT/logs) and the "
-        "training curves (OUT/pictures/curves.png). Refuses an existing OUT unless "
-        "--overwrite.",
+        "training curves (OUT/pictures/curves.png). The training state is checkpointed "
+        "every epoch (OUT/checkpoints): an interrupted run continues with --resume. "
+        "Refuses an existing OUT unless --overwrite or --resume.",
     )
     p.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    how.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in OUT from its last completed epoch "
+        "(same options as that run; --epochs may grow)",
+    )
     _add_train_options(p)
 
     p = add(
@@ -488,10 +496,19 @@ def _fresh(out: str):
 
     @contextlib.contextmanager
     def guard():
+        from tfvae.checkpointing import CHECKPOINT_DIR
+
         try:
             yield
         except BaseException:
-            if not existed:
+            checkpoints = os.path.join(out, CHECKPOINT_DIR)
+            if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+                # Epochs already trained are worth keeping (Ctrl-C, a crash mid-run).
+                _note(
+                    f"training state kept in {checkpoints}; continue with "
+                    f"`tfvae train --out {out} --resume` and the same options"
+                )
+            elif not existed:
                 shutil.rmtree(out, ignore_errors=True)
             raise
 
@@ -499,7 +516,18 @@ def _fresh(out: str):
 
 
 def _cmd_train(args) -> int:
-    _check_new_dir(args.out, args.overwrite)
+    if args.resume:
+        from tfvae.checkpointing import CHECKPOINT_DIR
+
+        if os.path.exists(os.path.join(args.out, "model")):
+            raise UsageError(f"--resume: {args.out!r} holds a finished run (model/ exists)")
+        if not os.path.isdir(os.path.join(args.out, CHECKPOINT_DIR)):
+            raise UsageError(
+                f"--resume: {args.out!r} has no checkpoints of an interrupted run "
+                f"({CHECKPOINT_DIR}/ missing)"
+            )
+    else:
+        _check_new_dir(args.out, args.overwrite)
     with _fresh(args.out):
         _, _, metrics = _train(args, args.out, args.overwrite)
     print(json.dumps(metrics, indent=2))
