@@ -36,7 +36,8 @@ CHILD = textwrap.dedent(
     checkpointing.TrainingCheckpoint.on_train_batch_end = on_train_batch_end
     config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,), seed=3)
     train_config = TrainConfig(
-        epochs={epochs}, eval_samples=2, kl_warmup_epochs=2, seed=5, jit_compile=False
+        epochs={epochs}, eval_samples=2, kl_warmup_epochs=2, seed=5, jit_compile=False,
+        steps_per_execution=1,  # batch callbacks every step, so the kill lands mid-epoch
     )
     train_and_evaluate(config, train_config, load_default(), workdir, verbose=0)
     """
