@@ -21,6 +21,7 @@ from tfvae import (
 )
 from tfvae.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from tfvae.data import Data, load_default
+from tfvae.saving import sha256_file
 
 TINY = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,))
 FAST = dict(eval_samples=2, jit_compile=False)
@@ -226,7 +227,7 @@ def test_weights_of_another_latent_size_are_refused_on_load(tmp_path):
     # Re-sign the edited config, so only the shape mismatch remains to be caught.
     manifest_file = os.path.join(path, "manifest.json")
     manifest = json.load(open(manifest_file))
-    manifest["sha256"]["config.json"] = checkpointing._sha256(config_file)
+    manifest["sha256"]["config.json"] = sha256_file(config_file)
     json.dump(manifest, open(manifest_file, "w"))
     with pytest.raises(ValueError, match=r"does not fit the config .*latent_dim=5"):
         load_model(path)

@@ -26,7 +26,6 @@ corrupt one is reported by name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -38,6 +37,8 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
+
+from tfvae.saving import sha256_file, verify_files
 
 __all__ = [
     "RUN_FILE",
@@ -109,12 +110,6 @@ def epoch_dataset(
 
 
 # ------------------------------------------------------------------------ files on disk
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json_atomic(path: str, obj) -> None:
@@ -232,15 +227,7 @@ def restore_checkpoint(path: str, model) -> Tuple[int, dict]:
         raise CheckpointError(
             f"checkpoint state {os.path.join(path, STATE_FILE)!r} is corrupt: bad field {e}"
         ) from e
-    for name, digest in digests.items():
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            raise CheckpointError(f"checkpoint file {file!r} is missing")
-        if _sha256(file) != digest:
-            raise CheckpointError(
-                f"checkpoint file {file!r} is corrupt or truncated: its checksum does not "
-                f"match {STATE_FILE}"
-            )
+    verify_files(path, digests, STATE_FILE, "checkpoint file", CheckpointError, CheckpointError)
     _build_optimizer(model)
     try:
         status = _trackable(model).read(os.path.join(path, _PREFIX))
@@ -296,7 +283,9 @@ class TrainingCheckpoint(tfk.callbacks.Callback):
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.directory)
         try:
             _trackable(self.model).write(os.path.join(tmp, _PREFIX))
-            digests = {name: _sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+            digests = {
+                name: sha256_file(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))
+            }
             _write_json_atomic(
                 os.path.join(tmp, STATE_FILE),
                 {

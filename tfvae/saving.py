@@ -23,12 +23,35 @@ _WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
 _FORMAT = "tfvae-weights-v1"
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verify_files(
+    directory: str,
+    digests: dict,
+    index: str,
+    what: str,
+    error=ValueError,
+    missing_error=FileNotFoundError,
+) -> None:
+    """Checks every `name: sha256` of `digests` under `directory`; names the bad file.
+
+    `index` is the file that recorded the digests, `what` describes the files in messages.
+    """
+    for name, digest in digests.items():
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise missing_error(f"{what} {path!r} is missing")
+        if sha256_file(path) != digest:
+            raise error(
+                f"{what} {path!r} is corrupt or truncated: its checksum does not match {index}"
+            )
 
 
 def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> str:
@@ -52,7 +75,7 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
         for part, file in _WEIGHTS.items():
             getattr(model, part).save_weights(os.path.join(tmp, file))
         files = {
-            name: _sha256(os.path.join(tmp, name)) for name in (CONFIG_FILE, *_WEIGHTS.values())
+            name: sha256_file(os.path.join(tmp, name)) for name in (CONFIG_FILE, *_WEIGHTS.values())
         }
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump({"format": _FORMAT, "sha256": files}, f, indent=2, sort_keys=True)
@@ -100,14 +123,7 @@ def load_model(directory: str | os.PathLike):
         expected = manifest["sha256"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{manifest_path!r} is corrupt: {e}") from e
-    for name, digest in expected.items():
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path!r} is missing from the saved model")
-        if _sha256(path) != digest:
-            raise ValueError(
-                f"{path!r} is corrupt or truncated: its checksum does not match {MANIFEST}"
-            )
+    verify_files(directory, expected, MANIFEST, "saved model file")
     config = VAEConfig.load(os.path.join(directory, CONFIG_FILE))
     model = VAE(config)
     for part, file in _WEIGHTS.items():
