@@ -31,6 +31,7 @@ setup(
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
             "ruff==0.17.6",
+            "pytest-xdist==3.8.0",
         ],
         # bench/: the PyTorch reference VAE (CPU build).
         "bench": ["torch==2.13.0"],

@@ -8,4 +8,5 @@ export TFVAE_DATA_DIR="${TFVAE_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 # the notebook tests need a Jupyter kernel named python3 (ipykernel registers one)
 python3 -m jupyter kernelspec list 2>/dev/null | grep -qw python3 || python3 -m ipykernel install --user
 python3 -m ruff check tfvae tests bench
-python3 -m pytest -q -p no:cacheprovider tests "$@"
+# Two workers (one per core here); each test file stays on one worker (its fixtures are shared).
+python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests "$@"
