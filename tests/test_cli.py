@@ -167,7 +167,7 @@ def one_line_error(stderr):
 def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
     import shutil
 
-    from tfvae.saving import _sha256
+    from tfvae.saving import sha256_file
 
     model = tmp_path / "run" / "model"
     shutil.copytree(workdir / "runs" / "default" / "model", model)
@@ -175,7 +175,7 @@ def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
     config["latent_dim"] = 3  # weights were trained for J = 2
     (model / "config.json").write_text(json.dumps(config))
     manifest = json.loads((model / "manifest.json").read_text())
-    manifest["sha256"]["config.json"] = _sha256(str(model / "config.json"))
+    manifest["sha256"]["config.json"] = sha256_file(str(model / "config.json"))
     (model / "manifest.json").write_text(json.dumps(manifest))
     before = tree_digest(tmp_path)
     result = tfvae("sample", str(tmp_path / "run"))

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from typing import Optional
 
 import numpy as np
@@ -276,13 +277,10 @@ def train_and_evaluate(
         )
         for key, values in fitted.history.items():
             history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
-    if (
-        backup_dir is not None
-        and chief
-        and os.path.isdir(backup_dir)
-        and not os.listdir(backup_dir)
-    ):
-        os.rmdir(backup_dir)  # BackupAndRestore empties it once training has completed
+    if backup_dir is not None and chief:
+        # Training completed on every worker (fit returns after the last collective step),
+        # so the backup is no longer needed; Keras may leave files behind in it.
+        shutil.rmtree(backup_dir, ignore_errors=True)
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
     with distribute.write_dir(workdir, strategy) as out:
