@@ -47,6 +47,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tfvae.saving import replace_dir
+
 __all__ = [
     "export",
     "load_exported",
@@ -385,14 +387,7 @@ def _move_into_place(tmp: str, target: str, base: str, version: int) -> None:
                 ) from e
             raise
         return
-    old = os.path.join(base, f".old-{version}-{os.getpid()}")
-    os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, target, backup=os.path.join(base, f".old-{version}-{os.getpid()}"))
 
 
 class Exported:

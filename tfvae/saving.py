@@ -79,7 +79,7 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
         }
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump({"format": _FORMAT, "sha256": files}, f, indent=2, sort_keys=True)
-        _replace_dir(tmp, directory)
+        replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -92,12 +92,13 @@ def _path(value, name: str) -> str:
     return os.fspath(value)
 
 
-def _replace_dir(src: str, dst: str) -> None:
-    """Moves `src` to `dst`; an existing `dst` is kept aside until the move succeeded."""
+def replace_dir(src: str, dst: str, backup: str | None = None) -> None:
+    """Moves `src` to `dst`; an existing `dst` is kept aside (at `backup`, default
+    `src + ".old"`) until the move succeeded, then deleted."""
     if not os.path.exists(dst):
         os.rename(src, dst)
         return
-    backup = f"{src}.old"
+    backup = backup or f"{src}.old"
     os.rename(dst, backup)
     try:
         os.rename(src, dst)
