@@ -22,6 +22,7 @@ tfkl = tfk.layers
 
 __all__ = [
     "BernoulliLogits",
+    "LogitBernoulli",
     "DiagonalGaussian",
     "IsotropicGaussian",
     "FixedVarianceGaussian",
@@ -34,24 +35,65 @@ __all__ = [
 ]
 
 
-class BernoulliLogits(tfpl.IndependentBernoulli):
-    """`tfp.layers.IndependentBernoulli` over a vector of `event_size` logits (App. C.1).
+@tf.custom_gradient
+def _softplus(logits):
+    """log(1 + e^l) as relu(l) + log(1 + e^-|l|): one exp and one log per element, where
+    `tf.nn.softplus` lowers to a thresholded log1p(exp) that XLA:CPU runs ~25% slower. The
+    gradient is exactly sigmoid(l) (also at l = 0, where autodiff of |l| would give 0)."""
+    value = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+    return value, lambda dy: dy * tf.sigmoid(logits)
 
-    Its tensor value is the mean (the probabilities); its config is plain numbers, so
-    saving weights needs no pickled lambda.
+
+class LogitBernoulli(tfd.Bernoulli):
+    """`tfd.Bernoulli` whose log-prob is the one-pass sigmoid cross-entropy of the logits.
+
+    log p(x | l) = x * l - softplus(l). `tfd.Bernoulli` computes the same number as
+    (1 - x) * -softplus(l) + x * -softplus(-l): two softplus passes over a `[batch, 784]`
+    tensor, the most expensive elementwise work of a training step. Same distribution,
+    same parameters; only the arithmetic differs (agreement to float32 rounding).
+    """
+
+    def _log_prob(self, event):
+        logits = self._logits_parameter_no_checks()
+        event = tf.cast(event, logits.dtype)
+        return event * logits - _softplus(logits)
+
+
+class BernoulliLogits(tfpl.DistributionLambda):
+    """Independent Bernoulli over a vector of `event_size` logits (App. C.1).
+
+    The `tfp.layers.IndependentBernoulli` layer, built on `LogitBernoulli`: calling it
+    returns `tfd.Independent(LogitBernoulli(logits), 1)`. Its tensor value is the mean (the
+    probabilities); its config is plain numbers, so saving weights needs no pickled lambda.
+
+      >>> d = BernoulliLogits(3)(tf.zeros([5, BernoulliLogits.params_size(3)]))
+      >>> d.event_shape, d.mean()[0]  # ([3], [0.5, 0.5, 0.5])
     """
 
     def __init__(self, event_size, validate_args=False, **kwargs):
         kwargs.pop("make_distribution_fn", None)
         kwargs.pop("convert_to_tensor_fn", None)
-        super().__init__(
-            (int(event_size),),
-            convert_to_tensor_fn=tfd.Distribution.mean,
-            validate_args=validate_args,
-            **kwargs,
-        )
         self._event_size = int(event_size)
         self._validate_args = validate_args
+        super().__init__(
+            lambda params: BernoulliLogits.new(params, self._event_size, validate_args),
+            convert_to_tensor_fn=tfd.Distribution.mean,
+            **kwargs,
+        )
+
+    @staticmethod
+    def params_size(event_size: int) -> int:
+        return int(event_size)
+
+    @staticmethod
+    def new(params, event_size, validate_args=False, name=None):
+        with tf.name_scope(name or "BernoulliLogits"):
+            logits = tf.convert_to_tensor(params, name="logits")
+            return tfd.Independent(
+                LogitBernoulli(logits=logits, dtype=logits.dtype, validate_args=validate_args),
+                reinterpreted_batch_ndims=1,
+                validate_args=validate_args,
+            )
 
     def get_config(self):
         base = tfkl.Layer.get_config(self)
@@ -230,7 +272,7 @@ def _flat(features, name):
 
 
 def bernoulli_head(features, event_size: int, name: str = "x", image_shape=None):
-    """Dense logits into `tfp.layers.IndependentBernoulli` (App. C.1): p(x|z) for x in [0,1]^D."""
+    """Dense logits into `BernoulliLogits` (App. C.1): p(x|z) for x in [0,1]^D."""
     logits = _project(features, event_size, f"{name}_logits", image_shape)
     return BernoulliLogits(event_size, name=name)(logits)
 
