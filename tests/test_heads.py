@@ -110,12 +110,12 @@ def test_logit_bernoulli_log_prob_and_gradient_match_closed_form(jit):
     l32 = tf.constant(logits, tf.float32)
 
     @tf.function(jit_compile=jit)
-    def value_and_grad(l):
+    def value_and_grad(params):
         with tf.GradientTape() as tape:
-            tape.watch(l)
-            log_prob = BernoulliLogits.new(l, 8).log_prob(x)
+            tape.watch(params)
+            log_prob = BernoulliLogits.new(params, 8).log_prob(x)
             total = tf.reduce_sum(log_prob)
-        return log_prob, tape.gradient(total, l)
+        return log_prob, tape.gradient(total, params)
 
     log_prob, grad = value_and_grad(l32)
     l64 = l32.numpy().astype(np.float64)
