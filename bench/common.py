@@ -176,3 +176,44 @@ class EpochLog:
             json.dump(self.result, f, indent=1)
         os.replace(tmp, path)
         return self.result
+
+
+def keras_elbo_probes(encoder, decoder):
+    """numpy `(encode, log_px)` for `negative_elbo`, around a Keras encoder whose call returns
+    q(z|x) and a decoder whose call returns p(x|z): the distribution-object API, traced once."""
+    import tensorflow as tf
+
+    @tf.function
+    def _encode(xb):
+        q = encoder(xb, training=False)
+        return q.mean(), q.stddev()
+
+    @tf.function
+    def _log_px(z, xb):
+        return decoder(z, training=False).log_prob(xb)
+
+    def encode(xb):
+        return tuple(t.numpy() for t in _encode(tf.constant(xb)))
+
+    def log_px(z, xb):
+        return _log_px(tf.constant(z), tf.constant(xb)).numpy()
+
+    return encode, log_px
+
+
+def keras_epoch_timer(log: "EpochLog", evals, x_test, eps, encode, log_px):
+    """A Keras callback that records each epoch's wall and CPU time and training loss in `log`,
+    then, after the epochs in `evals`, the test -ELBO (outside the timed region)."""
+    import tf_keras as tfk
+
+    class EpochTimer(tfk.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.cpu = time.perf_counter(), time.process_time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            wall, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu
+            log.epoch(wall, logs["loss"], cpu)
+            if epoch + 1 in evals:
+                log.evaluation(epoch + 1, negative_elbo(x_test, eps, encode, log_px))
+
+    return EpochTimer()

@@ -337,7 +337,9 @@ def format_table(s: dict) -> str:
     fl = s["flops"]
     lines.append(
         f"matmul floor: {fl['step_matmul_gflops']:.1f} GFLOP/s at the step's shapes "
-        f"(numpy 128x784x400: {fl['numpy_784x400_gflops']:.1f}) -> "
+        f"(XLA {fl.get('xla_step_matmul_gflops') or float('nan'):.1f}, "
+        f"PyTorch {fl.get('torch_step_matmul_gflops') or float('nan'):.1f}; "
+        f"numpy 128x784x400: {fl['numpy_784x400_gflops']:.1f}) -> "
         f"{s['floor_epoch_s_60000']:.2f} s per 60,000-example epoch"
     )
     lines.append("")

@@ -15,8 +15,6 @@ does not set it) and `--scale exp` (the paper's exp(log-variance / 2), not softp
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from bench import common
@@ -100,33 +98,10 @@ def main(argv=None) -> dict:
     log = common.EpochLog(args.name, len(x_train), args.batch_size, args.threads)
     evals = common.eval_epochs(args.eval_at, args.epochs)
 
-    @tf.function
-    def _encode(xb):
-        q = encoder(xb, training=False)
-        return q.mean(), q.stddev()
+    encode, log_px = common.keras_elbo_probes(encoder, decoder)
+    timer = common.keras_epoch_timer(log, evals, x_test, eps, encode, log_px)
 
-    @tf.function
-    def _log_px(z, xb):
-        return decoder(z, training=False).log_prob(xb)
-
-    def encode(xb):
-        return tuple(t.numpy() for t in _encode(tf.constant(xb)))
-
-    def log_px(z, xb):
-        return _log_px(tf.constant(z), tf.constant(xb)).numpy()
-
-    class Timer(tfk.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start, self.cpu = time.perf_counter(), time.process_time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            log.epoch(
-                time.perf_counter() - self.start, logs["loss"], time.process_time() - self.cpu
-            )
-            if epoch + 1 in evals:
-                log.evaluation(epoch + 1, common.negative_elbo(x_test, eps, encode, log_px))
-
-    vae.fit(train, epochs=args.epochs, verbose=0, callbacks=[Timer()])
+    vae.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer])
     return log.write(
         args.out,
         framework=f"tensorflow {tf.__version__}, tfp {tfp.__version__}",

@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     from tfvae import load_model
 
     result = {
-        "flops": flops.step_matmul_gflops(repeats=args.flops_repeats),
+        "flops": flops.step_matmul_gflops(repeats=args.flops_repeats, threads=args.threads),
         "iwae": {},
         "scaling": {},
     }

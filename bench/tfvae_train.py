@@ -8,8 +8,6 @@ The trained model is saved with `tfvae.save_model` for the IWAE evaluation (`ben
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from bench import common
@@ -51,35 +49,12 @@ def main(argv=None) -> dict:
     log = common.EpochLog(args.name, len(x_train), args.batch_size, args.threads)
     evals = common.eval_epochs(args.eval_at, args.epochs)
 
-    @tf.function
-    def _encode(xb):
-        q = model.encode(xb)  # the distribution object API: q(z|x) ...
-        return q.mean(), q.stddev()
-
-    @tf.function
-    def _log_px(z, xb):
-        return model.decode(z).log_prob(xb)  # ... and p(x|z)
-
-    def encode(xb):
-        return tuple(t.numpy() for t in _encode(tf.constant(xb)))
-
-    def log_px(z, xb):
-        return _log_px(tf.constant(z), tf.constant(xb)).numpy()
-
-    class Timer(tfk.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start, self.cpu = time.perf_counter(), time.process_time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            log.epoch(
-                time.perf_counter() - self.start, logs["loss"], time.process_time() - self.cpu
-            )
-            if epoch + 1 in evals:
-                metrics = common.negative_elbo(x_test, eps, encode, log_px)
-                log.evaluation(epoch + 1, metrics)
+    # The distribution object API: model.encoder(x) is q(z|x), model.decoder(z) is p(x|z).
+    encode, log_px = common.keras_elbo_probes(model.encoder, model.decoder)
+    timer = common.keras_epoch_timer(log, evals, x_test, eps, encode, log_px)
 
     model.fit(
-        train, epochs=args.epochs, verbose=0, callbacks=[Timer(), tfk.callbacks.TerminateOnNaN()]
+        train, epochs=args.epochs, verbose=0, callbacks=[timer, tfk.callbacks.TerminateOnNaN()]
     )
     rss = common.peak_rss_mb()
     if args.save:
