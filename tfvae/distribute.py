@@ -113,6 +113,15 @@ def is_chief(strategy) -> bool:
     return task_type == "worker" and task_id == 0 and not has_chief
 
 
+def barrier(strategy) -> None:
+    """Returns once every worker of `strategy` has reached this call: an all-reduce of one
+    number, which no worker can finish before all have joined. A no-op in one process."""
+    if not is_multi_worker(strategy):
+        return
+    ones = strategy.run(lambda: tf.constant(1.0))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None).numpy()
+
+
 @contextmanager
 def write_dir(directory: Optional[str], strategy) -> Iterator[Optional[str]]:
     """Where this process writes: `directory` on the chief, a temporary directory elsewhere.

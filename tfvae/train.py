@@ -277,10 +277,14 @@ def train_and_evaluate(
         )
         for key, values in fitted.history.items():
             history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
-    if backup_dir is not None and chief:
-        # Training completed on every worker (fit returns after the last collective step),
-        # so the backup is no longer needed; Keras may leave files behind in it.
-        shutil.rmtree(backup_dir, ignore_errors=True)
+    if backup_dir is not None:
+        # The backup is no longer needed once every worker's fit has returned: a worker can
+        # still be writing its last epoch's backup (in backup/workertemp_N) after the last
+        # collective step, so the chief waits for all of them before removing the directory
+        # (Keras may leave files behind in it).
+        distribute.barrier(strategy)
+        if chief:
+            shutil.rmtree(backup_dir, ignore_errors=True)
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
     with distribute.write_dir(workdir, strategy) as out:
