@@ -14,6 +14,7 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 __all__ = [
+    "bernoulli_log_prob",
     "bernoulli_log_likelihood",
     "gaussian_log_likelihood",
     "analytic_kl",
@@ -26,14 +27,31 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+@tf.custom_gradient
+def _softplus(logits):
+    """log(1 + e^l) as relu(l) + log(1 + e^-|l|): one exp and one log per element, where
+    `tf.nn.softplus` lowers to a thresholded log1p(exp) that XLA:CPU runs ~25% slower. The
+    gradient is exactly sigmoid(l) (also at l = 0, where autodiff of |l| would give 0)."""
+    value = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+    return value, lambda dy: dy * tf.sigmoid(logits)
+
+
+def bernoulli_log_prob(x, logits):
+    """Elementwise log Bern(x; sigmoid(l)) = x * l - softplus(l), from the logits `l`.
+
+    The same number as x log y + (1 - x) log(1 - y), in one softplus pass (no log(0) for
+    saturated y); `x` may be grey levels in [0, 1]. Returns the broadcast shape of x and l.
+    """
+    x = tf.cast(x, logits.dtype)
+    return x * logits - _softplus(logits)
+
+
 def bernoulli_log_likelihood(x, logits):
     """log p(x|z) = sum_i x_i log y_i + (1 - x_i) log(1 - y_i), y = sigmoid(logits) (App. C.1).
 
-    Computed from logits (no log(0) for saturated y). Args: `x`, `logits` `[..., D]`.
-    Returns `[...]`.
+    `bernoulli_log_prob` summed over the event. Args: `x`, `logits` `[..., D]`. Returns `[...]`.
     """
-    x = tf.convert_to_tensor(x, dtype=logits.dtype)
-    return -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), -1)
+    return tf.reduce_sum(bernoulli_log_prob(x, logits), -1)
 
 
 def gaussian_log_likelihood(x, mean, log_var):
