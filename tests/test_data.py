@@ -81,3 +81,43 @@ def test_load_array(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot read"):
         data.load_array(str(tmp_path / "bad.npy"))
+
+
+@pytest.mark.parametrize(
+    "values, stored",
+    [
+        (lambda rng: (rng.random((50, 7)) < 0.3).astype(np.float32), np.uint8),  # binary pixels
+        (lambda rng: (rng.integers(0, 256, (50, 7)) / 255.0).astype(np.float32), np.uint8),
+        (lambda rng: rng.random((50, 7), dtype=np.float32), np.float32),  # not 8-bit: kept
+        (lambda rng: rng.integers(0, 300, (50, 7)).astype(np.float32), np.float32),  # > 255
+        (lambda rng: -(rng.random((50, 7)) < 0.3).astype(np.float32), np.float32),  # negative
+    ],
+)
+def test_make_dataset_stores_compactly_and_yields_identical_batches(values, stored):
+    """Byte-representable data is held as uint8, yet every batch is bit-identical float32,
+    in the order Dataset.shuffle(len(x), seed) gives (the numpy reference gathers rows)."""
+    import tensorflow as tf
+
+    x = values(np.random.default_rng(0))
+    codes, decode = data.compact_storage(x)
+    assert codes.dtype == stored
+    np.testing.assert_array_equal(np.asarray(decode(tf.constant(codes))), x)
+    order = np.concatenate(
+        [i.numpy() for i in tf.data.Dataset.range(len(x)).shuffle(len(x), seed=3).batch(16)]
+    )
+    batches = [b.numpy() for b in data.make_dataset(x, batch_size=16, shuffle=True, seed=3)]
+    assert all(b.dtype == np.float32 for b in batches) and [len(b) for b in batches] == [16] * 3 + [
+        2
+    ]
+    np.testing.assert_array_equal(np.concatenate(batches), x[order])
+
+
+def test_dynamic_binarization_of_grey_levels_held_as_bytes():
+    """8-bit grey levels (uint8 storage) still binarize with P(x=1) = grey level."""
+    x = np.tile(np.array([[0.0, 64 / 255, 1.0]], np.float32), (4000, 1))
+    assert data.compact_storage(x)[0].dtype == np.uint8
+    ds = data.make_dataset(x, batch_size=4000, shuffle=False, dynamic_binarization=True)
+    b = next(iter(ds)).numpy()
+    assert set(np.unique(b)) <= {0.0, 1.0}
+    assert b[:, 0].sum() == 0 and b[:, 2].sum() == 4000
+    assert abs(b[:, 1].mean() - 64 / 255) < 4 * np.sqrt(0.25 / 4000)
