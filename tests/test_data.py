@@ -94,22 +94,53 @@ def test_load_array(tmp_path):
     ],
 )
 def test_make_dataset_stores_compactly_and_yields_identical_batches(values, stored):
-    """Byte-representable data is held as uint8, yet every batch is bit-identical float32,
-    in the order Dataset.shuffle(len(x), seed) gives (the numpy reference gathers rows)."""
+    """Byte-representable data is held as uint8, yet the batches are bit-identical float32
+    rows of x: each pass a permutation (new each pass, the same sequence for the same seed),
+    in order without shuffling, the last batch of each pass partial."""
     import tensorflow as tf
 
     x = values(np.random.default_rng(0))
     codes, decode = data.compact_storage(x)
     assert codes.dtype == stored
     np.testing.assert_array_equal(np.asarray(decode(tf.constant(codes))), x)
-    order = np.concatenate(
-        [i.numpy() for i in tf.data.Dataset.range(len(x)).shuffle(len(x), seed=3).batch(16)]
-    )
-    batches = [b.numpy() for b in data.make_dataset(x, batch_size=16, shuffle=True, seed=3)]
-    assert all(b.dtype == np.float32 for b in batches) and [len(b) for b in batches] == [16] * 3 + [
-        2
-    ]
-    np.testing.assert_array_equal(np.concatenate(batches), x[order])
+
+    def passes(ds, n=2):
+        out = []
+        for _ in range(n):
+            batches = [b.numpy() for b in ds]
+            assert all(b.dtype == np.float32 for b in batches)
+            assert [len(b) for b in batches] == [16, 16, 16, 2]
+            out.append(np.concatenate(batches))
+        return out
+
+    def rows(a):
+        return sorted(r.tobytes() for r in a)
+
+    first, second = passes(data.make_dataset(x, batch_size=16, shuffle=True, seed=3))
+    assert rows(first) == rows(x) and rows(second) == rows(x)
+    assert not np.array_equal(first, second) and not np.array_equal(first, x)
+    again = passes(data.make_dataset(x, batch_size=16, shuffle=True, seed=3))
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)
+    assert not np.array_equal(passes(data.make_dataset(x, 16, seed=4), 1)[0], first)
+    np.testing.assert_array_equal(passes(data.make_dataset(x, 16, shuffle=False), 1)[0], x)
+
+
+def test_make_dataset_repeat_and_drop_remainder():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    ds = data.make_dataset(x, batch_size=4, repeat=True, drop_remainder=True, seed=0)
+    assert ds.cardinality().numpy() == tf_infinite()
+    epochs = np.concatenate([b.numpy() for b in ds.take(6)]).ravel().reshape(3, 8)
+    assert all(len(set(e)) == 8 for e in epochs)  # within an epoch, no example twice
+    assert data.make_dataset(x, batch_size=4, drop_remainder=True).cardinality().numpy() == 2
+    with pytest.raises(ValueError, match="leaves no batch"):
+        data.make_dataset(x, batch_size=11, drop_remainder=True)
+
+
+def tf_infinite():
+    import tensorflow as tf
+
+    return tf.data.INFINITE_CARDINALITY
 
 
 def test_dynamic_binarization_of_grey_levels_held_as_bytes():

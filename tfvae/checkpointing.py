@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
+from tfvae.data import compact_storage, slice_batches
 from tfvae.saving import sha256_file, verify_files
 
 __all__ = [
@@ -85,7 +86,8 @@ def epoch_dataset(
     x = np.asarray(x, np.float32)
     n = int(x.shape[0])
     steps = int(math.ceil(n / batch_size))
-    data = tf.constant(x)
+    stored, decode = compact_storage(x)  # uint8 for binary or 8-bit data: same batches
+    stored = tf.constant(stored)
     shuffle_key = tf.constant(2 * int(seed), tf.int64)
     noise_key = tf.constant(2 * int(seed) + 1, tf.int64)
 
@@ -95,7 +97,7 @@ def epoch_dataset(
         )
 
         def gather(step, indices):
-            batch = tf.gather(data, indices)
+            batch = decode(tf.gather(stored, indices))
             if dynamic_binarization:
                 noise = tf.random.stateless_uniform(
                     tf.shape(batch), seed=tf.stack([noise_key, epoch * steps + step])
@@ -103,7 +105,7 @@ def epoch_dataset(
                 batch = tf.cast(noise < batch, tf.float32)
             return batch
 
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate().map(gather)
+        return slice_batches(order, batch_size, steps).map(gather)
 
     ds = tf.data.Dataset.range(int(initial_epoch), int(epochs)).flat_map(one_epoch)
     return ds.prefetch(tf.data.AUTOTUNE), steps

@@ -286,11 +286,12 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """A `tf.data` pipeline of `[batch, D]` float32 batches: in memory, shuffled, prefetched.
 
-    The pipeline shuffles example *indices* and gathers each batch in one op, instead of
-    passing every 784-float example through `shuffle` and `batch`: on a 2-core machine the
-    element-wise pipeline competed with the training step and cost ~30% of the epoch time
-    (see BENCHMARKS.md). The order is the one `Dataset.shuffle(len(x), seed)` gives, new each
-    epoch. With `dynamic_binarization`, each epoch draws fresh x ~ Bernoulli(grey level), seeded.
+    The pipeline shuffles example *indices* once per epoch, in one op, and gathers each batch
+    in one op: per-example `shuffle` and `batch` ran ~2 us of Python-free but per-element work
+    for every example, on the training step's critical path on a 2-core machine (BENCHMARKS.md).
+    Each pass over the dataset is a new permutation, reproducible from `seed`; every epoch ends
+    with its own partial batch unless `drop_remainder` (also with `repeat`). With
+    `dynamic_binarization`, each batch draws fresh x ~ Bernoulli(grey level), seeded.
 
     Data that round-trips exactly through one byte per value (binary pixels, 8-bit grey levels
     k/255) is held as uint8 and decoded per batch: the batches are the same float32 values,
@@ -309,12 +310,7 @@ def make_dataset(
     if len(shape) != 2 or shape[0] == 0:
         raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {shape}")
     data = check_array(x, int(shape[1]), "x", require_examples=True)
-    ds = tf.data.Dataset.range(shape[0])
-    if shuffle:
-        ds = ds.shuffle(shape[0], seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = _index_batches(shape[0], batch_size, shuffle, seed, drop_remainder, repeat)
     stored, decode = compact_storage(data.numpy())
     stored = data if stored.dtype == np.float32 else tf.constant(stored)
     if dynamic_binarization:
@@ -323,6 +319,44 @@ def make_dataset(
     else:
         ds = ds.map(lambda i: decode(tf.gather(stored, i)))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _index_batches(n, batch_size, shuffle, seed, drop_remainder, repeat) -> tf.data.Dataset:
+    """int64 index batches, one permutation of range(n) per epoch (identity if not `shuffle`).
+
+    The permutation is one `stateless_shuffle` per epoch, seeded by `Dataset.random(seed)`,
+    which draws a new value on every iteration of the dataset (a new epoch for Keras `fit`).
+    """
+    num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
+    if num_batches == 0:
+        raise ValueError(
+            f"drop_remainder=True with batch_size={batch_size} > {n} examples leaves no batch"
+        )
+
+    def epoch(key):
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([key, 0]))
+        return slice_batches(order, batch_size, num_batches).map(lambda step, indices: indices)
+
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if repeat:
+        return keys.flat_map(epoch).apply(
+            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
+        )
+    return keys.take(1).flat_map(epoch).apply(tf.data.experimental.assert_cardinality(num_batches))
+
+
+def slice_batches(order: tf.Tensor, batch_size: int, num_batches: int) -> tf.data.Dataset:
+    """`(step, indices)` for consecutive `batch_size` slices of the int64 index vector `order`.
+
+    One slice per batch: no per-example dataset work (`from_tensor_slices(order).batch(...)`
+    costs ~2 us per example, on the training step's critical path on 2 cores).
+    """
+    n = tf.size(order, out_type=tf.int64)
+    return tf.data.Dataset.range(num_batches).map(
+        lambda step: (step, order[step * batch_size : tf.minimum((step + 1) * batch_size, n)])
+    )
 
 
 def compact_storage(x: np.ndarray, chunk_rows: int = 4096):
