@@ -127,20 +127,16 @@ def test_make_dataset_stores_compactly_and_yields_identical_batches(values, stor
 
 
 def test_make_dataset_repeat_and_drop_remainder():
+    import tensorflow as tf
+
     x = np.arange(10, dtype=np.float32)[:, None]
     ds = data.make_dataset(x, batch_size=4, repeat=True, drop_remainder=True, seed=0)
-    assert ds.cardinality().numpy() == tf_infinite()
+    assert ds.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
     epochs = np.concatenate([b.numpy() for b in ds.take(6)]).ravel().reshape(3, 8)
     assert all(len(set(e)) == 8 for e in epochs)  # within an epoch, no example twice
     assert data.make_dataset(x, batch_size=4, drop_remainder=True).cardinality().numpy() == 2
     with pytest.raises(ValueError, match="leaves no batch"):
         data.make_dataset(x, batch_size=11, drop_remainder=True)
-
-
-def tf_infinite():
-    import tensorflow as tf
-
-    return tf.data.INFINITE_CARDINALITY
 
 
 def test_dynamic_binarization_of_grey_levels_held_as_bytes():
@@ -152,3 +148,23 @@ def test_dynamic_binarization_of_grey_levels_held_as_bytes():
     assert set(np.unique(b)) <= {0.0, 1.0}
     assert b[:, 0].sum() == 0 and b[:, 2].sum() == 4000
     assert abs(b[:, 1].mean() - 64 / 255) < 4 * np.sqrt(0.25 / 4000)
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_epoch_dataset_batches_follow_its_documented_keys(scale):
+    """Epoch e is x[stateless_shuffle(range(N), seed=(2*seed, e))] in consecutive batches,
+    whatever the storage (uint8 here), so a resumed run sees the batches of an unbroken one."""
+    import tensorflow as tf
+
+    from tfvae.checkpointing import epoch_dataset
+
+    rng = np.random.default_rng(1)
+    x = (rng.integers(0, 256 if scale == 255.0 else 2, (37, 5)) / scale).astype(np.float32)
+    ds, steps = epoch_dataset(x, batch_size=8, seed=3, initial_epoch=1, epochs=3)
+    batches = [b.numpy() for b in ds]
+    assert steps == 5 and [len(b) for b in batches] == [8, 8, 8, 8, 5] * 2
+    for e, got in zip((1, 2), (np.concatenate(batches[:5]), np.concatenate(batches[5:]))):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(37, dtype=tf.int64), seed=tf.constant([6, e], tf.int64)
+        ).numpy()
+        np.testing.assert_array_equal(got, x[order])

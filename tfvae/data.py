@@ -315,14 +315,14 @@ def make_dataset(
     stored = data if stored.dtype == np.float32 else tf.constant(stored)
     if dynamic_binarization:
         rng = tf.random.Generator.from_seed(seed)
-        ds = ds.map(lambda i: _binarize_batch(decode(tf.gather(stored, i)), rng))
+        ds = ds.map(lambda _, i: _binarize_batch(decode(tf.gather(stored, i)), rng))
     else:
-        ds = ds.map(lambda i: decode(tf.gather(stored, i)))
+        ds = ds.map(lambda _, i: decode(tf.gather(stored, i)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _index_batches(n, batch_size, shuffle, seed, drop_remainder, repeat) -> tf.data.Dataset:
-    """int64 index batches, one permutation of range(n) per epoch (identity if not `shuffle`).
+    """`(step, indices)` batches, one permutation of range(n) per epoch (identity if not `shuffle`).
 
     The permutation is one `stateless_shuffle` per epoch, seeded by `Dataset.random(seed)`,
     which draws a new value on every iteration of the dataset (a new epoch for Keras `fit`).
@@ -337,7 +337,7 @@ def _index_batches(n, batch_size, shuffle, seed, drop_remainder, repeat) -> tf.d
         order = tf.range(n, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([key, 0]))
-        return slice_batches(order, batch_size, num_batches).map(lambda step, indices: indices)
+        return slice_batches(order, batch_size, num_batches)
 
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     if repeat:
