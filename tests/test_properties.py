@@ -174,6 +174,7 @@ TRAIN_FIELDS = {
     "clipnorm": ODD,
     "eval_samples": ODD,
     "jit_compile": ODD,
+    "fused_steps": ODD,
     "seed": ODD,
 }
 

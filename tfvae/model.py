@@ -19,6 +19,7 @@ import tf_keras as tfk
 from tfvae import objectives
 from tfvae.config import VAEConfig
 from tfvae.distribute import replica_average, replica_seed
+from tfvae.fused_steps import can_fuse, fused_train_function
 from tfvae.networks import make_decoder, make_encoder
 from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
@@ -27,6 +28,9 @@ tfd = tfp.distributions
 __all__ = ["VAE", "PREDICT_OUTPUTS"]
 
 PREDICT_OUTPUTS = ("mean", "mode", "sample", "probs", "logits", "stddev")
+
+# Training steps per XLA program by default (see `VAE.compile`, `tfvae.fused_steps`).
+FUSED_STEPS = 8
 
 # Independent sample streams, so training, evaluation and prediction draws never collide.
 _TRAIN_STREAM, _EVAL_STREAM, _PREDICT_STREAM, _LIKELIHOOD_STREAM = range(4)
@@ -94,6 +98,9 @@ class VAE(tfk.Model):
             name="draws",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
+        self._fused_steps = FUSED_STEPS
+        self._fit_input_can_fuse = True  # train_on_batch, or fit on arrays
+        self._train_function_fused = None
         self._predict_output = "mean"
         self._predict_latent = "sample"
         self._trackers = {
@@ -268,20 +275,39 @@ class VAE(tfk.Model):
         raise ValueError(f"output must be one of {PREDICT_OUTPUTS}, got {output!r}")
 
     # ------------------------------------------------------------------ Keras entry points
-    def compile(self, optimizer=None, **kwargs):
+    def compile(self, optimizer=None, fused_steps: int = FUSED_STEPS, **kwargs):
         """Keras compile; the loss is the model's own, so only the optimizer is needed.
 
         Defaults: Adam(1e-3) and `jit_compile=True` (XLA), which fuses the whole step.
+
+        Args:
+          fused_steps: with XLA and `steps_per_execution > 1`, `fit` runs this many steps
+            per compiled program (`tfvae.fused_steps`): the same steps, fewer launches.
+            1 keeps Keras' one program per step.
         """
         if kwargs.get("loss") is not None:
             raise ValueError("VAE computes its own loss (-log p(x|z) + beta*KL); do not pass loss=")
         kwargs.pop("loss", None)
         kwargs.setdefault("jit_compile", True)
+        self._fused_steps = check_positive_int(fused_steps, "fused_steps")
         super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
+
+    def make_train_function(self, force=False):
+        """Keras' train function, or `fused_steps` steps per XLA program where that applies."""
+        fuse = self._fit_input_can_fuse and can_fuse(self, self._fused_steps)
+        if self.train_function is not None and not force and fuse == self._train_function_fused:
+            return self.train_function
+        self._train_function_fused = fuse
+        if not fuse:
+            return super().make_train_function(force=True)
+        self.train_function = fused_train_function(self, self._fused_steps)
+        self.train_tf_function = self.train_function
+        return self.train_function
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored)."""
         x = _check_fit_input(x, self.config, "x")
+        self._fit_input_can_fuse = _never_runs_out_mid_execution(x, kwargs.get("steps_per_epoch"))
         if validation_data is not None:
             validation_data = _check_fit_input(validation_data, self.config, "validation_data")
             if not isinstance(validation_data, (tuple, list, tf.data.Dataset)):
@@ -388,6 +414,22 @@ def _features(data):
     if isinstance(data, (tuple, list)):
         return data[0]
     return data
+
+
+def _never_runs_out_mid_execution(x, steps_per_epoch) -> bool:
+    """Whether fit's data ends exactly where Keras expects, so fused groups never lose batches.
+
+    Arrays and datasets of known size do (Keras sizes its last execution to the epoch);
+    datasets of unknown size, generators, and finite datasets cut by `steps_per_epoch`
+    end with an OutOfRange error mid-execution and keep Keras' one-step loop.
+    """
+    if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
+        return True
+    if steps_per_epoch is not None:
+        return False
+    if isinstance(x, tf.data.Dataset):
+        return bool(x.cardinality() >= 0)
+    return isinstance(x, np.ndarray) or tf.is_tensor(x)
 
 
 def _check_fit_input(x, config, name):

@@ -47,6 +47,8 @@ class TrainConfig:
       steps_per_execution: train steps run per call into the compiled graph. 64 amortises
         Keras's per-call Python and dispatch over many steps (about 20% less CPU per epoch
         for the MNIST MLP, see BENCHMARKS.md); batch callbacks then fire every 64 steps.
+      fused_steps: with XLA, train steps per compiled program (`VAE.compile`): the same
+        steps with fewer launches (1 keeps Keras' one program per step).
     """
 
     epochs: int = 10
@@ -58,10 +60,11 @@ class TrainConfig:
     eval_samples: int = 100
     jit_compile: bool = True
     steps_per_execution: int = 64
+    fused_steps: int = 8
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_samples", "steps_per_execution"):
+        for name in ("epochs", "batch_size", "eval_samples", "steps_per_execution", "fused_steps"):
             value = getattr(self, name)
             minimum = 0 if name == "epochs" else 1
             if not _is_int(value) or value < minimum:
@@ -221,6 +224,7 @@ def train_and_evaluate(
             optimizer,
             jit_compile=jit_compile,
             steps_per_execution=train_config.steps_per_execution,
+            fused_steps=train_config.fused_steps,
         )
         # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
         model.optimizer.build(model.trainable_variables)

@@ -1,0 +1,91 @@
+"""Fused steps (`tfvae.fused_steps`): the same training as Keras' loop, fewer XLA launches.
+
+The reference is Keras' own train function (`fused_steps=1`): the fused loop must take
+the same steps on the same batches, so weights and logged metrics agree.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as tfk
+
+from tfvae import VAE, VAEConfig
+
+CONFIG = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1)
+X = (np.random.default_rng(0).random((1000, 16)) < 0.3).astype(np.float32)
+
+
+def train(fused_steps, data=X, steps_per_execution=8, epochs=2, **fit):
+    model = VAE(CONFIG)
+    model.compile(
+        tfk.optimizers.Adam(1e-2), steps_per_execution=steps_per_execution, fused_steps=fused_steps
+    )
+    if isinstance(data, np.ndarray):
+        fit.setdefault("batch_size", 96)
+        fit.setdefault("shuffle", False)
+    history = model.fit(data, epochs=epochs, verbose=0, **fit).history
+    return model, history
+
+
+def assert_same_training(a, b):
+    (model_a, history_a), (model_b, history_b) = a, b
+    assert int(model_a.optimizer.iterations) == int(model_b.optimizer.iterations)
+    assert int(model_a._train_counter) == int(model_b._train_counter)
+    for name in ("loss", "elbo", "kl"):
+        np.testing.assert_allclose(history_a[name], history_b[name], rtol=1e-5, err_msg=name)
+    for wa, wb in zip(model_a.weights, model_b.weights):
+        np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-5, atol=1e-6, err_msg=wa.name)
+
+
+@pytest.mark.parametrize(
+    "steps_per_execution, fused_steps",
+    [
+        (8, 3),  # 11 batches of 96: groups of 3, remainders, the short batch inside a group
+        (5, 4),  # a remainder step after every group
+    ],
+)
+def test_fused_steps_train_like_the_keras_loop(steps_per_execution, fused_steps):
+    keras_loop = train(1, steps_per_execution=steps_per_execution)
+    fused = train(fused_steps, steps_per_execution=steps_per_execution)
+    assert keras_loop[0]._train_function_fused is False
+    assert fused[0]._train_function_fused is True
+    assert int(fused[0].optimizer.iterations) == 2 * 11
+    assert_same_training(keras_loop, fused)
+
+
+def test_fused_steps_on_a_dataset_of_known_and_infinite_size():
+    known = tf.data.Dataset.from_tensor_slices(X).batch(100)
+    assert_same_training(train(1, known), train(4, known))
+    infinite = tf.data.Dataset.from_tensor_slices(X).repeat().batch(100)
+    model, _ = train(4, infinite, steps_per_epoch=6, epochs=2)
+    assert model._train_function_fused is True
+    assert int(model.optimizer.iterations) == 12
+
+
+def test_data_that_may_end_mid_execution_keeps_the_keras_loop():
+    # 10 batches of unknown size asked for 12 steps: the data ends with an OutOfRange error
+    # mid-execution, where a fused group would drop the batches it had already fetched.
+    unknown = tf.data.Dataset.from_tensor_slices(X).filter(lambda x: True).batch(100)
+    assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    model, _ = train(4, unknown, steps_per_epoch=12, epochs=1)
+    assert model._train_function_fused is False
+    assert int(model.optimizer.iterations) == 10  # every batch trained
+    # Back on data of known size, the next fit fuses again.
+    model.fit(X, batch_size=100, epochs=1, verbose=0)
+    assert model._train_function_fused is True
+    assert int(model.optimizer.iterations) == 10 + 10
+
+
+def test_fused_steps_need_xla_and_several_steps_per_execution():
+    model, _ = train(4, steps_per_execution=1)
+    assert model._train_function_fused is False
+    model = VAE(CONFIG)
+    model.compile(jit_compile=False, steps_per_execution=8, fused_steps=4)
+    model.fit(X, batch_size=100, epochs=1, verbose=0)
+    assert model._train_function_fused is False
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_fused_steps_must_be_a_positive_integer(bad):
+    with pytest.raises((ValueError, TypeError), match="fused_steps"):
+        VAE(CONFIG).compile(fused_steps=bad)
