@@ -168,3 +168,17 @@ def test_epoch_dataset_batches_follow_its_documented_keys(scale):
             tf.range(37, dtype=tf.int64), seed=tf.constant([6, e], tf.int64)
         ).numpy()
         np.testing.assert_array_equal(got, x[order])
+
+
+def test_pipelines_prefetch_without_tf_data_autotuning():
+    # Autotuning's thread makes deleting an iterator wait for its next wake-up (up to 60 s
+    # periods), which Keras does as fit returns; our pipelines turn it off and prefetch a
+    # fixed number of batches instead.
+    from tfvae.checkpointing import epoch_dataset
+
+    x = np.zeros((10, 4), np.float32)
+    two_epochs, _ = epoch_dataset(x, 4, seed=0, initial_epoch=0, epochs=2)
+    for ds in (data.make_dataset(x, 4), two_epochs):
+        assert ds.options().autotune.enabled is False
+        assert ds.element_spec.shape.as_list() == [None, 4]
+        assert sum(int(b.shape[0]) for b in ds) in (10, 20)

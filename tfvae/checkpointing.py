@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae.data import compact_storage, slice_batches
+from tfvae.data import compact_storage, prefetched, slice_batches
 from tfvae.saving import sha256_file, verify_files
 
 __all__ = [
@@ -108,7 +108,7 @@ def epoch_dataset(
         return slice_batches(order, batch_size, steps).map(gather)
 
     ds = tf.data.Dataset.range(int(initial_epoch), int(epochs)).flat_map(one_epoch)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+    return prefetched(ds), steps
 
 
 # ------------------------------------------------------------------------ files on disk
