@@ -172,6 +172,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             )
         )
     contestants.append(("tfvae", "bench.tfvae_train", []))
+    # The same, started from PyTorch's nn.Linear initialisation (the reference's).
+    contestants.append(
+        ("tfvae_fan_in", "bench.tfvae_train", ["--weight-init", "fan_in_uniform", "--name", "x"])
+    )
 
     common_args = [
         "--epochs", str(args.epochs), "--eval-at", args.eval_at,
@@ -267,7 +271,7 @@ def summarize(runs, binarized_run, evaluation, args) -> dict:
         )
         table[name] = row
     ratios = {}
-    for other in [n for n in runs if n != "tfvae"]:
+    for other in [n for n in runs if not n.startswith("tfvae")]:
         per_repeat = [
             epoch_stats(t)["median_epoch_s"] / epoch_stats(o)["median_epoch_s"]
             for t, o in zip(runs["tfvae"], runs[other])

@@ -38,7 +38,7 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
     returned, written = summary
     assert written["table"].keys() == returned["table"].keys()
     table = written["table"]
-    for name in ("tfp_recipe", "tfvae"):
+    for name in ("tfp_recipe", "tfvae", "tfvae_fan_in"):
         row = table[name]
         for key in ("median_epoch_s", "first_epoch_s", "examples_per_s", "peak_rss_mb"):
             assert _finite(row[key]) and row[key] > 0, (name, key, row[key])
@@ -47,6 +47,7 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
         assert 0 < row["neg_elbo"]["1"] < 2000, row
         assert row["finite"]
     assert _finite(written["ratios"]["tfvae/tfp_recipe"]["time_ratio_median"])
+    assert not any(key.startswith("tfvae/tfvae") for key in written["ratios"])
 
 
 def test_iwae_floor_and_table_are_reported(summary):

@@ -32,6 +32,7 @@ def test_json_round_trip(tmp_path):
         ("hidden_units", (), "hidden_units"),
         ("min_log_var", 9.0, "min_log_var"),
         ("activation", "tanhh", "activation"),
+        ("weight_init", "he_normal", "weight_init"),
     ],
 )
 def test_bad_values_name_the_field(field, value, needle):
@@ -56,3 +57,11 @@ def test_load_errors(tmp_path):
     bad.write_text(json.dumps({"latent_dim": 2, "colour": "red"}))
     with pytest.raises(ValueError, match="colour"):
         VAEConfig.load(bad)
+
+
+def test_cli_choices_are_the_configs():
+    # The CLI keeps its own copies (its parser is built before TensorFlow is imported).
+    from tfvae import cli, config
+
+    for name in ("DECODERS", "ARCHITECTURES", "ACTIVATIONS", "WEIGHT_INITS"):
+        assert getattr(cli, name) == getattr(config, name), name

@@ -184,3 +184,31 @@ def test_fit_accepts_tf_data(small_config, binary_x):
     ds = tf.data.Dataset.from_tensor_slices(binary_x).batch(16)
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("weight_init", ["glorot_uniform", "fan_in_uniform"])
+def test_initial_weights_follow_config_weight_init(weight_init):
+    config = VAEConfig(input_dim=300, latent_dim=20, hidden_units=(200,), weight_init=weight_init)
+    model = VAE(config)
+    layers = {}
+    for var in model.encoder.weights + model.decoder.weights:
+        layer, kind = var.name.split("/")[0], var.name.split("/")[1].split(":")[0]
+        layers.setdefault(layer, {})[kind] = var.numpy()
+    expected = {"encoder_hidden_0", "z_mean", "z_log_var", "decoder_hidden_0", "x_logits"}
+    assert set(layers) == expected
+    for name, weights in layers.items():
+        fan_in, fan_out = weights["kernel"].shape
+        if weight_init == "glorot_uniform":  # U(+-sqrt(6 / (in + out))), zero bias
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            np.testing.assert_array_equal(weights["bias"], 0.0)
+        else:  # PyTorch's nn.Linear: kernel and bias U(+-1 / sqrt(in))
+            limit = 1.0 / np.sqrt(fan_in)
+            bias = weights["bias"]
+            assert np.all(np.abs(bias) <= limit) and np.abs(bias).max() > 0.5 * limit, name
+        kernel = weights["kernel"]
+        assert np.all(np.abs(kernel) <= limit), name
+        # Uniform on [-a, a]: variance a^2 / 3 (at least 4000 entries: within 10%).
+        np.testing.assert_allclose(kernel.var(), limit**2 / 3, rtol=0.1, err_msg=name)
+    again = VAE(config)
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

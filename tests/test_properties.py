@@ -145,6 +145,7 @@ FIELD_VALUES = {
     "decoder": st.sampled_from(["bernoulli", "gaussian", "nope", 3]),
     "hidden_units": ODD,
     "activation": st.sampled_from(["tanh", "relu", "", None]),
+    "weight_init": st.sampled_from(["glorot_uniform", "fan_in_uniform", "torch", 1]),
     "kl_weight": ODD,
     "min_log_var": ODD,
     "max_log_var": ODD,

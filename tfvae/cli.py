@@ -33,6 +33,7 @@ DATA_FILE = "dataset.json"
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
+WEIGHT_INITS = ("glorot_uniform", "fan_in_uniform")
 NAMED_DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 
 
@@ -125,6 +126,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="hidden layer sizes of the encoder (the decoder mirrors them) (default: 200)",
     )
     g.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="(default: tanh)")
+    g.add_argument(
+        "--weight-init",
+        choices=WEIGHT_INITS,
+        default="glorot_uniform",
+        help="glorot_uniform (Keras') or fan_in_uniform (PyTorch's) (default: glorot_uniform)",
+    )
     g.add_argument(
         "--kl-weight", type=_float(0.0, False), default=1.0, help="beta (default: 1, the ELBO)"
     )
@@ -336,6 +343,7 @@ def _train(args, out: str, overwrite: bool):
         architecture=args.architecture,
         hidden_units=tuple(args.hidden_units),
         activation=args.activation,
+        weight_init=args.weight_init,
         image_shape=data.image_shape,
         kl_weight=args.kl_weight,
         seed=args.seed,

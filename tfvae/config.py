@@ -15,6 +15,7 @@ from typing import Any, Optional, Tuple
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
 ARCHITECTURES = ("mlp", "conv")
 KL_METHODS = ("analytic", "monte_carlo")
+WEIGHT_INITS = ("glorot_uniform", "fan_in_uniform")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
 
 CONFIG_NAME = "VAEConfig"
@@ -47,6 +48,10 @@ class VAEConfig:
         log sigma^2 inside them stops a Gaussian head from collapsing its variance until
         the likelihood is infinite; the bound is smooth, so gradients never vanish at it.
       fixed_variance: sigma^2 of the `fixed_variance` decoder.
+      weight_init: how weights start. `glorot_uniform` (Keras' default): kernels
+        U(+-sqrt(6 / (fan_in + fan_out))), biases 0. `fan_in_uniform` (PyTorch's `nn.Linear`
+        and `nn.Conv2d` default): kernels and biases U(+-1 / sqrt(fan_in)); with it tfvae
+        starts where the PyTorch reference VAE does (BENCHMARKS.md compares the two).
       seed: seeds weight initialisation and the model's sampling generator.
     """
 
@@ -63,6 +68,7 @@ class VAEConfig:
     min_log_var: float = -8.0
     max_log_var: float = 8.0
     fixed_variance: float = 0.01
+    weight_init: str = "glorot_uniform"
     seed: int = 0
 
     def __post_init__(self):
@@ -98,6 +104,11 @@ class VAEConfig:
             self.activation in ACTIVATIONS,
             "activation",
             f"must be one of {ACTIVATIONS}, got {self.activation!r}",
+        )
+        _check(
+            self.weight_init in WEIGHT_INITS,
+            "weight_init",
+            f"must be one of {WEIGHT_INITS}, got {self.weight_init!r}",
         )
         _check(
             self.kl_method in KL_METHODS,

@@ -111,22 +111,29 @@ class VAE(tfk.Model):
 
     # ----------------------------------------------------------------- construction
     def _initialise_weights(self) -> None:
-        """Seeded Glorot-uniform kernels and zero biases, so `config.seed` fixes the init."""
+        """Seeded initial weights (`config.weight_init`), so `config.seed` fixes the init.
+
+        Every layer's weights are a kernel followed by its bias; a bias takes the fan-in of
+        the kernel before it.
+        """
+        fan_in = 1
         for i, var in enumerate(self.encoder.weights + self.decoder.weights):
             if var.shape.rank >= 2:
-                fan_in = int(np.prod(var.shape[:-1]))
-                fan_out = int(var.shape[-1])
-                if var.shape.rank == 4:  # conv kernels: receptive field counts on both sides
-                    field = int(np.prod(var.shape[:2]))
-                    fan_in, fan_out = field * int(var.shape[2]), field * int(var.shape[3])
-                limit = math.sqrt(6.0 / (fan_in + fan_out))
-                var.assign(
-                    tf.random.stateless_uniform(
-                        var.shape, [self.config.seed, i], -limit, limit, dtype=var.dtype
-                    )
-                )
+                fan_in, fan_out = _fans(var.shape)
+                if self.config.weight_init == "fan_in_uniform":
+                    limit = 1.0 / math.sqrt(fan_in)
+                else:
+                    limit = math.sqrt(6.0 / (fan_in + fan_out))
+            elif self.config.weight_init == "fan_in_uniform":
+                limit = 1.0 / math.sqrt(fan_in)
             else:
                 var.assign(tf.zeros_like(var))
+                continue
+            var.assign(
+                tf.random.stateless_uniform(
+                    var.shape, [self.config.seed, i], -limit, limit, dtype=var.dtype
+                )
+            )
 
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}
@@ -407,6 +414,14 @@ class VAE(tfk.Model):
         )
         _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
         return m + tf.math.log(s) - tf.math.log(tf.cast(num_samples, tf.float32))
+
+
+def _fans(shape):
+    """(fan_in, fan_out) of a Dense kernel `[in, out]` or a conv kernel `[h, w, in, out]`."""
+    if shape.rank == 4:  # conv kernels: the receptive field counts on both sides
+        field = int(shape[0]) * int(shape[1])
+        return field * int(shape[2]), field * int(shape[3])
+    return int(np.prod(shape[:-1])), int(shape[-1])
 
 
 def _features(data):
