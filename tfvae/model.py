@@ -438,13 +438,10 @@ def _never_runs_out_mid_execution(x, steps_per_epoch) -> bool:
     datasets of unknown size, generators, and finite datasets cut by `steps_per_epoch`
     end with an OutOfRange error mid-execution and keep Keras' one-step loop.
     """
-    if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
-        return True
-    if steps_per_epoch is not None:
-        return False
     if isinstance(x, tf.data.Dataset):
-        return bool(x.cardinality() >= 0)
-    return isinstance(x, np.ndarray) or tf.is_tensor(x)
+        size = int(x.cardinality())
+        return size == tf.data.INFINITE_CARDINALITY or (size >= 0 and steps_per_epoch is None)
+    return steps_per_epoch is None and (isinstance(x, np.ndarray) or tf.is_tensor(x))
 
 
 def _check_fit_input(x, config, name):
