@@ -40,7 +40,7 @@ def standard_normal_draws(seed, n: int):
     if n not in _DRAWS:
         zeros = tf.zeros([n, common.LATENT_DIM])
         std = tfp.distributions.MultivariateNormalDiag(zeros, tf.ones_like(zeros))
-        _DRAWS[n] = tf.function(lambda s: std.sample(seed=s), jit_compile=True)
+        _DRAWS[n] = tf.function(lambda s: std.sample(seed=s), jit_compile=True, autograph=False)
     return _DRAWS[n](seed)
 
 

@@ -111,3 +111,24 @@ def test_tfp_recipe_counts_the_kl_twice_and_tfvae_counts_it_once(small_config, b
     model.compile()
     history = model.fit(binary_x, batch_size=64, epochs=1, verbose=0).history
     np.testing.assert_allclose(history["loss"], -np.asarray(history["elbo"]), rtol=1e-5)
+
+
+def test_lockstep_trains_both_from_the_same_start(data_dir, tmp_path):
+    """bench.lockstep on 512 examples, 1 epoch: both frameworks take the same 4 steps from the
+    same weights with the same noise, so their test -ELBOs agree closely (the step's
+    arithmetic is checked exactly in test_train_step_reference.py)."""
+    if not HAS_TORCH:
+        pytest.skip("torch is not installed: `pip install .[bench]` (torch==2.13.0, CPU)")
+    from bench import lockstep
+
+    out = tmp_path / "lockstep.json"
+    args = ["--data-dir", data_dir, "--subset", "512", "--epochs", "1", "--seeds", "0"]
+    s = lockstep.main(args + ["--eval-samples", "1", "--out", str(out), "--quiet"])
+    (row,) = s["seeds"][0]["epochs"]
+    # Measured: 0.001 nats apart; with the noise of the wrong step (seed t + 1) 0.50 nats.
+    assert abs(row["tfvae_minus_pytorch"]) < 0.05 and 0 < row["tfvae"] < 2000, row
+    # Adam's first steps are ~lr * sign(gradient): 4 steps move a weight by at most ~4e-3.
+    assert row["max_abs_weight_difference"] < 1e-2, row
+    assert json.loads(out.read_text())["mean_tfvae_minus_pytorch_per_epoch"] == [
+        row["tfvae_minus_pytorch"]
+    ]
