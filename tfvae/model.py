@@ -53,8 +53,11 @@ class VAE(tfk.Model):
       kl_weight: a non-trainable variable holding beta (changed by `KLWarmup`).
 
     Sampling is stateless and seeded: training step `t` draws with seed
-    `(config.seed, t)`, so the same seed on the same machine gives the same losses, and a
-    run resumed from a checkpoint continues the same stream.
+    `(4 * config.seed, t)` (evaluation and prediction use streams 4 * seed + 1, + 2), so the
+    same seed on the same machine gives the same losses, and a run resumed from a checkpoint
+    continues the same stream. The numbers a seed gives depend on where the draw runs
+    (XLA and TensorFlow's CPU kernels use different bit generators), so `jit_compile` on
+    and off train on different, equally valid noise.
 
     Example:
       >>> model = VAE(VAEConfig(input_dim=4, latent_dim=2, hidden_units=(8,)))
