@@ -63,6 +63,21 @@ def save_arrays(path: str, x_train, x_test, eval_samples: int, seed: int) -> Non
     )
 
 
+def save_mnist_arrays(path: str, data_dir: str, subset, eval_samples: int) -> None:
+    """The benchmark's MNIST file: grey levels binarized once (`binarize(x, "static")`, seed 0
+    for train, 1 for test) and evaluation noise drawn with seed 2, for every contestant."""
+    from tfvae.data import binarize, load_mnist
+
+    mnist = load_mnist(data_dir, binarization="none", subset=subset)
+    save_arrays(
+        path,
+        binarize(mnist.x_train, "static", seed=0),
+        binarize(mnist.x_test, "static", seed=1),
+        eval_samples,
+        seed=2,
+    )
+
+
 def load_arrays(path: str):
     """(x_train, x_test, eps) as float32, from a file written by `save_arrays`."""
     with np.load(path, allow_pickle=False) as f:

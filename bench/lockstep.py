@@ -2,10 +2,10 @@
 
 A diagnosis of the quality comparison in `bench.run`, where each framework draws its own
 initial weights, batch order and noise. Here tfvae trains with the library's defaults
-(`fit`, XLA, fused steps) and PyTorch trains the reference model (summed BCE-with-logits +
-analytic KL, `torch.optim.Adam`) starting from tfvae's initial weights, on the same batches
-in the same order, with z = mu + sigma * eps using the eps tfvae drew at that step (step t
-samples with the stateless seed `(4 * seed, t)`). What is left between the two: tfvae
+(`fit`, XLA, fused steps) and PyTorch trains the reference model (`bench.torch_reference`'s
+module and loss: summed BCE-with-logits + analytic KL, `torch.optim.Adam`) starting from
+tfvae's initial weights, on the same batches in the same order, with z = mu + sigma * eps
+using the eps tfvae drew at that step (step t samples with the stateless seed `(4 * seed, t)`). What is left between the two: tfvae
 soft-clips log-variances to (-8, 8) (`VAEConfig.min_log_var/max_log_var`), Keras' Adam
 takes epsilon 1e-7 on the mean loss where PyTorch's takes 1e-8 on the summed loss, and
 float32 rounding (ReLU kinks, Adam's near-zero gradients), which training amplifies.
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -55,28 +56,35 @@ def train_step_seed(config, step: int):
     return replica_seed(tf.stack([stream, tf.constant(step, tf.int32)]))
 
 
-def torch_reference(weights):
-    """The reference model (`bench.torch_reference`) with tfvae's weights copied in: the same
-    five Linear layers (kernels transposed to torch's [out, in])."""
+def reference_with_weights(weights):
+    """(model, loss_function) of `bench.torch_reference` with tfvae's weights copied into its
+    five Linear layers (fc1, fc21, fc22, fc3, fc4; kernels transposed to torch's [out, in])."""
     import torch
-    from torch import nn
 
-    layers = nn.ModuleList()
-    for kernel, bias in zip(weights[0::2], weights[1::2]):
-        layer = nn.Linear(*kernel.shape)
-        with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(kernel.T.copy()))
-            layer.bias.copy_(torch.from_numpy(bias))
-        layers.append(layer)
-    return layers
+    from bench.torch_reference import reference_model
+
+    model, loss_function = reference_model()
+    with torch.no_grad():
+        for param, value in zip(model.parameters(), weights):
+            param.copy_(torch.from_numpy(value.T.copy() if value.ndim == 2 else value))
+    return model, loss_function
+
+
+def max_abs_difference(variables, model) -> float:
+    """Largest |tfvae weight - torch weight| over all weights (torch kernels are [out, in])."""
+    diffs = []
+    for variable, param in zip(variables, model.parameters()):
+        value = param.detach().numpy()
+        diffs.append(np.max(np.abs(variable.numpy() - (value.T if value.ndim == 2 else value))))
+    return float(max(diffs))
 
 
 def run_seed(seed: int, args, x_train, x_test, eps_test) -> dict:
     import tensorflow as tf
     import tf_keras as tfk
     import torch
-    from torch.nn import functional as F
 
+    from bench.torch_reference import elbo_probes
     from tfvae import VAE, TrainConfig, VAEConfig
 
     config = VAEConfig(
@@ -93,27 +101,11 @@ def run_seed(seed: int, args, x_train, x_test, eps_test) -> dict:
         tfk.optimizers.Adam(common.LEARNING_RATE),
         steps_per_execution=TrainConfig().steps_per_execution,
     )
-    layers = torch_reference([v.numpy() for v in model.trainable_variables])
-    optimizer = torch.optim.Adam(layers.parameters(), lr=common.LEARNING_RATE)
-
-    def encode_torch(xb):
-        h = F.relu(layers[0](xb))
-        return layers[1](h), layers[2](h)
-
-    def decode_torch(z):
-        return layers[4](F.relu(layers[3](z)))
-
-    @torch.no_grad()
-    def torch_q(xb):
-        mu, log_var = encode_torch(torch.from_numpy(xb))
-        return mu.numpy(), torch.exp(0.5 * log_var).numpy()
-
-    @torch.no_grad()
-    def torch_log_px(z, xb):
-        logits = decode_torch(torch.from_numpy(z))
-        bce = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(xb), reduction="none")
-        return -bce.sum(-1).numpy()
-
+    reference, loss_function = reference_with_weights(
+        [v.numpy() for v in model.trainable_variables]
+    )
+    optimizer = torch.optim.Adam(reference.parameters(), lr=common.LEARNING_RATE)
+    torch_q, torch_log_px = elbo_probes(reference)
     tf_q, tf_log_px = common.keras_elbo_probes(model.encoder, model.decoder)
     rng = np.random.default_rng(seed)
     n, b, step, rows = len(x_train), common.BATCH_SIZE, 0, []
@@ -126,27 +118,16 @@ def run_seed(seed: int, args, x_train, x_test, eps_test) -> dict:
                 standard_normal_draws(train_step_seed(config, step), len(xb)).numpy()
             )
             optimizer.zero_grad()
-            mu, log_var = encode_torch(xb)
-            logits = decode_torch(mu + torch.exp(0.5 * log_var) * eps)
-            bce = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
-            kld = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
-            (bce + kld).backward()
+            mu, log_var = reference.encode(xb)
+            logits = reference.decode(mu + torch.exp(0.5 * log_var) * eps)
+            loss_function(logits, xb, mu, log_var).backward()
             optimizer.step()
             step += 1
         if int(model.optimizer.iterations) != step:
             raise RuntimeError(f"tfvae took {int(model.optimizer.iterations)} steps, torch {step}")
         tf_elbo = common.negative_elbo(x_test, eps_test, tf_q, tf_log_px)["neg_elbo"]
         torch_elbo = common.negative_elbo(x_test, eps_test, torch_q, torch_log_px)["neg_elbo"]
-        drift = max(
-            float(
-                np.max(
-                    np.abs(
-                        v.numpy() - (p.detach().numpy().T if p.ndim == 2 else p.detach().numpy())
-                    )
-                )
-            )
-            for v, p in zip(model.trainable_variables, layers.parameters())
-        )
+        drift = max_abs_difference(model.trainable_variables, reference)
         rows.append(
             {
                 "epoch": epoch,
@@ -179,17 +160,11 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tfvae.data import binarize, load_mnist
-
-    # The arrays bench.run trains on: MNIST, one seeded static binarization.
-    mnist = load_mnist(args.data_dir, binarization="none", subset=args.subset)
-    x_train = binarize(mnist.x_train, "static", seed=0).astype(np.float32)
-    x_test = binarize(mnist.x_test, "static", seed=1).astype(np.float32)
-    eps_test = (
-        np.random.default_rng(2)
-        .standard_normal((args.eval_samples, len(x_test), common.LATENT_DIM))
-        .astype(np.float32)
-    )
+    # The arrays bench.run trains on, made and read the same way.
+    with tempfile.TemporaryDirectory() as work:
+        path = os.path.join(work, "mnist.npz")
+        common.save_mnist_arrays(path, args.data_dir, args.subset, args.eval_samples)
+        x_train, x_test, eps_test = common.load_arrays(path)
 
     started = time.time()
     seeds = [run_seed(int(s), args, x_train, x_test, eps_test) for s in args.seeds.split(",")]

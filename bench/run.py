@@ -137,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         if not args.quiet:
             print(msg, flush=True)
 
-    from tfvae.data import binarize, load_binarized_mnist, load_mnist
+    from tfvae.data import load_binarized_mnist
 
     env = dict(os.environ)
     env.update(common.thread_env(args.threads, args.inter_op))
@@ -146,15 +146,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     os.makedirs(work, exist_ok=True)
 
     # Identical arrays for all three: MNIST grey levels, one seeded Bernoulli draw.
-    mnist = load_mnist(args.data_dir, binarization="none", subset=args.subset)
     mnist_npz = os.path.join(work, "mnist.npz")
-    common.save_arrays(
-        mnist_npz,
-        binarize(mnist.x_train, "static", seed=0),
-        binarize(mnist.x_test, "static", seed=1),
-        args.eval_samples,
-        seed=2,
-    )
+    common.save_mnist_arrays(mnist_npz, args.data_dir, args.subset, args.eval_samples)
     run_torch = not args.no_torch and torch_available()
     contestants = []
     if run_torch:

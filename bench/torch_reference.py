@@ -18,18 +18,12 @@ import numpy as np
 from bench import common
 
 
-def main(argv=None) -> dict:
-    args = common.worker_parser(__doc__.splitlines()[0]).parse_args(argv)
+def reference_model():
+    """(model, loss_function): the example's `VAE` module, initialised by torch's global RNG,
+    and its loss, BCE-with-logits summed over pixels and batch + analytic KL."""
     import torch
     from torch import nn
     from torch.nn import functional as F
-
-    torch.set_num_threads(args.threads)
-    try:
-        torch.set_num_interop_threads(args.inter_op)
-    except RuntimeError:  # already set in this process (in-process smoke test)
-        pass
-    torch.manual_seed(args.seed)
 
     class VAE(nn.Module):
         def __init__(self):
@@ -60,12 +54,13 @@ def main(argv=None) -> dict:
         kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         return bce + kld
 
-    x_train, x_test, eps = common.load_arrays(args.data)
-    x = torch.from_numpy(x_train)
-    model = VAE()
-    optimizer = torch.optim.Adam(model.parameters(), lr=common.LEARNING_RATE)
-    generator = torch.Generator().manual_seed(args.seed)
-    log = common.EpochLog("pytorch", len(x), args.batch_size, args.threads)
+    return VAE(), loss_function
+
+
+def elbo_probes(model):
+    """numpy `(encode, log_px)` for `common.negative_elbo` around the reference model."""
+    import torch
+    from torch.nn import functional as F
 
     @torch.no_grad()
     def encode(xb):
@@ -80,6 +75,28 @@ def main(argv=None) -> dict:
             .sum(-1)
             .numpy()
         )
+
+    return encode, log_px
+
+
+def main(argv=None) -> dict:
+    args = common.worker_parser(__doc__.splitlines()[0]).parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(args.inter_op)
+    except RuntimeError:  # already set in this process (in-process smoke test)
+        pass
+    torch.manual_seed(args.seed)
+
+    x_train, x_test, eps = common.load_arrays(args.data)
+    x = torch.from_numpy(x_train)
+    model, loss_function = reference_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=common.LEARNING_RATE)
+    generator = torch.Generator().manual_seed(args.seed)
+    log = common.EpochLog("pytorch", len(x), args.batch_size, args.threads)
+    encode, log_px = elbo_probes(model)
 
     evals = common.eval_epochs(args.eval_at, args.epochs)
     for epoch in range(1, args.epochs + 1):
