@@ -5,11 +5,12 @@ initial weights, batch order and noise. Here tfvae trains with the library's def
 (`fit`, XLA, fused steps) and PyTorch trains the reference model (`bench.torch_reference`'s
 module and loss: summed BCE-with-logits + analytic KL, `torch.optim.Adam`) starting from
 tfvae's initial weights, on the same batches in the same order, with z = mu + sigma * eps
-using the eps tfvae drew at that step (step t samples with the stateless seed `(4 * seed, t)`). What is left between the two: tfvae
-soft-clips log-variances to (-8, 8) (`VAEConfig.min_log_var/max_log_var`), Keras' Adam
-takes epsilon 1e-7 on the mean loss where PyTorch's takes 1e-8 on the summed loss, and
-float32 rounding (ReLU kinks, Adam's near-zero gradients), which training amplifies.
-`tests/test_train_step_reference.py` checks the step itself against numpy.
+using the eps tfvae drew at that step (step t samples with the stateless seed
+`(4 * seed, t)`). What is left between the two: tfvae soft-clips log-variances to (-8, 8)
+(`VAEConfig.min_log_var/max_log_var`), Keras' Adam takes epsilon 1e-7 on the mean loss where
+PyTorch's takes 1e-8 on the summed loss, and float32 rounding (ReLU kinks, Adam's near-zero
+gradients), which training amplifies. `tests/test_train_step_reference.py` checks the step
+itself against numpy.
 
     PYTHONPATH=. python -m bench.lockstep --data-dir ../shared/data --epochs 5 --seeds 0,1,2
 """
