@@ -43,6 +43,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--min-log-var", type=float, default=None, help="default: VAEConfig's")
     parser.add_argument("--clipnorm", type=float, default=None)
+    parser.add_argument("--weight-init", default=None, help="default: VAEConfig's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.environ.get("TFVAE_DATA_DIR"))
     parser.add_argument("--json", default=None, help="write the result here too")
@@ -53,6 +54,8 @@ def main(argv=None) -> dict:
 
     data = load_frey_face(args.data_dir)
     extra = {} if args.min_log_var is None else {"min_log_var": args.min_log_var}
+    if args.weight_init is not None:
+        extra["weight_init"] = args.weight_init
     config = VAEConfig(
         input_dim=560,
         latent_dim=args.latent_dim,
@@ -108,6 +111,7 @@ def main(argv=None) -> dict:
         "test_elbo_per_example": test["elbo"],
         "test_log_likelihood_k100": test["log_likelihood"],
         "min_log_var": floor,
+        "weight_init": config.weight_init,
         "decoder_log_var_min": float(log_var.min()),
         "decoder_log_var_median": float(np.median(log_var)),
         "fraction_within_0.5_of_floor": float(np.mean(log_var < floor + 0.5)),

@@ -38,7 +38,7 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
     returned, written = summary
     assert written["table"].keys() == returned["table"].keys()
     table = written["table"]
-    for name in ("tfp_recipe", "tfvae", "tfvae_fan_in"):
+    for name in ("tfp_recipe", "tfvae", "tfvae_glorot"):
         row = table[name]
         for key in ("median_epoch_s", "first_epoch_s", "examples_per_s", "peak_rss_mb"):
             assert _finite(row[key]) and row[key] > 0, (name, key, row[key])
@@ -132,3 +132,33 @@ def test_lockstep_trains_both_from_the_same_start(data_dir, tmp_path):
     assert json.loads(out.read_text())["mean_tfvae_minus_pytorch_per_epoch"] == [
         row["tfvae_minus_pytorch"]
     ]
+
+
+def test_quality_study_reports_every_seed_and_the_welch_interval(data_dir, tmp_path):
+    """bench.quality on 300 examples, 1 epoch, 2 seeds: each seed is its own run (different
+    -ELBOs), the table's mean and SD are those of the runs, and the interval is Welch's."""
+    from bench import quality
+
+    names = "pytorch,tfvae" if HAS_TORCH else "tfvae,tfvae_glorot"
+    baseline = names.split(",")[0]
+    args = ["--data-dir", data_dir, "--subset", "300", "--epochs", "1", "--eval-at", "1"]
+    args += ["--seeds", "2", "--contestants", names, "--baseline", baseline]
+    args += ["--eval-samples", "1", "--workdir", str(tmp_path / "work")]
+    s = quality.main(args + ["--out", str(tmp_path / "q.json"), "--in-process", "--quiet"])
+    values = {}
+    for name in names.split(","):
+        per_seed = [s["raw"][name][str(k)]["evals"]["1"]["neg_elbo"] for k in (0, 1)]
+        assert per_seed[0] != per_seed[1], (name, per_seed)  # the seed reaches the run
+        assert all(0 < v < 2000 for v in per_seed), per_seed
+        row = s["table"][name]["1"]
+        assert row["n"] == 2 and row["mean"] == pytest.approx(sum(per_seed) / 2)
+        assert row["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
+        values[name] = per_seed
+    other = names.split(",")[1]
+    d = s["differences"][f"{other}-{baseline}"]["1"]
+    assert d["low"] < d["diff"] < d["high"]
+    scipy_stats = pytest.importorskip("scipy.stats")
+    ci = scipy_stats.ttest_ind(values[other], values[baseline], equal_var=False)
+    low, high = ci.confidence_interval(0.95)
+    assert (d["low"], d["high"]) == pytest.approx((low, high), rel=1e-9)
+    assert "Welch 95% interval" in quality.format_table(s)

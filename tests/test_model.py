@@ -186,9 +186,12 @@ def test_fit_accepts_tf_data(small_config, binary_x):
     assert np.isfinite(history.history["loss"][0])
 
 
-@pytest.mark.parametrize("weight_init", ["glorot_uniform", "fan_in_uniform"])
+@pytest.mark.parametrize("weight_init", ["glorot_uniform", "fan_in_uniform", None])
 def test_initial_weights_follow_config_weight_init(weight_init):
-    config = VAEConfig(input_dim=300, latent_dim=20, hidden_units=(200,), weight_init=weight_init)
+    """None: the default, PyTorch's fan-in init (level with the PyTorch reference's -ELBO at
+    equal epochs over 8 seeds, where Glorot trailed; BENCHMARKS.md)."""
+    init = {} if weight_init is None else {"weight_init": weight_init}
+    config = VAEConfig(input_dim=300, latent_dim=20, hidden_units=(200,), **init)
     model = VAE(config)
     layers = {}
     for var in model.encoder.weights + model.decoder.weights:

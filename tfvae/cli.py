@@ -33,7 +33,7 @@ DATA_FILE = "dataset.json"
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
-WEIGHT_INITS = ("glorot_uniform", "fan_in_uniform")
+WEIGHT_INITS = ("fan_in_uniform", "glorot_uniform")
 NAMED_DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 
 
@@ -129,8 +129,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weight-init",
         choices=WEIGHT_INITS,
-        default="glorot_uniform",
-        help="glorot_uniform (Keras') or fan_in_uniform (PyTorch's) (default: glorot_uniform)",
+        default="fan_in_uniform",
+        help="fan_in_uniform (PyTorch's) or glorot_uniform (Keras') (default: fan_in_uniform)",
     )
     g.add_argument(
         "--kl-weight", type=_float(0.0, False), default=1.0, help="beta (default: 1, the ELBO)"

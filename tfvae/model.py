@@ -420,7 +420,11 @@ class VAE(tfk.Model):
 
 
 def _fans(shape):
-    """(fan_in, fan_out) of a Dense kernel `[in, out]` or a conv kernel `[h, w, in, out]`."""
+    """(fan_in, fan_out) of a Dense kernel `[in, out]` or a conv kernel `[h, w, in, out]`.
+
+    A transposed conv's kernel is `[h, w, out, in]`; it is counted by position, as Keras'
+    initialisers and PyTorch's `ConvTranspose2d` both count it.
+    """
     if shape.rank == 4:  # conv kernels: the receptive field counts on both sides
         field = int(shape[0]) * int(shape[1])
         return field * int(shape[2]), field * int(shape[3])
