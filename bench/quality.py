@@ -4,11 +4,12 @@
 
 `bench.run` times the contestants and reports the -ELBO of one seed each; one seed cannot say
 whether tfvae is "no worse" than PyTorch, because the run-to-run spread (initial weights, z
-noise, batch order) is about 0.3 nats at epoch 5 (BENCHMARKS.md). Here every contestant
+noise, batch order) is 0.1-0.8 nats (SD over seeds, BENCHMARKS.md). Here every contestant
 trains once per seed 0..N-1 on the same binarized MNIST file `bench.run` writes, and the test
 -ELBO (same saved noise for all) is reported as mean +- SD over seeds, with the difference
-tfvae - PyTorch and its Welch 95% interval. Runs go `--jobs` at a time, so timings are not
-comparable and none are reported.
+to the baseline (PyTorch) and its Welch 95% interval. Runs go `--jobs` at a time, so timings
+are not comparable and none are reported. With `--workdir`, runs whose result file is already
+there are reused, so an interrupted study resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -39,22 +40,20 @@ CONTESTANTS = {
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
-    """Mean of a - b with the Welch-Satterthwaite 95% interval (normal quantile if no scipy)."""
+    """Mean of a - b with the Welch-Satterthwaite 95% interval (Student t quantile)."""
+    from scipy import stats
+
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = float(np.sqrt(va + vb))
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else np.inf
-    try:
-        from scipy import stats
-
-        q = float(stats.t.ppf(0.975, df))
-    except ImportError:
-        q = 1.96
+    q = float(stats.t.ppf(0.975, df))
     diff = float(a.mean() - b.mean())
     return {"diff": diff, "se": se, "df": float(df), "low": diff - q * se, "high": diff + q * se}
 
 
 def summarize(evals: Dict[str, Dict[int, List[float]]], baseline: str) -> dict:
-    """Per contestant and epoch: mean, SD, n; per tfvae variant: the difference to `baseline`."""
+    """Per contestant and epoch: mean, SD, n; for every other contestant, the difference to
+    `baseline` (epochs both have)."""
     table = {
         name: {
             str(e): {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)), "n": len(v)}
@@ -69,6 +68,7 @@ def summarize(evals: Dict[str, Dict[int, List[float]]], baseline: str) -> dict:
         diffs[f"{name}-{baseline}"] = {
             str(e): welch(np.array(v), np.array(evals[baseline][e]))
             for e, v in sorted(evals[name].items())
+            if len(v) > 1 and len(evals[baseline].get(e, ())) > 1
         }
     return {"table": table, "differences": diffs}
 
@@ -76,11 +76,17 @@ def summarize(evals: Dict[str, Dict[int, List[float]]], baseline: str) -> dict:
 def format_table(s: dict) -> str:
     """The summary as Markdown."""
     epochs = sorted({int(e) for row in s["table"].values() for e in row})
-    lines = ["| seeds | " + " | ".join(f"-ELBO ep {e} (mean ± SD)" for e in epochs) + " |"]
-    lines.append("|---|" + "---|" * len(epochs))
+    head = "| contestant (seeds) | " + " | ".join(f"-ELBO ep {e} (mean ± SD)" for e in epochs)
+    lines = [head + " |", "|---|" + "---|" * len(epochs)]
     for name, row in s["table"].items():
-        n = next(iter(row.values()))["n"]
-        cells = [f"{row[str(e)]['mean']:.2f} ± {row[str(e)]['sd']:.2f}" for e in epochs]
+        n = max(v["n"] for v in row.values())
+        cells = [
+            f"{row[str(e)]['mean']:.2f} ± {row[str(e)]['sd']:.2f}"
+            + (f" (n={row[str(e)]['n']})" if row[str(e)]["n"] != n else "")
+            if str(e) in row
+            else "-"
+            for e in epochs
+        ]
         lines.append(f"| {name} ({n}) | " + " | ".join(cells) + " |")
     for key, per_epoch in s["differences"].items():
         lines.append("")
@@ -90,7 +96,7 @@ def format_table(s: dict) -> str:
                 f"ep {e}: {d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
                 for e, d in per_epoch.items()
             )
-            + " (nats, Welch 95% interval; negative = tfvae better)"
+            + f" (nats, Welch 95% interval; negative = {key.split('-')[0]} better)"
         )
     return "\n".join(lines)
 
@@ -118,6 +124,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     unknown = sorted(set(names) - set(CONTESTANTS))
     if unknown:
         p.error(f"unknown contestants {unknown}; choose from {sorted(CONTESTANTS)}")
+    if args.baseline not in names:
+        p.error(f"--baseline {args.baseline} is not among --contestants {names}")
+    if args.seeds < 2:
+        p.error(f"--seeds must be at least 2 for a standard deviation, got {args.seeds}")
     if "pytorch" in names and not run.torch_available():
         p.error("torch is not installed: pip install -e '.[bench]', or leave out pytorch")
 
@@ -134,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     common.save_mnist_arrays(data, args.data_dir, args.subset, args.eval_samples)
 
     jobs = []
-    for seed in range(args.seeds):  # seed-major, so an interrupted study is balanced
+    for seed in range(args.seeds):  # seed-major: an interrupted study has whole seeds done
         for name in names:
             module, extra = CONTESTANTS[name]
             out = os.path.join(work, f"{name}_{seed}.json")
@@ -144,16 +154,26 @@ def main(argv: Optional[List[str]] = None) -> dict:
             jobs.append((name, seed, module, argv_))
     evals: Dict[str, Dict[int, List[float]]] = {n: {} for n in names}
     raw: Dict[str, Dict[str, dict]] = {n: {} for n in names}
+
+    def one_run(module, argv_):
+        out = argv_[argv_.index("--out") + 1]
+        if os.path.exists(out):  # a finished run of an earlier, interrupted study
+            with open(out, encoding="utf-8") as f:
+                return json.load(f)
+        return run._run(module, argv_, env, lambda _: None, args.in_process)
+
     jobs_at_once = 1 if args.in_process else args.jobs
-    with concurrent.futures.ThreadPoolExecutor(jobs_at_once) as pool:
-        futures = {
-            pool.submit(run._run, module, argv_, env, lambda _: None, args.in_process): (name, seed)
-            for name, seed, module, argv_ in jobs
-        }
+    pool = concurrent.futures.ThreadPoolExecutor(jobs_at_once)
+    futures = {
+        pool.submit(one_run, module, argv_): (name, seed) for name, seed, module, argv_ in jobs
+    }
+    try:
         for done in concurrent.futures.as_completed(futures):
             name, seed = futures[done]
             result = done.result()
             raw[name][str(seed)] = {
+                "name": result.get("name"),
+                "weight_init": result.get("weight_init"),
                 "evals": result["evals"],
                 "train_loss": result["train_loss"],
             }
@@ -162,12 +182,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
             log(f"{name} seed {seed}: " + ", ".join(
                 f"ep {e} {v['neg_elbo']:.2f}" for e, v in result["evals"].items()
             ))  # fmt: skip
+    except BaseException:  # a failed run or Ctrl-C: drop the queued runs, keep finished files
+        pool.shutdown(wait=False, cancel_futures=True)
+        log(f"stopped; finished runs are in {work} (rerun with --workdir {work} to resume)")
+        raise
+    pool.shutdown()
+    short = {n: sorted(e for e, v in evals[n].items() if len(v) < args.seeds) for n in names}
+    short = {n: e for n, e in short.items() if e}
+    if short:  # e.g. TerminateOnNaN ended a run before its last evaluation
+        log(f"warning: fewer than {args.seeds} values at these epochs: {short}")
 
     summary = summarize(evals, args.baseline)
     summary["machine"] = {
         "cpu": run.cpu_model(),
         "threads_per_run": args.threads,
-        "jobs": args.jobs,
+        "jobs": jobs_at_once,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
     }
     summary["command"] = "PYTHONPATH=. python -m bench.quality " + " ".join(argv or sys.argv[1:])

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bench import run
@@ -136,29 +137,44 @@ def test_lockstep_trains_both_from_the_same_start(data_dir, tmp_path):
 
 def test_quality_study_reports_every_seed_and_the_welch_interval(data_dir, tmp_path):
     """bench.quality on 300 examples, 1 epoch, 2 seeds: each seed is its own run (different
-    -ELBOs), the table's mean and SD are those of the runs, and the interval is Welch's."""
+    -ELBOs) with its contestant's initialisation, the table's mean and SD are those of the
+    runs, the interval is Welch's (scipy as the reference), and finished runs are reused."""
+    from scipy import stats
+
     from bench import quality
 
-    names = "pytorch,tfvae" if HAS_TORCH else "tfvae,tfvae_glorot"
-    baseline = names.split(",")[0]
+    names = ["pytorch", "tfvae", "tfvae_glorot"] if HAS_TORCH else ["tfvae", "tfvae_glorot"]
+    inits = {"pytorch": None, "tfvae": "fan_in_uniform", "tfvae_glorot": "glorot_uniform"}
+    baseline = names[0]
     args = ["--data-dir", data_dir, "--subset", "300", "--epochs", "1", "--eval-at", "1"]
-    args += ["--seeds", "2", "--contestants", names, "--baseline", baseline]
-    args += ["--eval-samples", "1", "--workdir", str(tmp_path / "work")]
-    s = quality.main(args + ["--out", str(tmp_path / "q.json"), "--in-process", "--quiet"])
+    args += ["--seeds", "2", "--contestants", ",".join(names), "--baseline", baseline]
+    args += ["--eval-samples", "1", "--workdir", str(tmp_path / "work"), "--in-process"]
+    s = quality.main(args + ["--out", str(tmp_path / "q.json"), "--quiet"])
     values = {}
-    for name in names.split(","):
-        per_seed = [s["raw"][name][str(k)]["evals"]["1"]["neg_elbo"] for k in (0, 1)]
+    for name in names:
+        runs = [s["raw"][name][str(k)] for k in (0, 1)]
+        assert [r["weight_init"] for r in runs] == [inits[name]] * 2, name
+        per_seed = [r["evals"]["1"]["neg_elbo"] for r in runs]
         assert per_seed[0] != per_seed[1], (name, per_seed)  # the seed reaches the run
         assert all(0 < v < 2000 for v in per_seed), per_seed
         row = s["table"][name]["1"]
         assert row["n"] == 2 and row["mean"] == pytest.approx(sum(per_seed) / 2)
         assert row["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
         values[name] = per_seed
-    other = names.split(",")[1]
-    d = s["differences"][f"{other}-{baseline}"]["1"]
-    assert d["low"] < d["diff"] < d["high"]
-    scipy_stats = pytest.importorskip("scipy.stats")
-    ci = scipy_stats.ttest_ind(values[other], values[baseline], equal_var=False)
-    low, high = ci.confidence_interval(0.95)
-    assert (d["low"], d["high"]) == pytest.approx((low, high), rel=1e-9)
+    for other in names[1:]:
+        d = s["differences"][f"{other}-{baseline}"]["1"]
+        ci = stats.ttest_ind(values[other], values[baseline], equal_var=False)
+        assert (d["low"], d["high"]) == pytest.approx(ci.confidence_interval(0.95), rel=1e-9)
+        assert d["diff"] == pytest.approx(np.mean(values[other]) - np.mean(values[baseline]))
     assert "Welch 95% interval" in quality.format_table(s)
+    # Resuming from the same workdir reads the finished runs instead of training again: a
+    # marked result file shows up in the new table.
+    marked = tmp_path / "work" / f"{names[-1]}_0.json"
+    result = json.loads(marked.read_text())
+    result["evals"]["1"]["neg_elbo"] += 100.0
+    marked.write_text(json.dumps(result))
+    again = quality.main(args + ["--out", str(tmp_path / "q2.json"), "--quiet"])
+    assert again["table"][names[-1]]["1"]["mean"] == pytest.approx(
+        s["table"][names[-1]]["1"]["mean"] + 50.0
+    )
+    assert again["table"][baseline] == s["table"][baseline]

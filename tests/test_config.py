@@ -65,3 +65,6 @@ def test_cli_choices_are_the_configs():
 
     for name in ("DECODERS", "ARCHITECTURES", "ACTIVATIONS", "WEIGHT_INITS"):
         assert getattr(cli, name) == getattr(config, name), name
+    # ... and its own copies of the defaults.
+    train = cli._parser().parse_args(["train", "--out", "unused"])
+    assert train.weight_init == config.VAEConfig().weight_init

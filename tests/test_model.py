@@ -188,8 +188,8 @@ def test_fit_accepts_tf_data(small_config, binary_x):
 
 @pytest.mark.parametrize("weight_init", ["glorot_uniform", "fan_in_uniform", None])
 def test_initial_weights_follow_config_weight_init(weight_init):
-    """None: the default, PyTorch's fan-in init (level with the PyTorch reference's -ELBO at
-    equal epochs over 8 seeds, where Glorot trailed; BENCHMARKS.md)."""
+    """None: the default, PyTorch's fan-in init (over 8 seeds no -ELBO difference from the
+    PyTorch reference was detectable at equal epochs, where Glorot trailed; BENCHMARKS.md)."""
     init = {} if weight_init is None else {"weight_init": weight_init}
     config = VAEConfig(input_dim=300, latent_dim=20, hidden_units=(200,), **init)
     model = VAE(config)
