@@ -101,6 +101,7 @@ def run_seed(seed: int, args, x_train, x_test, eps_test) -> dict:
     model.compile(
         tfk.optimizers.Adam(common.LEARNING_RATE),
         steps_per_execution=TrainConfig().steps_per_execution,
+        fused_steps=TrainConfig().fused_steps,
     )
     reference, loss_function = reference_with_weights(
         [v.numpy() for v in model.trainable_variables]

@@ -2,7 +2,7 @@
 
 `VAE(VAEConfig(input_dim=784, latent_dim=20, hidden_units=(400,), activation="relu",
 decoder="bernoulli"))`, `compile()` with Adam(1e-3) and the library's defaults (XLA,
-`TrainConfig().steps_per_execution`, `fused_steps`), `fit` on `make_dataset(x, 128)`.
+`TrainConfig()`'s `steps_per_execution` and `fused_steps`), `fit` on `make_dataset(x, 128)`.
 The default initialisation (`fan_in_uniform`) is PyTorch's `nn.Linear` one, as in the
 PyTorch reference; `--weight-init glorot_uniform` starts from Keras' instead. The trained
 model is saved with `tfvae.save_model` for the IWAE evaluation (`bench.tfvae_eval`).
@@ -48,6 +48,7 @@ def main(argv=None) -> dict:
         tfk.optimizers.Adam(common.LEARNING_RATE),
         jit_compile=not args.no_jit,
         steps_per_execution=spe,
+        fused_steps=defaults.fused_steps,
     )
     x_train, x_test, eps = common.load_arrays(args.data)
     train = make_dataset(x_train, args.batch_size, shuffle=True, seed=args.seed)
@@ -68,6 +69,7 @@ def main(argv=None) -> dict:
         args.out,
         framework=f"tfvae on tensorflow {tf.__version__}",
         steps_per_execution=spe,
+        fused_steps=defaults.fused_steps,
         jit_compile=not args.no_jit,
         weight_init=config.weight_init,
         train_peak_rss_mb=rss,

@@ -53,6 +53,15 @@ def test_fused_steps_train_like_the_keras_loop(steps_per_execution, fused_steps)
     assert_same_training(keras_loop, fused)
 
 
+def test_fused_groups_are_capped_at_steps_per_execution():
+    """fused_steps 32 with 4 steps per execution: groups of 4, not 32 (which never fill)."""
+    keras_loop = train(1, steps_per_execution=4)
+    fused = train(32, steps_per_execution=4)
+    assert fused[0]._train_function_fused is True
+    assert fused[0]._fused_group_size == 4
+    assert_same_training(keras_loop, fused)
+
+
 def test_fused_steps_on_a_dataset_of_known_and_infinite_size():
     known = tf.data.Dataset.from_tensor_slices(X).batch(100)
     assert_same_training(train(1, known), train(4, known))

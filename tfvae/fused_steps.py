@@ -15,7 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as tfk
 
-__all__ = ["can_fuse", "fused_train_function"]
+__all__ = ["can_fuse", "fused_train_function", "group_size"]
 
 
 def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
@@ -38,6 +38,12 @@ def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
     )
 
 
+def group_size(model: tfk.Model, fused_steps: int) -> int:
+    """Steps per fused group: `fused_steps`, but never more than `steps_per_execution`
+    (a longer group would never fill, and every step would run one program each)."""
+    return min(int(fused_steps), int(model._steps_per_execution.numpy()))
+
+
 def _run_step(model: tfk.Model, data):
     """One Keras training step, as `Model.make_train_function` runs it."""
     outputs = model.train_step(data)
@@ -54,8 +60,9 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
     A group whose batches differ in shape (the short last batch of an epoch) runs one
     program per step. The iterator must not run out inside a group (a dataset of known
     or infinite cardinality, as `VAE.fit` checks), or the group's fetched batches are lost.
+    Groups are never longer than `steps_per_execution` (`group_size`).
     """
-    count = int(fused_steps)
+    count = group_size(model, fused_steps)
 
     def one_step(data):
         return _run_step(model, data)

@@ -22,7 +22,7 @@ from tfvae import checkpointing, distribute
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import VAEConfig, _is_int
 from tfvae.data import Data
-from tfvae.model import FUSED_STEPS, VAE
+from tfvae.model import VAE
 from tfvae.objectives import bits_per_dim
 from tfvae.saving import save_model
 from tfvae.validation import check_data
@@ -44,11 +44,13 @@ class TrainConfig:
         each update; a guard against the rare huge gradient of a collapsing variance.
       eval_samples: K of the importance-weighted log p(x) estimate at evaluation.
       jit_compile: compile the training step with XLA.
-      steps_per_execution: train steps run per call into the compiled graph. 64 amortises
-        Keras's per-call Python and dispatch over many steps (about 20% less CPU per epoch
-        for the MNIST MLP, see BENCHMARKS.md); batch callbacks then fire every 64 steps.
+      steps_per_execution: train steps run per call into the compiled graph. 128 amortises
+        Keras's per-call Python and dispatch over many steps (BENCHMARKS.md); batch
+        callbacks then fire every 128 steps.
       fused_steps: with XLA, train steps per compiled program (`VAE.compile`): the same
-        steps with fewer launches (1 keeps Keras' one program per step).
+        steps with fewer launches (1 keeps Keras' one program per step). 32 with 128 steps
+        per execution took 3-6% less time per MNIST epoch than 8 with 64 (BENCHMARKS.md);
+        steps left over at an epoch's end (fewer than 32) run one program each.
     """
 
     epochs: int = 10
@@ -59,8 +61,8 @@ class TrainConfig:
     clipnorm: Optional[float] = None
     eval_samples: int = 100
     jit_compile: bool = True
-    steps_per_execution: int = 64
-    fused_steps: int = FUSED_STEPS
+    steps_per_execution: int = 128
+    fused_steps: int = 32
     seed: int = 0
 
     def __post_init__(self):
