@@ -22,7 +22,7 @@ from tfvae import checkpointing, distribute
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import VAEConfig, _is_int
 from tfvae.data import Data
-from tfvae.model import VAE
+from tfvae.model import FUSED_STEPS, VAE
 from tfvae.objectives import bits_per_dim
 from tfvae.saving import save_model
 from tfvae.validation import check_data
@@ -62,7 +62,7 @@ class TrainConfig:
     eval_samples: int = 100
     jit_compile: bool = True
     steps_per_execution: int = 128
-    fused_steps: int = 32
+    fused_steps: int = FUSED_STEPS
     seed: int = 0
 
     def __post_init__(self):
