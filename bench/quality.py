@@ -101,6 +101,31 @@ def format_table(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_settings(work: str, args) -> None:
+    """Resuming reuses the per-run files in `work`, so refuse one made with other settings."""
+    settings = {
+        "data_dir": os.path.abspath(args.data_dir),
+        "epochs": args.epochs,
+        "eval_at": args.eval_at,
+        "subset": args.subset,
+        "eval_samples": args.eval_samples,
+        "threads": args.threads,
+    }
+    path = os.path.join(work, "settings.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if differ:
+            raise SystemExit(
+                f"--workdir {work} holds runs made with other settings (before, now): {differ};"
+                " use another --workdir"
+            )
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(settings, f, indent=1)
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("TFVAE_DATA_DIR", "../shared/data"))
@@ -140,6 +165,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [run.REPO, env.get("PYTHONPATH")]))
     work = args.workdir or tempfile.mkdtemp(prefix="tfvae_quality_")
     os.makedirs(work, exist_ok=True)
+    _check_settings(work, args)
     data = os.path.join(work, "mnist.npz")
     common.save_mnist_arrays(data, args.data_dir, args.subset, args.eval_samples)
 
@@ -184,7 +210,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             ))  # fmt: skip
     except BaseException:  # a failed run or Ctrl-C: drop the queued runs, keep finished files
         pool.shutdown(wait=False, cancel_futures=True)
-        log(f"stopped; finished runs are in {work} (rerun with --workdir {work} to resume)")
+        log(
+            f"stopping: queued runs dropped, waiting for the runs in progress; finished runs"
+            f" are in {work} (rerun with --workdir {work} to resume)"
+        )
         raise
     pool.shutdown()
     short = {n: sorted(e for e, v in evals[n].items() if len(v) < args.seeds) for n in names}

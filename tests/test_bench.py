@@ -178,3 +178,7 @@ def test_quality_study_reports_every_seed_and_the_welch_interval(data_dir, tmp_p
         s["table"][names[-1]]["1"]["mean"] + 50.0
     )
     assert again["table"][baseline] == s["table"][baseline]
+    # ... but not runs made with other settings.
+    other = [a if a != "300" else "200" for a in args]
+    with pytest.raises(SystemExit, match="other settings.*subset"):
+        quality.main(other + ["--out", str(tmp_path / "q3.json"), "--quiet"])

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig
+from tfvae.fused_steps import REMAINDER_GROUP
 
 CONFIG = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1)
 X = (np.random.default_rng(0).random((1000, 16)) < 0.3).astype(np.float32)
@@ -57,8 +58,21 @@ def test_fused_groups_are_capped_at_steps_per_execution():
     """fused_steps 32 with 4 steps per execution: groups of 4, not 32 (which never fill)."""
     keras_loop = train(1, steps_per_execution=4)
     fused = train(32, steps_per_execution=4)
-    assert fused[0]._train_function_fused is True
-    assert fused[0]._fused_group_size == 4
+    assert fused[0].train_function.group_sizes == (4,)
+    # 11 batches per epoch: executions of 4, 4 and 3 steps; the two of 4 run as groups, the
+    # last 3 (with the short batch) one by one.
+    assert int(fused[0].train_function.fused_steps_run) == 2 * 8
+    assert_same_training(keras_loop, fused)
+
+
+def test_epochs_shorter_than_a_group_fuse_their_steps_in_smaller_groups():
+    """Keras lowers steps_per_execution to an epoch's length (11 batches here), so no group
+    of 32 fills; the steps then run in groups of REMAINDER_GROUP (8), the rest alone."""
+    assert REMAINDER_GROUP == 8
+    keras_loop = train(1, steps_per_execution=128)
+    fused = train(32, steps_per_execution=128)
+    assert fused[0].train_function.group_sizes == (32, 8)
+    assert int(fused[0].train_function.fused_steps_run) == 2 * 8
     assert_same_training(keras_loop, fused)
 
 

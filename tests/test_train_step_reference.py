@@ -120,7 +120,7 @@ def test_fit_matches_numpy_reference(activation, steps_per_execution, jit_compil
     weights = [v.numpy().astype(np.float64) for v in model.trainable_variables]
     history = model.fit(x, batch_size=16, epochs=2, shuffle=False, verbose=0)
     if steps_per_execution == 2:
-        assert model._fused_group_size == 2
+        assert int(model.train_function.fused_steps_run) == 2 * 2
 
     adam, step, losses = Adam(weights, lr=0.01), 0, []
     for _ in range(2):

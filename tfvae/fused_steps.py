@@ -3,8 +3,9 @@
 Keras 2 runs `steps_per_execution` steps per call into the graph but launches one XLA
 program per step, and each launch (the graph loop, the iterator, argument and variable
 handling) costs about 0.5 ms beside a ~3.5 ms step of the MNIST MLP on 2 CPU cores.
-`fused_train_function` fetches `fused_steps` batches, stacks them, and runs their steps
-in one compiled `tf.while_loop`, so that cost is paid once per group (BENCHMARKS.md).
+`fused_train_function` fetches a group of batches (`fused_steps` of them, then groups of
+`REMAINDER_GROUP` for what is left), stacks them, and runs their steps in one compiled
+`tf.while_loop`, so that cost is paid once per group (BENCHMARKS.md).
 
 The steps are Keras' own (`model.train_step`, then `_train_counter += 1`), in the same
 order on the same batches, so training is the same computation; only the launches change.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as tfk
 
-__all__ = ["can_fuse", "fused_train_function", "group_size"]
+__all__ = ["can_fuse", "fused_train_function", "group_sizes", "REMAINDER_GROUP"]
 
 
 def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
@@ -38,10 +39,17 @@ def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
     )
 
 
-def group_size(model: tfk.Model, fused_steps: int) -> int:
-    """Steps per fused group: `fused_steps`, but never more than `steps_per_execution`
-    (a longer group would never fill, and every step would run one program each)."""
-    return min(int(fused_steps), int(model._steps_per_execution.numpy()))
+# Length of the second tier of groups, for the steps left after the full-length groups (the
+# end of an epoch; whole epochs shorter than `fused_steps`, where Keras lowers the steps per
+# execution to the epoch's length).
+REMAINDER_GROUP = 8
+
+
+def group_sizes(fused_steps: int, steps_per_execution: int) -> tuple:
+    """Group lengths tried in turn: `fused_steps` (never more than `steps_per_execution`,
+    else no group would fill), then `REMAINDER_GROUP` for what is left; the rest runs alone."""
+    first = min(int(fused_steps), int(steps_per_execution))
+    return (first, REMAINDER_GROUP) if 1 < REMAINDER_GROUP < first else (first,)
 
 
 def _run_step(model: tfk.Model, data):
@@ -53,16 +61,19 @@ def _run_step(model: tfk.Model, data):
 
 
 def fused_train_function(model: tfk.Model, fused_steps: int):
-    """A `train_function(iterator)` for `model` that runs `fused_steps` steps per XLA program.
+    """A `train_function(iterator)` for `model` that runs several steps per XLA program.
 
-    Each call runs `model._steps_per_execution` steps, as Keras' does: full groups of
-    `fused_steps` batches through one compiled loop, the remainder one step per program.
-    A group whose batches differ in shape (the short last batch of an epoch) runs one
-    program per step. The iterator must not run out inside a group (a dataset of known
+    Each call runs `model._steps_per_execution` steps, as Keras' does: as many full groups
+    of the first of `group_sizes(fused_steps, steps_per_execution)` as fit, then groups of
+    the second, each group through one compiled loop, and what is left one step per
+    program. A group whose batches differ in shape (the short last batch of an epoch) runs
+    one program per step. The iterator must not run out inside a group (a dataset of known
     or infinite cardinality, as `VAE.fit` checks), or the group's fetched batches are lost.
-    Groups are never longer than `steps_per_execution` (`group_size`).
+    The returned function carries `group_sizes` and `fused_steps_run`, a counter of the
+    steps that ran inside groups.
     """
-    count = group_size(model, fused_steps)
+    sizes = group_sizes(fused_steps, int(model._steps_per_execution.numpy()))
+    fused_steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="fused_steps_run")
 
     def one_step(data):
         return _run_step(model, data)
@@ -70,8 +81,9 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
     def group_step(*batches):
         stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *batches)
         outputs = one_step(tf.nest.map_structure(lambda s: s[0], stacked))
-        for i in tf.range(1, count):
+        for i in tf.range(1, len(batches)):
             outputs = one_step(tf.nest.map_structure(lambda s, i=i: s[i], stacked))
+        fused_steps_run.assign_add(len(batches))
         return outputs
 
     one_step = tf.function(one_step, jit_compile=True, reduce_retracing=True)
@@ -95,13 +107,18 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
         return tf.cond(same_shapes(batches), lambda: group(*batches), one_by_one)
 
     def train_function(iterator):
-        steps = model._steps_per_execution
+        left = model._steps_per_execution
         spec = one_step.get_concrete_function(iterator.element_spec).structured_outputs
         outputs = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
-        for _ in tf.range(steps // count):
-            outputs = run_group([next(iterator) for _ in range(count)])
-        for _ in tf.range(steps % count):
+        for size in sizes:
+            for _ in tf.range(left // size):
+                outputs = run_group([next(iterator) for _ in range(size)])
+            left = left % size
+        for _ in tf.range(left):
             outputs = one_step(next(iterator))
         return outputs
 
-    return tf.function(train_function, reduce_retracing=True)
+    function = tf.function(train_function, reduce_retracing=True)
+    function.group_sizes = sizes
+    function.fused_steps_run = fused_steps_run
+    return function

@@ -19,7 +19,7 @@ import tf_keras as tfk
 from tfvae import objectives
 from tfvae.config import VAEConfig
 from tfvae.distribute import replica_average, replica_seed
-from tfvae.fused_steps import can_fuse, fused_train_function, group_size
+from tfvae.fused_steps import can_fuse, fused_train_function
 from tfvae.networks import make_decoder, make_encoder
 from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
@@ -104,7 +104,6 @@ class VAE(tfk.Model):
         self._fused_steps = FUSED_STEPS
         self._fit_input_can_fuse = True  # train_on_batch, or fit on arrays
         self._train_function_fused = None
-        self._fused_group_size = None
         self._predict_output = "mean"
         self._predict_latent = "sample"
         self._trackers = {
@@ -304,14 +303,14 @@ class VAE(tfk.Model):
         super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
 
     def make_train_function(self, force=False):
-        """Keras' train function, or `fused_steps` steps per XLA program where that applies."""
+        """Keras' train function, or several steps per XLA program where that applies
+        (`tfvae.fused_steps`)."""
         fuse = self._fit_input_can_fuse and can_fuse(self, self._fused_steps)
         if self.train_function is not None and not force and fuse == self._train_function_fused:
             return self.train_function
         self._train_function_fused = fuse
         if not fuse:
             return super().make_train_function(force=True)
-        self._fused_group_size = group_size(self, self._fused_steps)
         self.train_function = fused_train_function(self, self._fused_steps)
         self.train_tf_function = self.train_function
         return self.train_function

@@ -50,7 +50,8 @@ class TrainConfig:
       fused_steps: with XLA, train steps per compiled program (`VAE.compile`): the same
         steps with fewer launches (1 keeps Keras' one program per step). 32 with 128 steps
         per execution took 3-6% less time per MNIST epoch than 8 with 64 (BENCHMARKS.md);
-        steps left over at an epoch's end (fewer than 32) run one program each.
+        steps left over (an epoch's end, or epochs shorter than 32 steps) run in groups of 8,
+        the last few one program each (`tfvae.fused_steps`).
     """
 
     epochs: int = 10
