@@ -98,10 +98,11 @@ def run_seed(seed: int, args, x_train, x_test, eps_test) -> dict:
         **({"weight_init": args.weight_init} if args.weight_init else {}),
     )
     model = VAE(config)
+    defaults = TrainConfig()
     model.compile(
         tfk.optimizers.Adam(common.LEARNING_RATE),
-        steps_per_execution=TrainConfig().steps_per_execution,
-        fused_steps=TrainConfig().fused_steps,
+        steps_per_execution=defaults.steps_per_execution,
+        fused_steps=defaults.fused_steps,
     )
     reference, loss_function = reference_with_weights(
         [v.numpy() for v in model.trainable_variables]
