@@ -24,6 +24,10 @@ def np_kl(mu, log_var):  # App. B
     return -0.5 * np.sum(1 + log_var - mu**2 - np.exp(log_var), axis=-1)
 
 
+def np_log_mean_exp(log_w, axis=0):  # Burda et al. (2015), eq. 8, in float64
+    return np.log(np.mean(np.exp(np.asarray(log_w, np.float64)), axis=axis))
+
+
 def test_bernoulli_log_likelihood():
     x = (rng.random((5, 7)) > 0.5).astype(np.float32)
     logits = rng.normal(size=(5, 7)).astype(np.float32)
@@ -42,6 +46,14 @@ def test_gaussian_log_likelihood():
         objectives.gaussian_log_likelihood(x, tf.constant(mu), tf.constant(log_var)),
         np_gaussian_ll(x, mu, log_var),
         rtol=1e-5,
+    )
+
+
+def test_standard_normal_log_prob_is_the_prior():
+    z = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    expected = np.sum(-0.5 * np.log(2 * np.pi) - 0.5 * z.astype(np.float64) ** 2, -1)
+    np.testing.assert_allclose(
+        objectives.standard_normal_log_prob(tf.constant(z)), expected, rtol=1e-5
     )
 
 
@@ -74,6 +86,17 @@ def test_iwae_bound_is_log_mean_exp():
     np.testing.assert_allclose(objectives.iwae_bound(tf.constant(log_w)), expected, rtol=1e-10)
     # Jensen: log mean exp >= mean
     assert np.all(expected >= log_w.mean(0))
+
+
+def test_iwae_bound_in_chunks_equals_log_mean_exp():
+    """The running logsumexp folded over uneven chunks gives the all-at-once bound."""
+    log_w = (rng.normal(size=(37, 6)) * 4 - 90).astype(np.float32)  # far below exp's range
+    state = (tf.fill([6], tf.constant(-np.inf)), tf.zeros([6]))
+    for start, stop in ((0, 10), (10, 11), (11, 30), (30, 37)):
+        state = objectives.running_logsumexp(*state, tf.constant(log_w[start:stop]))
+    got = objectives.iwae_bound_from_running(*state, 37)
+    np.testing.assert_allclose(got, np_log_mean_exp(log_w), rtol=1e-5)
+    np.testing.assert_allclose(objectives.iwae_bound(tf.constant(log_w)), got, rtol=1e-6)
 
 
 def test_bits_per_dim():

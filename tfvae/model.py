@@ -404,12 +404,7 @@ class VAE(tfk.Model):
             px = self.decoder(tf.reshape(z, [-1, self.config.latent_dim]), training=False)
             log_px_z = tf.reshape(px.log_prob(tf.tile(x, [k, 1])), [k, batch])
             log_w = log_px_z + self.prior.log_prob(z) - q.log_prob(z)
-            chunk_max = tf.reduce_max(log_w, axis=0)
-            new_max = tf.maximum(running_max, chunk_max)
-            running_sum = running_sum * tf.exp(running_max - new_max) + tf.reduce_sum(
-                tf.exp(log_w - new_max), axis=0
-            )
-            return done + k, new_max, running_sum
+            return (done + k, *objectives.running_logsumexp(running_max, running_sum, log_w))
 
         init = (
             tf.constant(0),
@@ -417,7 +412,7 @@ class VAE(tfk.Model):
             tf.zeros([batch]),
         )
         _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
-        return m + tf.math.log(s) - tf.math.log(tf.cast(num_samples, tf.float32))
+        return objectives.iwae_bound_from_running(m, s, num_samples)
 
 
 def _fans(shape):
