@@ -19,7 +19,7 @@ from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, REPO, exported, 
 import tfvae
 from tfvae import export as export_fn
 from tfvae import load_exported
-from tfvae.export import HANG_ENV, SIGNATURES, _clean_stale, _move_into_place
+from tfvae.export import SIGNATURES, _clean_stale, _move_into_place
 
 SEED = 7
 NUM_SAMPLES = 5
@@ -336,7 +336,8 @@ def _tree_digest(root):
 
 @pytest.mark.slow
 def test_killed_export_leaves_no_loadable_version(tmp_path):
-    """SIGKILL during an export (at a known point, via the test hook) leaves v1 as it was."""
+    """SIGKILL during an export, at a known point (the final rename, which the wrapper
+    replaces by a pause), leaves v1 as it was."""
     import shutil
 
     _, path = exported("bernoulli")
@@ -344,11 +345,16 @@ def test_killed_export_leaves_no_loadable_version(tmp_path):
     shutil.copytree(path, base / "1")
     before = _tree_digest(base / "1")
     script = (
-        "import tfvae;"
-        "m = tfvae.VAE(tfvae.VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,)));"
-        f"tfvae.export(m, {str(base)!r}, warmup=False)"
+        "import time, tfvae\n"
+        "from tfvae import atomic\n"
+        "def hang(tmp, target, overwrite=False):\n"
+        "    print('TFVAE_EXPORT_HANGING', tmp, flush=True)\n"
+        "    time.sleep(3600)\n"
+        "atomic.publish_dir = hang\n"
+        "m = tfvae.VAE(tfvae.VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,)))\n"
+        f"tfvae.export(m, {str(base)!r}, warmup=False)\n"
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, **{HANG_ENV: "1"})
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=REPO,
@@ -399,9 +405,29 @@ def test_move_into_place_overwrite_replaces_whole_version(tmp_path):
     tmp = base / ".tmp-1-123"
     tmp.mkdir()
     (tmp / "new.txt").write_text("new")
-    _move_into_place(str(tmp), str(base / "1"), str(base), 1)
+    _move_into_place(str(tmp), str(base / "1"), 1, overwrite=True)
     assert os.listdir(base) == ["1"]
     assert os.listdir(base / "1") == ["new.txt"]
+
+
+def test_overwrite_replaces_version_and_clears_debris_of_killed_exports(tmp_path):
+    model, _ = exported("bernoulli")
+    base = tmp_path / "vae"
+    export_fn(model, base, version=1, warmup=False)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (base / f".tmp-1-{int(dead.stdout)}").mkdir()  # a killed export's build directory
+    (base / ".1.tmp-abc").mkdir()  # the old version a killed overwrite had moved aside
+    (base / "1" / "stale.txt").write_text("old")
+    export_fn(model, base, version=1, overwrite=True, warmup=False)
+    assert os.listdir(base) == ["1"]
+    assert "stale.txt" not in os.listdir(base / "1")
+    meta = json.loads((base / "1" / "assets.extra" / "tfvae_export.json").read_text())
+    assert meta["iwae_samples"] == 100 and meta["signatures"] == list(SIGNATURES)
 
 
 @pytest.mark.parametrize(
@@ -455,12 +481,9 @@ def test_concurrent_version_is_not_clobbered(tmp_path):
     tmp = base / ".tmp-1-123"
     tmp.mkdir()
     (tmp / "ours.txt").write_text("ours")
-    # Simulates another exporter creating version 1 after our existence check.
-    real_exists = os.path.exists
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os.path, "exists", lambda p: False if p == str(base / "1") else real_exists(p))
-        with pytest.raises(FileExistsError, match="appeared"):
-            _move_into_place(str(tmp), str(base / "1"), str(base), 1)
+    # Another exporter created version 1 after export's existence check, before the rename.
+    with pytest.raises(FileExistsError, match="appeared"):
+        _move_into_place(str(tmp), str(base / "1"), 1, overwrite=False)
     assert os.listdir(base / "1") == ["theirs.txt"]
 
 

@@ -35,9 +35,6 @@ A SavedModel is a program: load only exports you trust.
 
 from __future__ import annotations
 
-import errno
-import json
-import math
 import os
 import re
 import shutil
@@ -47,7 +44,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfvae.saving import replace_dir
+from tfvae import atomic, objectives
 
 __all__ = [
     "export",
@@ -55,15 +52,10 @@ __all__ = [
     "make_serving_module",
     "SIGNATURES",
     "METADATA_FILE",
-    "HANG_ENV",
 ]
 
 SIGNATURES = ("serving_default", "encode", "decode", "generate", "log_likelihood")
 METADATA_FILE = "tfvae_export.json"  # under assets.extra/ (ignored by the SavedModel loader)
-# Test hook: when set, export prints the temporary directory and sleeps before the rename,
-# so a test can SIGKILL it at a known point (see tests/test_export.py).
-HANG_ENV = "TFVAE_EXPORT_TEST_HANG"
-_LOG_2PI = math.log(2.0 * math.pi)
 _MAX_GENERATE = 100_000  # a client-chosen batch size; bounded so one request cannot OOM a server
 
 
@@ -162,11 +154,8 @@ class VAEServingModule(tf.Module):
 
     def _log_px_z(self, x, params: dict) -> tf.Tensor:
         if self.bernoulli:
-            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=params["logits"])
-            return -tf.reduce_sum(bce, -1)
-        log_var = params["log_var"]
-        sq = tf.square(x - params["mean"]) * tf.exp(-log_var)
-        return -0.5 * tf.reduce_sum(_LOG_2PI + log_var + sq, -1)
+            return objectives.bernoulli_log_likelihood(x, params["logits"])
+        return objectives.gaussian_log_likelihood(x, params["mean"], params["log_var"])
 
     # ------------------------------------------------------------------ signatures
     def _serving_default(self, x):
@@ -211,18 +200,17 @@ class VAEServingModule(tf.Module):
         batch = tf.shape(x)[0]
         k, j = self.iwae_samples, self.latent_dim
         log_var = 2.0 * tf.math.log(z_stddev)
-        kl = -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(z_mean) - tf.square(z_stddev), -1)
+        kl = objectives.analytic_kl(z_mean, log_var)
         eps1 = tf.random.stateless_normal(tf.shape(z_mean), [self.likelihood_seed, 1])
         elbo = self._log_px_z(x, self._decoder_params(z_mean + z_stddev * eps1)) - kl
         eps = tf.random.stateless_normal(tf.stack([k, batch, j]), [self.likelihood_seed, 2])
         z = z_mean + z_stddev * eps  # [K, batch, J]
         params = self._decoder_params(tf.reshape(z, [-1, j]))
         log_px_z = tf.reshape(self._log_px_z(tf.tile(x, [k, 1]), params), [k, batch])
-        log_pz = -0.5 * tf.reduce_sum(_LOG_2PI + tf.square(z), -1)
-        log_qz = -0.5 * tf.reduce_sum(_LOG_2PI + log_var + tf.square(eps), -1)
+        log_pz = objectives.standard_normal_log_prob(z)
+        log_qz = objectives.gaussian_log_likelihood(z, z_mean, log_var)
         log_w = log_px_z + log_pz - log_qz
-        iwae = tf.reduce_logsumexp(log_w, 0) - math.log(k)
-        return {"elbo": elbo, "iwae": iwae}
+        return {"elbo": elbo, "iwae": objectives.iwae_bound(log_w, axis=0)}
 
     def signatures(self) -> dict:
         return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
@@ -332,22 +320,17 @@ def export(
             f"version {version} already exists at {target!r}; pass overwrite=True to replace it "
             "or version=None for the next version"
         )
+    atomic.remove_stale_temps(target)  # a backup left by a killed overwrite of this version
     tmp = os.path.join(base, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tf.saved_model.save(module, tmp, signatures=module.signatures())
-        extra = os.path.join(tmp, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        _write_metadata(os.path.join(extra, METADATA_FILE), model, module)
+        _write_metadata(os.path.join(tmp, "assets.extra", METADATA_FILE), model, module)
         if warmup:
             from tfvae.serving import default_warmup_requests, write_warmup
 
             write_warmup(tmp, default_warmup_requests(module.input_dim, module.latent_dim))
-        if os.environ.get(HANG_ENV):
-            print(f"TFVAE_EXPORT_HANGING {tmp}", flush=True)
-            time.sleep(3600)
-        _fsync_tree(tmp)
-        _move_into_place(tmp, target, base, version)
+        _move_into_place(tmp, target, version, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -364,30 +347,19 @@ def _write_metadata(path: str, model, module: VAEServingModule) -> None:
         "tensorflow_version": tf.__version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
+    atomic.write_json(path, meta)
 
 
-def _fsync_tree(root: str) -> None:
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-
-
-def _move_into_place(tmp: str, target: str, base: str, version: int) -> None:
-    if not os.path.exists(target):
-        try:
-            os.rename(tmp, target)  # fails (ENOTEMPTY) rather than clobber a concurrent writer
-        except OSError as e:
-            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise FileExistsError(
-                    f"version {version} appeared at {target!r} during this export (another "
-                    "exporter?); it was left untouched"
-                ) from e
-            raise
-        return
-    replace_dir(tmp, target, backup=os.path.join(base, f".old-{version}-{os.getpid()}"))
+def _move_into_place(tmp: str, target: str, version: int, overwrite: bool) -> None:
+    """Publishes the complete export `tmp` as `target`; never clobbers a concurrent writer's
+    version unless `overwrite` (the caller already refused an existing one)."""
+    try:
+        atomic.publish_dir(tmp, target, overwrite=overwrite)
+    except FileExistsError as e:
+        raise FileExistsError(
+            f"version {version} appeared at {target!r} during this export (another "
+            "exporter?); it was left untouched"
+        ) from e
 
 
 class Exported:
