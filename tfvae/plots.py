@@ -17,6 +17,8 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfvae import atomic
+
 __all__ = [
     "DPI",
     "CELL_INCHES",
@@ -268,13 +270,5 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str = ""):
 def save_figure(fig, path: str | os.PathLike) -> str:
     """Writes `fig` as a PNG at `DPI` (uncropped: the size is the figure's) atomically."""
     path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp")
-    try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
     return path

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
+from tfvae import atomic
 from tfvae.config import VAEConfig
 
 __all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE"]
@@ -65,24 +64,14 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
     directory = os.path.abspath(_path(directory, "directory"))
-    if os.path.exists(directory) and not overwrite:
-        raise FileExistsError(f"{directory!r} already exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-    try:
+    with atomic.staged_dir(directory, overwrite=overwrite) as tmp:
         model.config.save(os.path.join(tmp, CONFIG_FILE))
         for part, file in _WEIGHTS.items():
             getattr(model, part).save_weights(os.path.join(tmp, file))
         files = {
             name: sha256_file(os.path.join(tmp, name)) for name in (CONFIG_FILE, *_WEIGHTS.values())
         }
-        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-            json.dump({"format": _FORMAT, "sha256": files}, f, indent=2, sort_keys=True)
-        replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic.write_json(os.path.join(tmp, MANIFEST), {"format": _FORMAT, "sha256": files})
     return directory
 
 
@@ -90,22 +79,6 @@ def _path(value, name: str) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
     return os.fspath(value)
-
-
-def replace_dir(src: str, dst: str, backup: str | None = None) -> None:
-    """Moves `src` to `dst`; an existing `dst` is kept aside (at `backup`, default
-    `src + ".old"`) until the move succeeded, then deleted."""
-    if not os.path.exists(dst):
-        os.rename(src, dst)
-        return
-    backup = backup or f"{src}.old"
-    os.rename(dst, backup)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.rename(backup, dst)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def load_model(directory: str | os.PathLike):

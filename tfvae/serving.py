@@ -25,6 +25,8 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfvae import atomic as _atomic
+
 __all__ = [
     "INPUT_DTYPES",
     "rest_url",
@@ -169,11 +171,11 @@ def write_models_config(
         raise ValueError("models must list at least one model")
     text = text_format.MessageToString(config)
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}" if atomic else path
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    if atomic:
-        os.replace(tmp, path)
+    if atomic:  # a running server polls this file: it must never see half of it
+        _atomic.write_text(path, text)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
     return path
 
 
@@ -199,13 +201,17 @@ def default_warmup_requests(input_dim: int, latent_dim: int) -> list:
 def write_warmup(export_dir: str | os.PathLike, requests: Iterable) -> str:
     """Writes `assets.extra/tf_serving_warmup_requests` (TFRecord of `PredictionLog`s)."""
     path = os.path.join(os.fspath(export_dir), WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for request in requests:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
+    logs = [
+        prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=r))
+        for r in requests
+    ]
+
+    def write(tmp: str) -> None:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for log in logs:
+                writer.write(log.SerializeToString())
+
+    _atomic.write_with(path, write)
     return path
 
 
