@@ -250,7 +250,10 @@ def _versions(base: str) -> list[int]:
 
 
 def _clean_stale(base: str) -> None:
-    """Removes temp dirs left by exports that were killed (their process no longer exists)."""
+    """Removes the build dirs of exports that were killed (their process no longer exists).
+
+    `.tmp-<version>-<pid>`; `.old-<version>-<pid>` are backups left by older tfvae releases.
+    """
     for name in os.listdir(base):
         m = re.fullmatch(r"\.(?:tmp|old)-[0-9]+-([0-9]+)", name)
         if not m or int(m.group(1)) == os.getpid():
@@ -286,9 +289,9 @@ def export(
     """Writes `model` as a SavedModel in TF Serving's layout `base_dir/<version>/`.
 
     The export is built in `base_dir/.tmp-<version>-<pid>` (a name TF Serving ignores) and
-    renamed into place when complete, so a server polling `base_dir` never sees half a
-    version; other versions are never touched. Temp dirs of killed exports are removed by
-    the next export.
+    renamed into place when complete (`tfvae.atomic.publish_dir`), so a server polling
+    `base_dir` never sees half a version; other versions are never touched. Temp dirs of
+    killed exports are removed by the next export.
 
     Args:
       model: a built `tfvae.VAE`.

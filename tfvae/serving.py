@@ -144,6 +144,8 @@ def write_models_config(
 
     Each entry: `{"name": str, "base_path": str, "versions": [int, ...] | None}`; with
     versions, exactly those are served (`specific` policy), otherwise the latest one.
+    `atomic` (default) replaces the file in one rename, so a server polling it never reads
+    half of it; `atomic=False` writes in place (a pipe, or a file that must keep its inode).
     """
     config = model_server_config_pb2.ModelServerConfig()
     seen = set()
@@ -171,7 +173,7 @@ def write_models_config(
         raise ValueError("models must list at least one model")
     text = text_format.MessageToString(config)
     path = os.fspath(path)
-    if atomic:  # a running server polls this file: it must never see half of it
+    if atomic:
         _atomic.write_text(path, text)
     else:
         with open(path, "w", encoding="utf-8") as f:
