@@ -88,6 +88,15 @@ def test_run_writes_model_logs_pictures(workdir):
         image = read_png(run / "pictures" / name)
         assert image.shape[:2] == size, name
         assert image[..., :3].std() > 0, name
+    # One run.json describes the run: the configs the same flags build.
+    from tfvae.cli import _config_values, _parser
+
+    model, train = _config_values(_parser().parse_args(["run", *TINY]))
+    recorded = json.loads((run / "run.json").read_text())
+    for section, given in (("model_config", model), ("train_config", train)):
+        for key, value in given.items():
+            assert recorded[section][key] == value, (section, key)
+    assert recorded["train_config"]["epochs"] == 2 and recorded["model_config"]["latent_dim"] == 2
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert math.isfinite(metrics["elbo"]) and metrics["elbo"] < 0
     try:
@@ -190,10 +199,9 @@ def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
     [
         (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
         (["train", "--decoder", "poisson"], "invalid choice: 'poisson'"),
-        (["train", "--epochs", "-3"], "--epochs: expected an integer >= 1, got '-3'"),
-        (["train", "--epochs", "0"], "--epochs: expected an integer >= 1, got '0'"),
-        (["train", "--latent-dim", "0"], "--latent-dim: expected an integer >= 1, got '0'"),
-        (["train", "--learning-rate", "nan"], "--learning-rate: expected a finite number > 0"),
+        (["train", "--epochs", "-3"], "--epochs: must be an integer >= 0, got -3"),
+        (["train", "--latent-dim", "0"], "--latent-dim: must be an integer >= 1, got 0"),
+        (["train", "--learning-rate", "nan"], "--learning-rate: must be a finite number > 0"),
         (["train", "--dataset", "missing.npy"], "file not found: 'missing.npy'"),
         (["evaluate", "no/such/run"], "RUN 'no/such/run' not found"),
         (["sample", "no/such/run"], "RUN 'no/such/run' not found"),

@@ -1,8 +1,14 @@
+"""`tfvae.config`: validation, JSON round trips, presets, and the CLI flags made from it."""
+
+import dataclasses
 import json
 
 import pytest
 
-from tfvae import VAEConfig
+from tfvae import TrainConfig, VAEConfig, cli
+from tfvae.config import DEFAULT_PRESET, PRESETS, cli_fields, preset
+
+DATA_FIELDS = {"input_dim", "image_shape"}  # set by the data, never by a flag
 
 
 def test_json_round_trip(tmp_path):
@@ -59,12 +65,164 @@ def test_load_errors(tmp_path):
         VAEConfig.load(bad)
 
 
-def test_cli_choices_are_the_configs():
-    # The CLI keeps its own copies (its parser is built before TensorFlow is imported).
-    from tfvae import cli, config
+# ------------------------------------------------------------------ TrainConfig
+def test_train_config_json_round_trip(tmp_path):
+    config = TrainConfig(epochs=3, clipnorm=1.5, jit_compile=False, steps_per_execution=4)
+    path = tmp_path / "t.json"
+    config.save(path)
+    assert TrainConfig.load(path) == config
+    assert json.loads(path.read_text())["name"] == "TrainConfig"
+    # to_dict is the fields alone: what run.json and metrics.json record.
+    assert config.to_dict() == dataclasses.asdict(config)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="config is for 'VAEConfig', expected 'TrainConfig'"):
+        TrainConfig.from_json(VAEConfig().to_json())
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['momentum'\]"):
+        TrainConfig.from_dict({"momentum": 0.9})
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        TrainConfig.from_json("[1, 2]")
 
-    for name in ("DECODERS", "ARCHITECTURES", "ACTIVATIONS", "WEIGHT_INITS"):
-        assert getattr(cli, name) == getattr(config, name), name
-    # ... and its own copies of the defaults.
-    train = cli._parser().parse_args(["train", "--out", "unused"])
-    assert train.weight_init == config.VAEConfig().weight_init
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("epochs", -1, "TrainConfig.epochs: must be an integer >= 0, got -1"),
+        ("batch_size", 0, "TrainConfig.batch_size: must be an integer >= 1, got 0"),
+        ("batch_size", 2.0, "TrainConfig.batch_size: must be an integer >= 1, got 2.0"),
+        ("learning_rate", 0, "TrainConfig.learning_rate: must be a finite number > 0, got 0"),
+        ("clipnorm", -1.0, "TrainConfig.clipnorm: must be None or a finite number > 0"),
+        ("jit_compile", 1, "TrainConfig.jit_compile: must be True or False, got 1"),
+        ("fused_steps", 0, "TrainConfig.fused_steps: must be an integer >= 1, got 0"),
+        ("seed", True, "TrainConfig.seed: must be an integer >= 0, got True"),
+    ],
+)
+def test_train_config_bad_values_name_the_field(field, value, message):
+    with pytest.raises(ValueError) as e:
+        TrainConfig(**{field: value})
+    assert str(e.value).startswith(message)
+
+
+def test_docstrings_list_every_field():
+    for cls in (VAEConfig, TrainConfig):
+        for field in dataclasses.fields(cls):
+            assert f"{field.name}: {field.metadata['help']}" in cls.__doc__
+
+
+# ------------------------------------------------------------------ presets
+def test_presets_are_valid_and_digits_keeps_the_main_jobs_settings():
+    for name, chosen in PRESETS.items():
+        assert preset(name) is chosen
+        VAEConfig(**chosen.model)
+        TrainConfig(**chosen.train)
+    assert PRESETS["library"].model == {} and PRESETS["library"].train == {}
+    # The settings `tfvae run` has always trained with.
+    digits = preset("digits")
+    assert VAEConfig(**digits.model).hidden_units == (200,)
+    assert (TrainConfig(**digits.train).epochs, TrainConfig(**digits.train).batch_size) == (100, 32)
+    with pytest.raises(ValueError, match="unknown preset 'mnist': expected one of digits"):
+        preset("mnist")
+
+
+# ------------------------------------------------------------------ the CLI's flags
+def _configs(argv):
+    """The (VAEConfig, TrainConfig) the CLI would build from `argv` for 8x8 binary digits."""
+    model, train = cli._config_values(cli._parser().parse_args(argv))
+    model.setdefault("decoder", "bernoulli")
+    return VAEConfig(input_dim=64, image_shape=(8, 8, 1), **model), TrainConfig(**train)
+
+
+def _sample(field):
+    """A valid value of `field` that is not its default, and its command-line words."""
+    flag = cli._flag(field.name)
+    if field.type == "bool":
+        return (not field.default), [f"--no-{flag[2:]}" if field.default else flag]
+    if field.metadata["choices"]:
+        value = field.metadata["choices"][-1]
+        return value, [flag, value]
+    if field.type.startswith("Tuple"):
+        return (3, 4), [flag, "3", "4"]
+    if field.default is None:
+        return 1.5, [flag, "1.5"]
+    value = field.default + (1 if field.type == "int" else 0.5)
+    return value, [flag, str(value)]
+
+
+@pytest.mark.parametrize("command", [["train", "--out", "x"], ["run"]])
+def test_every_field_has_a_flag(command):
+    fields = [(cls, f) for cls in (VAEConfig, TrainConfig) for f in dataclasses.fields(cls)]
+    for cls, field in fields:
+        if field.name in DATA_FIELDS:
+            assert field not in cli_fields(cls)
+            continue
+        value, words = _sample(field)
+        model, train = cli._config_values(cli._parser().parse_args(command + words))
+        got = model if cls is VAEConfig else train
+        assert got[field.name] == (list(value) if isinstance(value, tuple) else value), words
+
+
+def test_seed_sets_both_configs():
+    model, train = _configs(["train", "--out", "x", "--seed", "7"])
+    assert model.seed == train.seed == 7
+
+
+@pytest.mark.parametrize("flag", ["--input-dim", "--image-shape"])
+def test_data_fields_have_no_flag(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", flag, "3"])
+    assert e.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_cli_defaults_are_the_presets_and_the_dataclasses():
+    model, train = _configs(["train", "--out", "x"])
+    digits = preset(DEFAULT_PRESET)
+    assert model == VAEConfig(input_dim=64, image_shape=(8, 8, 1), **digits.model)
+    assert train == TrainConfig(**digits.train)
+    model, train = _configs(["train", "--out", "x", "--preset", "library"])
+    assert model == VAEConfig(input_dim=64, image_shape=(8, 8, 1))
+    assert train == TrainConfig()
+    # A flag beats the preset.
+    model, train = _configs(["train", "--out", "x", "--hidden-units", "7", "--epochs", "2"])
+    assert model.hidden_units == (7,) and train.epochs == 2 and train.batch_size == 32
+
+
+def test_run_uses_the_default_preset():
+    assert _configs(["run"]) == _configs(["train", "--out", "x"])
+    assert _configs(["run"]) == _configs(["run", "--preset", DEFAULT_PRESET])
+    assert _configs(["run"]) != _configs(["run", "--preset", "library"])
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        (["--latent-dim", "0"], "argument --latent-dim: must be an integer >= 1, got 0"),
+        (["--latent-dim", "two"], "argument --latent-dim: must be an integer >= 1, got 'two'"),
+        (["--hidden-units", "8", "-1"], "argument --hidden-units: must be one or more positive"),
+        (["--clipnorm", "0"], "argument --clipnorm: must be None or a finite number > 0"),
+        (["--min-log-var", "inf"], "argument --min-log-var: must be a finite number, got inf"),
+        (["--steps-per-execution", "0"], "argument --steps-per-execution: must be an integer"),
+        (["--kl-method", "exact"], "argument --kl-method: invalid choice: 'exact'"),
+        (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    ],
+)
+def test_a_bad_value_names_its_flag(words, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--out", "x", *words])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_bad_combination_names_the_flag(capsys, tmp_path, monkeypatch):
+    # Each value alone is fine; together the config refuses them, before anything is written.
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["train", "--out", "o", "--min-log-var", "2", "--max-log-var", "1"])
+    assert status == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfvae train: error: --min-log-var: VAEConfig.min_log_var:"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clipnorm_accepts_none():
+    assert _configs(["run", "--clipnorm", "none"])[1].clipnorm is None
+    assert _configs(["run", "--clipnorm", "2"])[1].clipnorm == 2.0

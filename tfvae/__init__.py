@@ -4,13 +4,13 @@
 """
 
 from tfvae.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
-from tfvae.config import VAEConfig
+from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data, load_dataset, make_dataset
 from tfvae.export import export, load_exported
 from tfvae.heads import DiagonalGaussian, FixedVarianceGaussian, IsotropicGaussian
 from tfvae.model import VAE
 from tfvae.saving import load_model, save_model
-from tfvae.train import KLWarmup, TrainConfig, evaluate_model, train_and_evaluate
+from tfvae.train import KLWarmup, evaluate_model, train_and_evaluate
 
 __all__ = [
     "VAEConfig",

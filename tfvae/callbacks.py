@@ -75,8 +75,9 @@ class StopOnNonFiniteLoss(tfk.callbacks.Callback):
             f"training diverged at epoch {epoch}, batch {step}: {which} became non-finite "
             f"({values}). Training was stopped; checkpoints of earlier epochs are intact. "
             f"Check the inputs for NaN/inf (tf.data pipelines are not scanned), lower "
-            f"TrainConfig.learning_rate, set TrainConfig.clipnorm, or raise "
-            f"VAEConfig.min_log_var for a Gaussian decoder."
+            f"TrainConfig.learning_rate (tfvae train --learning-rate), set "
+            f"TrainConfig.clipnorm (--clipnorm), or raise VAEConfig.min_log_var "
+            f"(--min-log-var) for a Gaussian decoder."
         )
         self.error = NonFiniteLossError(message, epoch, step, bad_terms or ("loss",), dict(logs))
         self.model.stop_training = True

@@ -8,6 +8,10 @@
     tfvae latent runs/mnist        # latent means coloured by label (+ manifold if J = 2)
     tfvae export runs/mnist        # TF Serving layout: saved_models/<name>/<version>
 
+`train` and `run` have one flag per field of `VAEConfig` and `TrainConfig`, generated from
+`tfvae.config` (names, choices, help, checks); `--preset` picks their defaults (`digits`,
+the main job's, unless told otherwise).
+
 A run directory holds `model/` (config + weights), `dataset.json` (which data it was trained
 on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
 (unknown names, missing files, impossible values, a model that does not fit the data)
@@ -18,22 +22,31 @@ unless `--overwrite` says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import warnings
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
+
+from tfvae import atomic
+from tfvae.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    TrainConfig,
+    VAEConfig,
+    check_field,
+    cli_fields,
+    preset,
+)
 
 __all__ = ["main", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
 DATA_FILE = "dataset.json"
-DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
-ARCHITECTURES = ("mlp", "conv")
-ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
-WEIGHT_INITS = ("fan_in_uniform", "glorot_uniform")
 NAMED_DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 
 
@@ -63,24 +76,6 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def _float(minimum: float, strict: bool):
-    op = ">" if strict else ">="
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(
-                f"expected a finite number {op} {minimum}, got {text!r}"
-            )
-        return value
-
-    parse.__name__ = f"number {op} {minimum}"
-    return parse
-
-
 _positive = _int_at_least(1)
 _non_negative = _int_at_least(0)
 
@@ -92,6 +87,126 @@ def _dataset(text: str) -> str:
         f"unknown dataset {text!r}: expected one of {', '.join(NAMED_DATASETS)} "
         f"or a path to a .npy/.npz file"
     )
+
+
+# ---------------------------------------------------------------- config flags
+# Every flag below is generated from a field of VAEConfig or TrainConfig (`tfvae.config`):
+# its name, choices, help text, default (the preset's) and validation are the field's.
+_CONFIGS = (VAEConfig, TrainConfig)
+# The decoder's default depends on the data; the other fields the data sets have no flag.
+_DATA_DEFAULTS = {"decoder": "bernoulli if the data is binary, else gaussian"}
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _config_flags() -> dict:
+    """{field name: [(config class, field), ...]}: one flag per name (`seed` sets both)."""
+    flags = {}
+    for cls in _CONFIGS:
+        for field in cli_fields(cls):
+            flags.setdefault(field.name, []).append((cls, field))
+    return flags
+
+
+def _value_parser(owners: list, element: bool = False):
+    """argparse `type` for one config flag: converts the text, then runs the field's check."""
+    field = owners[0][1]
+    convert = int if "int" in field.type else float if "float" in field.type else str
+
+    def parse(text: str):
+        if text.lower() == "none" and field.type.startswith("Optional"):
+            return None
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text  # the check says what was expected
+        for cls, _ in owners:
+            problem = check_field(cls, field.name, (value,) if element else value)
+            if problem:
+                raise argparse.ArgumentTypeError(f"{problem} ({cls.__name__}.{field.name})")
+        return value
+
+    parse.__name__ = field.name
+    return parse
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """`--preset` and one flag per user-set field of the configs."""
+    g = p.add_argument_group("configuration")
+    g.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=DEFAULT_PRESET,
+        help="named defaults for the options below ("
+        + "; ".join(f"{name}: {each.description}" for name, each in PRESETS.items())
+        + f") (default: {DEFAULT_PRESET})",
+    )
+    groups = {cls: p.add_argument_group(f"{cls.__name__} (tfvae.config)") for cls in _CONFIGS}
+    for name, owners in _config_flags().items():
+        cls, field = owners[0]
+        if len(owners) == 1:
+            help = field.metadata["help"]
+        else:
+            help = "; ".join(f"{c.__name__}.{name}: {f.metadata['help']}" for c, f in owners)
+        help = help.replace("%", "%%") + _default_text(cls, field)
+        kwargs = {"default": argparse.SUPPRESS, "help": help}
+        if field.type == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif field.metadata["choices"]:
+            kwargs["choices"] = field.metadata["choices"]
+        elif field.type.startswith("Tuple"):
+            kwargs.update(nargs="+", metavar="N", type=_value_parser(owners, element=True))
+        else:
+            metavar = "N" if field.type == "int" else "X"
+            kwargs.update(type=_value_parser(owners), metavar=metavar)
+        groups[cls].add_argument(_flag(name), **kwargs)
+
+
+def _default_text(cls, field: dataclasses.Field) -> str:
+    """The help's "(default: ...)": the default preset's value, else the dataclass's."""
+    chosen = preset(DEFAULT_PRESET)
+    overrides = chosen.model if cls is VAEConfig else chosen.train
+
+    def show(value):
+        return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    if field.name in _DATA_DEFAULTS:
+        return f" (default: {_DATA_DEFAULTS[field.name]})"
+    if field.name in overrides:
+        return (
+            f" (default: {show(overrides[field.name])} from --preset {DEFAULT_PRESET}; "
+            f"the library's: {show(field.default)})"
+        )
+    return f" (default: {show(field.default)})"
+
+
+def _config_values(args) -> Tuple[dict, dict]:
+    """The VAEConfig and TrainConfig fields `args` sets: its preset's, then the flags given.
+
+    Fields left out take the dataclass defaults; `decoder` (unless given) and the fields
+    the data determines are the caller's to add.
+    """
+    chosen = preset(args.preset)
+    given = vars(args)
+    model = dict(chosen.model)
+    model.update({f.name: given[f.name] for f in cli_fields(VAEConfig) if f.name in given})
+    train = dict(chosen.train)
+    train.update({f.name: given[f.name] for f in cli_fields(TrainConfig) if f.name in given})
+    return model, train
+
+
+def _build(cls, **values):
+    """`cls(**values)`; a field's error also names its flag."""
+    try:
+        return cls(**values)
+    except ValueError as e:
+        match = re.match(rf"{cls.__name__}\.(\w+):", str(e))
+        names = {f.name for f in cli_fields(cls)}
+        if match and match.group(1) in names:
+            raise UsageError(f"{_flag(match.group(1))}: {e}") from e
+        raise
 
 
 # ---------------------------------------------------------------- the parser
@@ -107,58 +222,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data-dir", default=None, help="directory of the real data (default: $TFVAE_DATA_DIR)"
     )
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--decoder",
-        choices=DECODERS,
-        default=None,
-        help="p(x|z): bernoulli for binary data, gaussian (mean and log-variance heads), "
-        "isotropic, fixed_variance (default: bernoulli if the data is binary, else gaussian)",
-    )
-    g.add_argument("--architecture", choices=ARCHITECTURES, default="mlp", help="(default: mlp)")
-    g.add_argument("--latent-dim", type=_positive, default=2, help="J, the size of z (default: 2)")
-    g.add_argument(
-        "--hidden-units",
-        type=_positive,
-        nargs="+",
-        default=[200],
-        metavar="N",
-        help="hidden layer sizes of the encoder (the decoder mirrors them) (default: 200)",
-    )
-    g.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="(default: tanh)")
-    g.add_argument(
-        "--weight-init",
-        choices=WEIGHT_INITS,
-        default="fan_in_uniform",
-        help="fan_in_uniform (PyTorch's) or glorot_uniform (Keras') (default: fan_in_uniform)",
-    )
-    g.add_argument(
-        "--kl-weight", type=_float(0.0, False), default=1.0, help="beta (default: 1, the ELBO)"
-    )
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive, default=100, help="(default: 100)")
-    g.add_argument(
-        "--batch-size",
-        type=_positive,
-        default=32,
-        help="(default: 32, for the 1438 small digits; the paper uses 100 on MNIST)",
-    )
-    g.add_argument(
-        "--learning-rate", type=_float(0.0, True), default=1e-3, help="Adam (default: 1e-3)"
-    )
-    g.add_argument(
-        "--kl-warmup-epochs",
-        type=_non_negative,
-        default=0,
-        help="raise beta linearly from 0 over this many epochs (default: 0, no warm-up)",
-    )
-    g.add_argument(
-        "--eval-samples",
-        type=_positive,
-        default=100,
-        help="K of the importance-weighted log p(x) on the test split (default: 100)",
-    )
-    g.add_argument("--seed", type=_non_negative, default=0, help="(default: 0)")
+    g = p.add_argument_group("running")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
     g.add_argument(
         "--strategy",
@@ -167,6 +231,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="tf.distribute strategy: one device, all local GPUs (mirrored), or the cluster "
         "in $TF_CONFIG (multi-worker); --batch-size is the global batch (default: default)",
     )
+    _add_config_options(p)
 
 
 def _add_run_arg(p: argparse.ArgumentParser) -> None:
@@ -330,31 +395,15 @@ def _train(args, out: str, overwrite: bool):
     from tfvae.distribute import make_strategy
 
     strategy = make_strategy(args.strategy)  # first: multi-worker must precede other TF ops
-    from tfvae.config import VAEConfig
     from tfvae.plots import read_history_csv, save_figure, training_curves
-    from tfvae.train import TrainConfig, make_callbacks, train_and_evaluate
+    from tfvae.train import make_callbacks, train_and_evaluate
 
-    data = _load_data(args.dataset, args.data_dir, args.seed)
-    decoder = args.decoder or ("bernoulli" if data.binary else "gaussian")
-    config = VAEConfig(
-        input_dim=data.input_dim,
-        latent_dim=args.latent_dim,
-        decoder=decoder,
-        architecture=args.architecture,
-        hidden_units=tuple(args.hidden_units),
-        activation=args.activation,
-        weight_init=args.weight_init,
-        image_shape=data.image_shape,
-        kl_weight=args.kl_weight,
-        seed=args.seed,
-    )
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        kl_warmup_epochs=args.kl_warmup_epochs,
-        eval_samples=args.eval_samples,
-        seed=args.seed,
+    model_values, train_values = _config_values(args)
+    train_config = _build(TrainConfig, **train_values)
+    data = _load_data(args.dataset, args.data_dir, train_config.seed)
+    model_values.setdefault("decoder", "bernoulli" if data.binary else "gaussian")
+    config = _build(
+        VAEConfig, input_dim=data.input_dim, image_shape=data.image_shape, **model_values
     )
     if overwrite:  # asked for: the old logs would otherwise mix with the new run's
         for stale in ("history.csv", "logs", "pictures", DATA_FILE):
@@ -368,9 +417,9 @@ def _train(args, out: str, overwrite: bool):
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     _note(
-        f"training a {decoder} VAE (J={args.latent_dim}, {args.architecture} "
-        f"{list(args.hidden_units)}) on {data.name}: {len(data.x_train)} train / "
-        f"{len(data.x_test)} test examples, D={data.input_dim}, {args.epochs} epochs"
+        f"training a {config.decoder} VAE (J={config.latent_dim}, {config.architecture} "
+        f"{list(config.hidden_units)}) on {data.name}: {len(data.x_train)} train / "
+        f"{len(data.x_test)} test examples, D={data.input_dim}, {train_config.epochs} epochs"
     )
     model, history, metrics = train_and_evaluate(
         config,
@@ -382,9 +431,15 @@ def _train(args, out: str, overwrite: bool):
         callbacks=make_callbacks(out),
         strategy=strategy,
     )
-    _write_json(
+    atomic.write_json(
         os.path.join(out, DATA_FILE),
-        {"dataset": dataset, "data_dir": data_dir, "seed": args.seed, "decoder": decoder},
+        {
+            "dataset": dataset,
+            "data_dir": data_dir,
+            "seed": train_config.seed,
+            "decoder": config.decoder,
+        },
+        sort_keys=False,
     )
     csv_path = os.path.join(out, "history.csv")
     if os.path.isfile(csv_path):
@@ -393,13 +448,6 @@ def _train(args, out: str, overwrite: bool):
             os.path.join(out, "pictures", "curves.png"),
         )
     return model, data, metrics
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _open_run(run_dir: str):
@@ -643,7 +691,7 @@ def _cmd_run(args) -> int:
     x = data.x_test
     paths = [
         draw_reconstructions(model, x[:10], os.path.join(pictures, "reconstructions.png")),
-        draw_samples(model, os.path.join(pictures, "samples.png"), seed=args.seed),
+        draw_samples(model, os.path.join(pictures, "samples.png"), seed=model.config.seed),
     ]
     labels = None if data.y_test is None else data.y_test[:2000]
     paths += draw_latent(model, x[:2000], labels, os.path.join(pictures, "latent.png"))

@@ -1,7 +1,9 @@
-"""Configuration of a VAE: one frozen dataclass, validated on creation, JSON round trip.
+"""Hyperparameters: `VAEConfig` (the model), `TrainConfig` (its training) and named presets.
 
-The config is the only route for hyperparameters: the model is rebuilt from it when
-weights are loaded, so it is saved beside every set of weights.
+The one home of every hyperparameter's name, default, validation and help text: the
+command line's options are generated from these fields (`tfvae.cli`), and a model is
+rebuilt from its saved `VAEConfig` when its weights are loaded. No TensorFlow here: the
+CLI builds its parser before TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -10,7 +12,26 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+from tfvae import atomic
+
+__all__ = [
+    "VAEConfig",
+    "TrainConfig",
+    "Preset",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "preset",
+    "cli_fields",
+    "check_field",
+    "DECODERS",
+    "ARCHITECTURES",
+    "KL_METHODS",
+    "WEIGHT_INITS",
+    "ACTIVATIONS",
+    "FUSED_STEPS",
+]
 
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
 ARCHITECTURES = ("mlp", "conv")
@@ -18,192 +39,130 @@ KL_METHODS = ("analytic", "monte_carlo")
 WEIGHT_INITS = ("fan_in_uniform", "glorot_uniform")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
 
+# Training steps per XLA program by default (see `VAE.compile`, `tfvae.fused_steps`).
+FUSED_STEPS = 32
+
 CONFIG_NAME = "VAEConfig"
 
-
-def _check(condition: bool, field: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"VAEConfig.{field}: {message}")
+Check = Callable[[Any], Optional[str]]  # a field's value -> what is wrong with it, or None
 
 
-@dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    """Hyperparameters of a VAE (Kingma & Welling 2013, App. C) with defaults from the paper.
+# ----------------------------------------------------------------- checks of one value
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    Args:
-      input_dim: D, the number of pixels/features of one example; data is `[batch, D]`.
-      latent_dim: J, the size of z.
-      decoder: p(x|z): `bernoulli` (App. C.1, data in [0, 1]), `gaussian` (App. C.2, two
-        parallel Dense heads for mean and log-variance), `isotropic` (D means plus one
-        shared log-variance unit) or `fixed_variance` (D means, variance `fixed_variance`).
-      architecture: `mlp` (the paper's) or `conv` (needs `image_shape`).
-      hidden_units: sizes of the hidden layers of the MLP (encoder order; the decoder
-        mirrors them), or the Dense width after the conv stack.
-      activation: the hidden nonlinearity (the paper uses tanh).
-      image_shape: `(height, width, channels)` with product D; for conv nets and pictures.
-      conv_filters: the filters of the conv encoder's stride-2 layers (decoder mirrors).
-      kl_method: `analytic` (closed form, App. B) or `monte_carlo` (log q(z|x) - log p(z)).
-      kl_weight: beta, the weight of KL(q(z|x) || p(z)) in the loss (1 is the ELBO).
-      min_log_var, max_log_var: soft bounds on every learned log-variance. Keeping
-        log sigma^2 inside them stops a Gaussian head from collapsing its variance until
-        the likelihood is infinite; the bound is smooth, so gradients never vanish at it.
-      fixed_variance: sigma^2 of the `fixed_variance` decoder.
-      weight_init: how weights start. `fan_in_uniform` (the default; PyTorch's `nn.Linear`
-        and `nn.Conv2d` default): kernels and biases U(+-1 / sqrt(fan_in)), the start of
-        the PyTorch reference VAE. `glorot_uniform` (Keras' default): kernels
-        U(+-sqrt(6 / (fan_in + fan_out))), biases 0. On MNIST (8 seeds, BENCHMARKS.md),
-        from Glorot tfvae's test -ELBO trailed the PyTorch reference by 1.6 nats after 1
-        epoch and 0.9 after 5; from fan-in no difference was detectable.
-      seed: seeds weight initialisation and the model's sampling generator.
-    """
 
-    input_dim: int = 64
-    latent_dim: int = 2
-    decoder: str = "bernoulli"
-    architecture: str = "mlp"
-    hidden_units: Tuple[int, ...] = (500,)
-    activation: str = "tanh"
-    image_shape: Optional[Tuple[int, int, int]] = None
-    conv_filters: Tuple[int, ...] = (32, 64)
-    kl_method: str = "analytic"
-    kl_weight: float = 1.0
-    min_log_var: float = -8.0
-    max_log_var: float = 8.0
-    fixed_variance: float = 0.01
-    weight_init: str = "fan_in_uniform"
-    seed: int = 0
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_at_least(minimum: int) -> Check:
+    def check(value):
+        if not (_is_int(value) and value >= minimum):
+            return f"must be an integer >= {minimum}, got {value!r}"
+
+    return check
+
+
+def _number(above: Optional[float] = None, at_least: Optional[float] = None) -> Check:
+    bound = (
+        f" > {above}" if above is not None else f" >= {at_least}" if at_least is not None else ""
+    )
+
+    def check(value):
+        ok = _is_finite_number(value)
+        ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
+        if not ok:
+            return f"must be a finite number{bound}, got {value!r}"
+
+    return check
+
+
+def _optional(check: Check) -> Check:
+    def optional(value):
+        problem = None if value is None else check(value)
+        if problem:
+            return "must be None or " + problem[len("must be ") :]
+
+    return optional
+
+
+def _one_of(choices: Tuple[str, ...]) -> Check:
+    def check(value):
+        if value not in choices:
+            return f"must be one of {choices}, got {value!r}"
+
+    return check
+
+
+def _flag(value) -> Optional[str]:
+    if not isinstance(value, bool):
+        return f"must be True or False, got {value!r}"
+
+
+def _sizes(value) -> Optional[str]:
+    if not (len(value) > 0 and all(v > 0 for v in value)):
+        return f"must be one or more positive sizes, got {value!r}"
+
+
+def _image_shape(value) -> Optional[str]:
+    if value is not None and not (len(value) == 3 and all(s > 0 for s in value)):
+        return f"must be (height, width, channels), got {value!r}"
+
+
+def _field(default: Any, help: str, check: Optional[Check] = None, choices=None, from_data=False):
+    """A config field carrying its help text, its check (by default: one of `choices`), its
+    choices and whether the data determines it (then the command line has no flag for it)."""
+    check = check or _one_of(choices)
+    metadata = {"help": help, "check": check, "choices": choices, "from_data": from_data}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+# ----------------------------------------------------------------- shared behaviour
+class _Config:
+    """Validation by field and a JSON round trip (with a `name` checked on reload)."""
 
     def __post_init__(self):
-        # Normalise sequences that JSON hands back as lists.
-        for name in ("hidden_units", "conv_filters", "image_shape"):
-            value = getattr(self, name)
-            if value is not None or name != "image_shape":
-                object.__setattr__(self, name, _int_tuple(value, name))
-        _check(
-            _is_int(self.input_dim) and self.input_dim > 0,
-            "input_dim",
-            f"must be a positive integer, got {self.input_dim!r}",
-        )
-        _check(
-            _is_int(self.latent_dim) and self.latent_dim > 0,
-            "latent_dim",
-            f"must be a positive integer, got {self.latent_dim!r}",
-        )
-        _check(
-            self.decoder in DECODERS, "decoder", f"must be one of {DECODERS}, got {self.decoder!r}"
-        )
-        _check(
-            self.architecture in ARCHITECTURES,
-            "architecture",
-            f"must be one of {ARCHITECTURES}, got {self.architecture!r}",
-        )
-        _check(
-            len(self.hidden_units) > 0 and all(u > 0 for u in self.hidden_units),
-            "hidden_units",
-            f"must be one or more positive sizes, got {self.hidden_units!r}",
-        )
-        _check(
-            self.activation in ACTIVATIONS,
-            "activation",
-            f"must be one of {ACTIVATIONS}, got {self.activation!r}",
-        )
-        _check(
-            self.weight_init in WEIGHT_INITS,
-            "weight_init",
-            f"must be one of {WEIGHT_INITS}, got {self.weight_init!r}",
-        )
-        _check(
-            self.kl_method in KL_METHODS,
-            "kl_method",
-            f"must be one of {KL_METHODS}, got {self.kl_method!r}",
-        )
-        _check(
-            _is_finite_number(self.kl_weight) and self.kl_weight >= 0,
-            "kl_weight",
-            f"must be a finite number >= 0, got {self.kl_weight!r}",
-        )
-        for name in ("min_log_var", "max_log_var"):
-            _check(
-                _is_finite_number(getattr(self, name)),
-                name,
-                f"must be a finite number, got {getattr(self, name)!r}",
-            )
-        _check(
-            self.min_log_var < self.max_log_var,
-            "min_log_var",
-            f"min_log_var ({self.min_log_var!r}) must be finite and below "
-            f"max_log_var ({self.max_log_var!r})",
-        )
-        _check(
-            _is_finite_number(self.fixed_variance) and self.fixed_variance > 0,
-            "fixed_variance",
-            f"must be a finite number > 0, got {self.fixed_variance!r}",
-        )
-        _check(
-            _is_int(self.seed) and self.seed >= 0,
-            "seed",
-            f"must be an integer >= 0, got {self.seed!r}",
-        )
-        if self.image_shape is not None:
-            _check(
-                len(self.image_shape) == 3 and all(s > 0 for s in self.image_shape),
-                "image_shape",
-                f"must be (height, width, channels), got {self.image_shape!r}",
-            )
-            _check(
-                math.prod(self.image_shape) == self.input_dim,
-                "image_shape",
-                f"{self.image_shape} has {math.prod(self.image_shape)} values but "
-                f"input_dim is {self.input_dim}",
-            )
-        if self.architecture == "conv":
-            _check(
-                self.image_shape is not None, "image_shape", "is required by architecture='conv'"
-            )
-            _check(
-                len(self.conv_filters) > 0 and all(f > 0 for f in self.conv_filters),
-                "conv_filters",
-                f"must be one or more positive sizes, got {self.conv_filters!r}",
-            )
-            h, w, _ = self.image_shape
-            factor = 2 ** len(self.conv_filters)
-            _check(
-                h % factor == 0 and w % factor == 0,
-                "image_shape",
-                f"height and width of {self.image_shape} must be divisible by "
-                f"2**len(conv_filters) = {factor}",
-            )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type.startswith(("Tuple", "Optional[Tuple")) and value is not None:
+                value = _int_tuple(value, f"{type(self).__name__}.{f.name}")
+                object.__setattr__(self, f.name, value)  # JSON hands back lists
+            problem = f.metadata["check"](value)
+            if problem:
+                raise ValueError(f"{type(self).__name__}.{f.name}: {problem}")
+        self._check_together()
 
-    def replace(self, **changes: Any) -> "VAEConfig":
+    def _check_together(self) -> None:
+        """Checks that involve several fields (each field alone is already valid)."""
+
+    def replace(self, **changes: Any):
         """A copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["name"] = CONFIG_NAME
-        return out
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VAEConfig":
+    def from_dict(cls, data: dict):
+        name = cls.__name__
         if not isinstance(data, dict):
-            raise ValueError(f"a VAEConfig must be a JSON object, got {type(data).__name__}")
+            raise ValueError(f"a {name} must be a JSON object, got {type(data).__name__}")
         data = dict(data)
-        name = data.pop("name", CONFIG_NAME)
-        if name != CONFIG_NAME:
-            raise ValueError(f"config is for {name!r}, expected {CONFIG_NAME!r}")
+        found = data.pop("name", name)
+        if found != name:
+            raise ValueError(f"config is for {found!r}, expected {name!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
-                f"unknown VAEConfig fields {unknown}; known fields are {sorted(known)}"
-            )
+            raise ValueError(f"unknown {name} fields {unknown}; known fields are {sorted(known)}")
         return cls(**data)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps({**self.to_dict(), "name": type(self).__name__}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "VAEConfig":
+    def from_json(cls, text: str):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -211,11 +170,10 @@ class VAEConfig:
         return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
+        atomic.write_text(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "VAEConfig":
+    def load(cls, path: str | os.PathLike):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file not found: {os.fspath(path)!r}")
         with open(path, encoding="utf-8") as f:
@@ -226,21 +184,230 @@ class VAEConfig:
             raise ValueError(f"{os.fspath(path)!r}: {e}") from e
 
 
+def _document(cls):
+    """Appends an `Args:` section built from the fields' help text to `cls.__doc__`."""
+    lines = [f"      {f.name}: {f.metadata['help']}" for f in dataclasses.fields(cls)]
+    cls.__doc__ = cls.__doc__.rstrip() + "\n\n    Args:\n" + "\n".join(lines) + "\n    "
+    return cls
+
+
+# ----------------------------------------------------------------- the configs
+@_document
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(_Config):
+    """Hyperparameters of a VAE (Kingma & Welling 2013, App. C) with defaults from the paper.
+
+    `to_dict()` includes `"name": "VAEConfig"`, checked by `from_dict`.
+    """
+
+    input_dim: int = _field(
+        64,
+        "D, the number of pixels/features of one example; data is [batch, D]",
+        _int_at_least(1),
+        from_data=True,
+    )
+    latent_dim: int = _field(2, "J, the size of z", _int_at_least(1))
+    decoder: str = _field(
+        "bernoulli",
+        "p(x|z): bernoulli (App. C.1, data in [0, 1]), gaussian (App. C.2, two parallel Dense "
+        "heads for mean and log-variance), isotropic (D means plus one shared log-variance "
+        "unit) or fixed_variance (D means, variance fixed_variance)",
+        choices=DECODERS,
+    )
+    architecture: str = _field(
+        "mlp",
+        "mlp (the paper's) or conv (needs image_shape)",
+        choices=ARCHITECTURES,
+    )
+    hidden_units: Tuple[int, ...] = _field(
+        (500,),
+        "sizes of the hidden layers of the MLP encoder (the decoder mirrors them), or the "
+        "Dense width after the conv stack",
+        _sizes,
+    )
+    activation: str = _field(
+        "tanh",
+        "the hidden nonlinearity (the paper uses tanh)",
+        choices=ACTIVATIONS,
+    )
+    image_shape: Optional[Tuple[int, int, int]] = _field(
+        None,
+        "(height, width, channels) with product D; for conv nets and pictures",
+        _image_shape,
+        from_data=True,
+    )
+    conv_filters: Tuple[int, ...] = _field(
+        (32, 64),
+        "filters of the conv encoder's stride-2 layers (the decoder mirrors them)",
+        lambda value: None,  # checked with architecture (unused by mlp)
+    )
+    kl_method: str = _field(
+        "analytic",
+        "analytic (closed form, App. B) or monte_carlo (log q(z|x) - log p(z))",
+        choices=KL_METHODS,
+    )
+    kl_weight: float = _field(
+        1.0,
+        "beta, the weight of KL(q(z|x) || p(z)) in the loss (1 is the ELBO)",
+        _number(at_least=0),
+    )
+    min_log_var: float = _field(
+        -8.0,
+        "soft lower bound on every learned log-variance: stops a Gaussian head collapsing "
+        "its variance until the likelihood is infinite (smooth, so gradients never vanish)",
+        _number(),
+    )
+    max_log_var: float = _field(8.0, "soft upper bound on every learned log-variance", _number())
+    fixed_variance: float = _field(0.01, "sigma^2 of the fixed_variance decoder", _number(above=0))
+    weight_init: str = _field(
+        "fan_in_uniform",
+        "how weights start: fan_in_uniform (PyTorch's nn.Linear and nn.Conv2d default: "
+        "kernels and biases U(+-1/sqrt(fan_in))) or glorot_uniform (Keras' default: kernels "
+        "U(+-sqrt(6/(fan_in + fan_out))), biases 0); BENCHMARKS.md compares them",
+        choices=WEIGHT_INITS,
+    )
+    seed: int = _field(
+        0, "seeds weight initialisation and the model's sampling generator", _int_at_least(0)
+    )
+
+    def _check_together(self) -> None:
+        def check(condition: bool, field: str, message: str) -> None:
+            if not condition:
+                raise ValueError(f"VAEConfig.{field}: {message}")
+
+        check(
+            self.min_log_var < self.max_log_var,
+            "min_log_var",
+            f"min_log_var ({self.min_log_var!r}) must be finite and below "
+            f"max_log_var ({self.max_log_var!r})",
+        )
+        if self.image_shape is not None:
+            check(
+                math.prod(self.image_shape) == self.input_dim,
+                "image_shape",
+                f"{self.image_shape} has {math.prod(self.image_shape)} values but "
+                f"input_dim is {self.input_dim}",
+            )
+        if self.architecture == "conv":
+            check(self.image_shape is not None, "image_shape", "is required by architecture='conv'")
+            problem = _sizes(self.conv_filters)
+            check(problem is None, "conv_filters", problem)
+            h, w, _ = self.image_shape
+            factor = 2 ** len(self.conv_filters)
+            check(
+                h % factor == 0 and w % factor == 0,
+                "image_shape",
+                f"height and width of {self.image_shape} must be divisible by "
+                f"2**len(conv_filters) = {factor}",
+            )
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "name": CONFIG_NAME}
+
+
+@_document
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Config):
+    """How to train: epochs, batch size, optimizer, KL warm-up, evaluation.
+
+    `to_dict()` is the fields alone (as `run.json` and `metrics.json` record them);
+    `to_json()` adds `"name": "TrainConfig"`, checked by `from_dict`.
+    """
+
+    epochs: int = _field(10, "passes over the training data", _int_at_least(0))
+    batch_size: int = _field(
+        100,
+        "examples per step (the global batch, split over replicas, under a distribution strategy)",
+        _int_at_least(1),
+    )
+    learning_rate: float = _field(1e-3, "the step size of Adam", _number(above=0))
+    kl_warmup_epochs: int = _field(
+        0,
+        "beta rises linearly from 0 to VAEConfig.kl_weight over this many epochs (0: no "
+        "warm-up; Bowman et al. 2016)",
+        _int_at_least(0),
+    )
+    dynamic_binarization: bool = _field(
+        False, "redraw binary x from grey levels every epoch", _flag
+    )
+    clipnorm: Optional[float] = _field(
+        None,
+        "clip the global gradient norm (all variables together) to this before each update "
+        "(None: no clip); a guard against the rare huge gradient of a collapsing variance",
+        _optional(_number(above=0)),
+    )
+    eval_samples: int = _field(
+        100, "K of the importance-weighted log p(x) estimate at evaluation", _int_at_least(1)
+    )
+    jit_compile: bool = _field(True, "compile the training step with XLA", _flag)
+    steps_per_execution: int = _field(
+        128,
+        "train steps run per call into the compiled graph: amortises Keras' per-call Python "
+        "and dispatch over many steps; batch callbacks then fire once per call",
+        _int_at_least(1),
+    )
+    fused_steps: int = _field(
+        FUSED_STEPS,
+        "with XLA, train steps per compiled program (VAE.compile): the same steps with fewer "
+        "launches (1 keeps Keras' one program per step); leftover steps run in smaller "
+        "groups (tfvae.fused_steps)",
+        _int_at_least(1),
+    )
+    seed: int = _field(
+        0, "seeds the data order (and the dynamic binarization noise)", _int_at_least(0)
+    )
+
+
+# ----------------------------------------------------------------- presets
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Named changes to the library's defaults: `model` for VAEConfig, `train` for TrainConfig."""
+
+    description: str
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+PRESETS = {
+    "digits": Preset(
+        "the main job (`tfvae run`): sized for the 1438 small digits shipped with scikit-learn",
+        model={"hidden_units": (200,)},
+        train={"epochs": 100, "batch_size": 32},
+    ),
+    "library": Preset("the library's defaults, VAEConfig() and TrainConfig() (the paper's MNIST)"),
+}
+DEFAULT_PRESET = "digits"  # what the command line uses unless --preset says otherwise
+
+
+def preset(name: str) -> Preset:
+    """The preset called `name`; a ValueError lists the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def cli_fields(cls) -> Tuple[dataclasses.Field, ...]:
+    """The fields of config class `cls` that a user sets (the data determines the others)."""
+    return tuple(f for f in dataclasses.fields(cls) if not f.metadata["from_data"])
+
+
+def check_field(cls, name: str, value: Any) -> Optional[str]:
+    """What is wrong with `value` for field `name` of `cls` on its own, or None."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if field.type.startswith(("Tuple", "Optional[Tuple")) and value is not None:
+        try:
+            value = _int_tuple(value, name)
+        except ValueError as e:
+            return str(e).split(": ", 1)[-1]
+    return field.metadata["check"](value)
+
+
 def _int_tuple(value: Any, field: str) -> Tuple[int, ...]:
     """A list/tuple of integers as a tuple; anything else is refused, naming the field."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise ValueError(
-            f"VAEConfig.{field}: must be a list or tuple of integers, got {value!r} "
-            f"({type(value).__name__})"
+            f"{field}: must be a list or tuple of integers, got {value!r} ({type(value).__name__})"
         )
     if not all(_is_int(v) or (hasattr(v, "__index__") and not isinstance(v, bool)) for v in value):
-        raise ValueError(f"VAEConfig.{field}: must contain only integers, got {value!r}")
+        raise ValueError(f"{field}: must contain only integers, got {value!r}")
     return tuple(int(v) for v in value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

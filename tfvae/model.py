@@ -17,7 +17,7 @@ import tensorflow_probability as tfp
 import tf_keras as tfk
 
 from tfvae import objectives
-from tfvae.config import VAEConfig
+from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
 from tfvae.fused_steps import can_fuse, fused_train_function
 from tfvae.networks import make_decoder, make_encoder
@@ -28,9 +28,6 @@ tfd = tfp.distributions
 __all__ = ["VAE", "PREDICT_OUTPUTS"]
 
 PREDICT_OUTPUTS = ("mean", "mode", "sample", "probs", "logits", "stddev")
-
-# Training steps per XLA program by default (see `VAE.compile`, `tfvae.fused_steps`).
-FUSED_STEPS = 32
 
 # Independent sample streams, so training, evaluation and prediction draws never collide.
 _TRAIN_STREAM, _EVAL_STREAM, _PREDICT_STREAM, _LIKELIHOOD_STREAM = range(4)

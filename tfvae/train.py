@@ -6,10 +6,8 @@ importance-weighted log p(x), and saves config + weights + metrics under `workdi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 from typing import Optional
@@ -20,9 +18,9 @@ import tf_keras as tfk
 
 from tfvae import checkpointing, distribute
 from tfvae.callbacks import StopOnNonFiniteLoss
-from tfvae.config import VAEConfig, _is_int
+from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data
-from tfvae.model import FUSED_STEPS, VAE
+from tfvae.model import VAE
 from tfvae.objectives import bits_per_dim
 from tfvae.saving import save_model
 from tfvae.validation import check_data
@@ -30,84 +28,6 @@ from tfvae.validation import check_data
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "KLWarmup", "train_and_evaluate", "evaluate_model", "make_callbacks"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train: epochs, batch size, optimizer, KL warm-up, evaluation.
-
-    Args:
-      kl_warmup_epochs: beta rises linearly from 0 to `VAEConfig.kl_weight` over this many
-        epochs (0: no warm-up).
-      dynamic_binarization: redraw binary x from grey levels every epoch.
-      clipnorm: optional clip of the global gradient norm (all variables together) before
-        each update; a guard against the rare huge gradient of a collapsing variance.
-      eval_samples: K of the importance-weighted log p(x) estimate at evaluation.
-      jit_compile: compile the training step with XLA.
-      steps_per_execution: train steps run per call into the compiled graph. 128 amortises
-        Keras's per-call Python and dispatch over many steps (BENCHMARKS.md); batch
-        callbacks then fire every 128 steps.
-      fused_steps: with XLA, train steps per compiled program (`VAE.compile`): the same
-        steps with fewer launches (1 keeps Keras' one program per step). 32 with 128 steps
-        per execution took 3-6% less time per MNIST epoch than 8 with 64 (BENCHMARKS.md);
-        steps left over (an epoch's end, or epochs shorter than 32 steps) run in groups of 8,
-        the last few one program each (`tfvae.fused_steps`).
-    """
-
-    epochs: int = 10
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    kl_warmup_epochs: int = 0
-    dynamic_binarization: bool = False
-    clipnorm: Optional[float] = None
-    eval_samples: int = 100
-    jit_compile: bool = True
-    steps_per_execution: int = 128
-    fused_steps: int = FUSED_STEPS
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_samples", "steps_per_execution", "fused_steps"):
-            value = getattr(self, name)
-            minimum = 0 if name == "epochs" else 1
-            if not _is_int(value) or value < minimum:
-                raise ValueError(
-                    f"TrainConfig.{name}: must be an integer >= {minimum}, got {value!r}"
-                )
-        if not _is_int(self.kl_warmup_epochs) or self.kl_warmup_epochs < 0:
-            raise ValueError(
-                f"TrainConfig.kl_warmup_epochs: must be an integer >= 0, "
-                f"got {self.kl_warmup_epochs!r}"
-            )
-        if not (
-            isinstance(self.learning_rate, (int, float))
-            and not isinstance(self.learning_rate, bool)
-            and math.isfinite(self.learning_rate)
-            and self.learning_rate > 0
-        ):
-            raise ValueError(
-                f"TrainConfig.learning_rate: must be a finite number > 0, "
-                f"got {self.learning_rate!r}"
-            )
-        if self.clipnorm is not None and not (
-            isinstance(self.clipnorm, (int, float))
-            and not isinstance(self.clipnorm, bool)
-            and math.isfinite(self.clipnorm)
-            and self.clipnorm > 0
-        ):
-            raise ValueError(
-                f"TrainConfig.clipnorm: must be a finite number > 0 or None, got {self.clipnorm!r}"
-            )
-        for name in ("dynamic_binarization", "jit_compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"TrainConfig.{name}: must be True or False, got {getattr(self, name)!r}"
-                )
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"TrainConfig.seed: must be an integer >= 0, got {self.seed!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class KLWarmup(tfk.callbacks.Callback):
