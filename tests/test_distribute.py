@@ -5,11 +5,14 @@ devices and `MultiWorkerMirroredStrategy` must be configured before TensorFlow i
 which has long happened inside the pytest process.
 """
 
+import glob
+import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -247,6 +250,10 @@ def test_only_the_chief_writes_and_its_model_loads(two_workers):
         + (["export"] if results[0]["exported"] else [])
     )
     assert sorted(os.listdir(workdir / "checkpoints")) == ["epoch-000001", "epoch-000002"]
+    # Worker 1's temporary directories, those its crashed launch left included, are gone.
+    for path in (workdir, workdir / "checkpoints", workdir / "export"):
+        key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"tfvae-worker-*-{key}-*"))
     model = tfvae.load_model(workdir / "model")
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["test"]["elbo"] == pytest.approx(results[0]["metrics"]["elbo"])

@@ -16,6 +16,8 @@ sharded input is `tfvae.input_pipeline`'s.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -127,12 +129,19 @@ def write_dir(directory: Optional[str], strategy) -> Iterator[Optional[str]]:
 
     Every worker runs the same saving code (so a failure shows on every worker, and
     collective reads stay in step), but only the chief's files are kept: the others' are
-    deleted when the block exits, whether it succeeded or not.
+    deleted when the block exits, whether it succeeded or not. The temporary directory is
+    named after `directory` and the task, so a worker killed mid-block (whose files stay)
+    clears them when it runs the block again.
     """
     if directory is None or is_chief(strategy):
         yield directory
         return
-    tmp = tempfile.mkdtemp(prefix="tfvae-worker-")
+    resolver = strategy.cluster_resolver
+    key = hashlib.sha256(os.path.abspath(os.fspath(directory)).encode()).hexdigest()[:16]
+    prefix = f"tfvae-worker-{resolver.task_type}-{resolver.task_id}-{key}-"
+    for stale in glob.glob(os.path.join(tempfile.gettempdir(), glob.escape(prefix) + "*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=prefix)
     try:
         yield tmp
     finally:
