@@ -40,7 +40,7 @@ def _run_one(args) -> None:
 
     from tfvae import VAE, VAEConfig
     from tfvae.data import load_dataset
-    from tfvae.distribute import distributed_dataset
+    from tfvae.input_pipeline import make_dataset
 
     strategy = make_strategy(args.strategy, devices if args.strategy == "mirrored" else None)
     data = load_dataset(args.dataset, os.environ.get("TFVAE_DATA_DIR"))
@@ -53,7 +53,7 @@ def _run_one(args) -> None:
     with strategy.scope():
         model = VAE(config)
         model.compile(tfk.optimizers.Adam(1e-3), jit_compile=args.jit)
-    ds = distributed_dataset(data.x_train, args.batch_size, seed=0)
+    ds = make_dataset(data.x_train, args.batch_size, seed=0)  # sharded by example
 
     class Timer(tfk.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     import tf_keras as tfk
 
     from tfvae import VAE, TrainConfig, VAEConfig, save_model
-    from tfvae.data import make_dataset
+    from tfvae.input_pipeline import make_dataset
 
     tf.random.set_seed(args.seed)
     defaults = TrainConfig()

@@ -5,11 +5,14 @@ devices and `MultiWorkerMirroredStrategy` must be configured before TensorFlow i
 which has long happened inside the pytest process.
 """
 
+import glob
+import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -60,16 +63,6 @@ def test_single_device_helpers_are_the_plain_ones(tmp_path):
     assert distribute.replica_seed(seed).numpy().tolist() == [5, 7]
     with distribute.write_dir(str(tmp_path), strategy) as out:
         assert out == str(tmp_path)
-
-
-def test_distributed_dataset_batches_globally_and_shards_by_data():
-    x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
-    ds = distribute.distributed_dataset(x, 4, shuffle=True, seed=1)
-    policy = ds.options().experimental_distribute.auto_shard_policy
-    assert policy == tf.data.experimental.AutoShardPolicy.DATA
-    batches = [b.numpy() for b in ds]
-    assert [len(b) for b in batches] == [4, 4, 2]
-    np.testing.assert_array_equal(np.sort(np.concatenate(batches)[:, 0]), x[:, 0])
 
 
 def test_cli_takes_a_strategy():
@@ -170,8 +163,9 @@ def two_workers(tmp_path_factory):
     """A 2-epoch run of a 2-worker TF_CONFIG cluster on loopback, with a failure in between.
 
     First launch: worker 1 dies (exit 3) as epoch 2 begins, so the chief fails too and the
-    cluster stops with epoch 1 backed up. Second launch: the same command on both workers
-    resumes from the backup and runs epoch 2 only.
+    cluster stops with epoch 1 checkpointed. Second launch: the same command on both workers
+    resumes from that checkpoint (the same `TrainingCheckpoint` as one process) and runs
+    epoch 2 only.
     """
     root = tmp_path_factory.mktemp("multi_worker")
     workdir = root / "run"
@@ -181,7 +175,7 @@ def two_workers(tmp_path_factory):
             f"expected worker 1 to die (3) and the chief to fail: {crashed}\n"
             + _logs(root, "crash")
         )
-    after_crash = sorted(os.listdir(workdir))
+    after_crash = sorted(os.listdir(workdir)) + sorted(os.listdir(workdir / "checkpoints"))
     codes = _launch_workers(root, "resume", workdir, {})
     if codes != [0, 0]:
         pytest.fail(f"workers exited with {codes}:\n" + _logs(root, "resume"))
@@ -217,18 +211,33 @@ def test_two_workers_train_one_model_on_disjoint_shards(two_workers):
 
 
 @pytest.mark.slow
-def test_a_restarted_cluster_resumes_from_the_backup(two_workers):
+def test_a_restarted_cluster_resumes_from_its_checkpoint(two_workers):
     workdir, results, seen, after_crash = two_workers
-    # The failed launch trained epoch 1 only and left the chief's backup, no model.
-    assert after_crash == ["backup"]
+    # The failed launch trained epoch 1 only and left the chief's checkpoint, no model.
+    assert after_crash == ["checkpoints", "run.json", "epoch-000001"]
     assert seen["crash"][0][:, 0].sum() + seen["crash"][1][:, 0].sum() == results[0]["train_size"]
-    # The relaunch ran the remaining epoch only (one history entry, one epoch of examples)
-    # and removed the backup once done (checked by the listing test below).
-    assert len(results[0]["history"]["loss"]) == 1
+    # The relaunch ran the remaining epoch only (one epoch of examples); the history it
+    # returns covers the whole run, the restored epoch included.
+    assert len(results[0]["history"]["loss"]) == 2
     assert len(seen["resume"][0]) == len(seen["crash"][0])
     # ... from the restored state: the optimizer's step counter (restored with the weights)
     # counts the steps of both launches.
     assert results[0]["iterations"] == len(seen["crash"][0]) + len(seen["resume"][0])
+
+
+@pytest.mark.slow
+def test_the_workers_see_the_global_batches_of_an_uninterrupted_run(two_workers):
+    """Both launches together fed exactly `epoch_dataset`'s batches (worker.py: seed 0, batch
+    128): each step, the two workers' shares add up to that step's global batch."""
+    from tfvae.data import load_default
+    from tfvae.input_pipeline import epoch_dataset
+
+    _, _, seen, _ = two_workers
+    expected, steps = epoch_dataset(load_default().x_train, 128, 0, 0, 2)
+    expected = np.array([[len(b), float(b.numpy().sum())] for b in expected])
+    for tag, epoch in (("crash", 0), ("resume", 1)):
+        got = seen[tag][0][:steps] + seen[tag][1][:steps]
+        np.testing.assert_allclose(got, expected[epoch * steps : (epoch + 1) * steps], rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -237,8 +246,14 @@ def test_only_the_chief_writes_and_its_model_loads(two_workers):
 
     workdir, results, _, _ = two_workers
     assert sorted(p for p in os.listdir(workdir) if not p.startswith(".")) == sorted(
-        ["metrics.json", "model"] + (["export"] if results[0]["exported"] else [])
+        ["checkpoints", "metrics.json", "model", "run.json"]
+        + (["export"] if results[0]["exported"] else [])
     )
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["epoch-000001", "epoch-000002"]
+    # Worker 1's temporary directories, those its crashed launch left included, are gone.
+    for path in (workdir, workdir / "checkpoints", workdir / "export"):
+        key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"tfvae-worker-*-{key}-*"))
     model = tfvae.load_model(workdir / "model")
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["test"]["elbo"] == pytest.approx(results[0]["metrics"]["elbo"])

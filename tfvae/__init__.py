@@ -5,9 +5,10 @@
 
 from tfvae.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from tfvae.config import TrainConfig, VAEConfig
-from tfvae.data import Data, load_dataset, make_dataset
+from tfvae.data import Data, load_dataset
 from tfvae.export import export, load_exported
 from tfvae.heads import DiagonalGaussian, FixedVarianceGaussian, IsotropicGaussian
+from tfvae.input_pipeline import make_dataset
 from tfvae.model import VAE
 from tfvae.saving import load_model, save_model
 from tfvae.train import KLWarmup, evaluate_model, train_and_evaluate

@@ -1,4 +1,4 @@
-"""Resumable training: per-epoch checkpoints under a workdir, and an epoch-keyed data order.
+"""Resumable training: per-epoch checkpoints under a workdir, one resume path for every strategy.
 
 A run killed at any moment (SIGKILL included) resumes from its last completed epoch and
 ends exactly where an uninterrupted run would, because everything that step `t` of epoch
@@ -9,7 +9,13 @@ ends exactly where an uninterrupted run would, because everything that step `t` 
 - the sampling noise of step `t` is stateless, seeded by `optimizer.iterations` (see
   `VAE.train_step`), so it continues from the restored counter;
 - the data order of epoch `e` (and its dynamic binarization) is a stateless function of
-  `(seed, e)` (`epoch_dataset`), not of how many epochs this process has iterated.
+  `(seed, e)` (`tfvae.input_pipeline.epoch_dataset`), not of how many epochs this process
+  has iterated.
+
+Under `MultiWorkerMirroredStrategy` every worker runs the same callback (a checkpoint write
+can be collective); the chief writes into the workdir, the others into temporary
+directories (`tfvae.distribute.write_dir`), and every worker restores from the workdir,
+which the workers must share.
 
 Layout of `<workdir>/`:
 
@@ -18,35 +24,37 @@ Layout of `<workdir>/`:
         ckpt.index, ckpt.data-*  tf.train.Checkpoint of model + optimizer
         state.json               epoch, history, sha256 of every file above
 
-A checkpoint is written into a hidden temporary directory and renamed into place only
-once complete (rename is atomic), so a crash mid-write leaves the previous checkpoint as
-the latest; on restore every file is checked against `state.json`, and a truncated or
-corrupt one is reported by name.
+A checkpoint directory is published whole or not at all (`tfvae.atomic.staged_dir`), so
+a crash mid-write leaves the previous checkpoint as the latest; on restore every file is
+checked against `state.json`, and a truncated or corrupt one is reported by name.
+(`tf.train.CheckpointManager` keeps its files in one directory with one "latest" pointer;
+it cannot pair a checkpoint with its history nor name the corrupt file, hence this layout.)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import shutil
-import tempfile
 from typing import Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae.data import compact_storage, prefetched, slice_batches
+from tfvae import atomic, distribute
 from tfvae.saving import sha256_file, verify_files
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "RUN_FILE",
     "CHECKPOINT_DIR",
     "CheckpointError",
     "TrainingCheckpoint",
-    "epoch_dataset",
+    "resume_state",
     "prepare_run",
     "latest_checkpoint",
     "restore_checkpoint",
@@ -58,6 +66,7 @@ STATE_FILE = "state.json"
 _PREFIX = "ckpt"
 _FORMAT = "tfvae-train-state-v1"
 _EPOCH_DIR = re.compile(r"^epoch-(\d{6,})$")
+_STALE_EPOCH_DIR = re.compile(r"^\.(epoch-\d{6,})\.tmp-")  # `atomic.staged_dir` debris
 # TrainConfig fields that may change between a run and its resumption: they do not alter
 # the training trajectory up to the last checkpoint (more epochs extend it).
 RESUMABLE_CHANGES = ("epochs", "eval_samples")
@@ -67,69 +76,7 @@ class CheckpointError(ValueError):
     """A checkpoint or run file is missing, truncated, corrupt or from another run."""
 
 
-# --------------------------------------------------------------------------- data order
-def epoch_dataset(
-    x: np.ndarray,
-    batch_size: int,
-    seed: int,
-    initial_epoch: int,
-    epochs: int,
-    dynamic_binarization: bool = False,
-) -> Tuple[tf.data.Dataset, int]:
-    """Batches for epochs `initial_epoch .. epochs-1`, each epoch's order keyed on (seed, e).
-
-    Returns `(dataset, steps_per_epoch)`; pass both to `fit` (with `initial_epoch`). The
-    permutation of epoch `e` is `stateless_shuffle(range(N), seed=(2*seed, e))` and the
-    dynamic binarization noise of its step `t` is keyed on `(2*seed+1, e*steps + t)`, so a
-    resumed run sees exactly the batches an uninterrupted one would.
-    """
-    x = np.asarray(x, np.float32)
-    n = int(x.shape[0])
-    steps = int(math.ceil(n / batch_size))
-    stored, decode = compact_storage(x)  # uint8 for binary or 8-bit data: same batches
-    stored = tf.constant(stored)
-    shuffle_key = tf.constant(2 * int(seed), tf.int64)
-    noise_key = tf.constant(2 * int(seed) + 1, tf.int64)
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([shuffle_key, epoch])
-        )
-
-        def gather(step, indices):
-            batch = decode(tf.gather(stored, indices))
-            if dynamic_binarization:
-                noise = tf.random.stateless_uniform(
-                    tf.shape(batch), seed=tf.stack([noise_key, epoch * steps + step])
-                )
-                batch = tf.cast(noise < batch, tf.float32)
-            return batch
-
-        return slice_batches(order, batch_size, steps).map(gather)
-
-    ds = tf.data.Dataset.range(int(initial_epoch), int(epochs)).flat_map(one_epoch)
-    return prefetched(ds), steps
-
-
 # ------------------------------------------------------------------------ files on disk
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    """Writes JSON to a temporary sibling, fsyncs it, then renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _read_json(path: str, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -148,23 +95,26 @@ def _run_record(model_config, train_config) -> dict:
     return {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
 
 
-def prepare_run(workdir: str, model_config, train_config) -> None:
+def prepare_run(workdir: str, model_config, train_config, record: bool = True) -> None:
     """Records the run's configs in `workdir/run.json`, or checks them against the saved ones.
+
+    With `record=False` (a worker that is not the chief) it only checks, and writes nothing.
 
     Raises:
       CheckpointError: `run.json` is corrupt, or records a different config (the message
         lists every differing field); changing only `epochs`/`eval_samples` is allowed.
     """
-    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, RUN_FILE)
-    record = _run_record(model_config, train_config)
+    run = _run_record(model_config, train_config)
     if not os.path.exists(path):
-        _write_json_atomic(path, record)
+        if record:
+            os.makedirs(workdir, exist_ok=True)
+            atomic.write_json(path, run)
         return
     saved = _read_json(path, "run file")
     diffs = []
     for section in ("model_config", "train_config"):
-        old, new = saved.get(section), record[section]
+        old, new = saved.get(section), run[section]
         if not isinstance(old, dict):
             raise CheckpointError(f"run file {path!r} is corrupt: no {section!r} object")
         for key in sorted(set(old) | set(new)):
@@ -179,8 +129,8 @@ def prepare_run(workdir: str, model_config, train_config) -> None:
             + "). Use another workdir, the saved configuration, or overwrite=True to "
             "discard the saved run."
         )
-    if saved["train_config"] != record["train_config"]:
-        _write_json_atomic(path, record)  # the new epochs/eval_samples
+    if record and saved["train_config"] != run["train_config"]:
+        atomic.write_json(path, run)  # the new epochs/eval_samples
 
 
 def _normalise(value):
@@ -242,6 +192,40 @@ def restore_checkpoint(path: str, model) -> Tuple[int, dict]:
     return epoch, history
 
 
+def resume_state(
+    model, model_config, train_config, workdir: str, overwrite=False, resume=True, strategy=None
+) -> Tuple[int, dict]:
+    """(epochs already done, their history) for `workdir`: restores the latest checkpoint.
+
+    `overwrite` discards a previous run's checkpoints; otherwise the run's configs must
+    match `run.json`, and an interrupted run is resumed only if `resume` is True. Under a
+    multi-worker `strategy` only the chief writes or clears; then every worker restores the
+    same checkpoint from the shared `workdir`.
+
+    Raises:
+      CheckpointError: `run.json` or the latest checkpoint is corrupt or from another run.
+      FileExistsError: the workdir holds an interrupted run and `resume` is False.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    if overwrite and chief:
+        clear_checkpoints(workdir)
+    if chief or not overwrite:  # the chief may still be clearing what another worker reads
+        prepare_run(workdir, model_config, train_config, record=chief)
+    distribute.barrier(strategy)  # every worker now sees the chief's files
+    latest = latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+    if latest is None:
+        return 0, {}
+    if not resume:
+        raise FileExistsError(
+            f"{workdir!r} holds checkpoints of an interrupted run (latest {latest!r}); pass "
+            f"resume=True to continue it or overwrite=True to start over"
+        )
+    epoch, history = restore_checkpoint(latest, model)
+    logger.info("resuming %s from %s (epoch %d)", workdir, latest, epoch)
+    return epoch, history
+
+
 def clear_checkpoints(workdir: str) -> None:
     """Removes a run's checkpoints and run file (for `overwrite=True`)."""
     shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
@@ -270,8 +254,9 @@ class TrainingCheckpoint(tfk.callbacks.Callback):
     def on_train_begin(self, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         for name in os.listdir(self.directory):  # debris of a write killed half-way
-            if name.startswith(".tmp-"):
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+            stale = _STALE_EPOCH_DIR.match(name)
+            if stale:
+                atomic.remove_stale_temps(os.path.join(self.directory, stale.group(1)))
 
     def on_epoch_end(self, epoch, logs=None):
         if any(not math.isfinite(float(v)) for v in (logs or {}).values()):
@@ -281,43 +266,16 @@ class TrainingCheckpoint(tfk.callbacks.Callback):
         self.save(int(epoch) + 1)
 
     def save(self, epochs_done: int) -> str:
+        """Writes `epoch-NNNNNN/` for `epochs_done` (replacing a stale one), then prunes."""
         final = os.path.join(self.directory, f"epoch-{epochs_done:06d}")
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.directory)
-        try:
+        # overwrite: a stale one from a run that went past this epoch
+        with atomic.staged_dir(final, overwrite=True) as tmp:
             _trackable(self.model).write(os.path.join(tmp, _PREFIX))
             digests = {
                 name: sha256_file(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))
             }
-            _write_json_atomic(
-                os.path.join(tmp, STATE_FILE),
-                {
-                    "format": _FORMAT,
-                    "epoch": epochs_done,
-                    "history": self.history,
-                    "sha256": digests,
-                },
-            )
-            _fsync_dir(tmp)
-            if os.path.exists(final):  # a stale one from a run that went past this epoch
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-            _fsync_dir(self.directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            state = {"format": _FORMAT, "epoch": epochs_done, "history": self.history}
+            atomic.write_json(os.path.join(tmp, STATE_FILE), dict(state, sha256=digests))
         for _, old in _epoch_dirs(self.directory)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""Datasets as `[N, D]` float32 arrays in [0, 1], and `tf.data` pipelines over them.
+"""Dataset loaders: `[N, D]` float32 arrays in [0, 1] (pipelines: `tfvae.input_pipeline`).
 
 The default dataset ships inside scikit-learn (8x8 digits), so the main job runs with no
 download. MNIST (IDX or the static-binarized npz) and Frey Face are read from files under a
@@ -14,7 +14,8 @@ import struct
 from typing import Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
+
+from tfvae.input_pipeline import make_dataset  # re-exported: `tfvae.data.make_dataset` works
 
 __all__ = [
     "Data",
@@ -143,7 +144,7 @@ def load_mnist(
     """MNIST from the four IDX files in `<data dir>/mnist` (or `path` itself), 60000/10000.
 
     `binarization`: `static` (one seeded Bernoulli draw), `threshold`, `dynamic` (keep
-    grey levels and redraw every epoch in `make_dataset`) or `none` (grey levels).
+    grey levels and redraw them every epoch in the input pipeline) or `none` (grey levels).
     """
     root = data_dir(path)
     if os.path.isdir(os.path.join(root, "mnist")):
@@ -273,141 +274,3 @@ def load_dataset(
     if name.endswith((".npy", ".npz")):
         return load_array(name, seed=seed)
     raise ValueError(f"unknown dataset {name!r}: expected one of {DATASETS} or a .npy/.npz path")
-
-
-def make_dataset(
-    x: np.ndarray,
-    batch_size: int = 100,
-    shuffle: bool = True,
-    seed: int = 0,
-    dynamic_binarization: bool = False,
-    drop_remainder: bool = False,
-    repeat: bool = False,
-) -> tf.data.Dataset:
-    """A `tf.data` pipeline of `[batch, D]` float32 batches: in memory, shuffled, prefetched.
-
-    The pipeline shuffles example *indices* once per epoch, in one op, and gathers each batch
-    in one op: per-example `shuffle` and `batch` ran ~2 us of Python-free but per-element work
-    for every example, on the training step's critical path on a 2-core machine (BENCHMARKS.md).
-    Each pass over the dataset is a new permutation, reproducible from `seed`; every epoch ends
-    with its own partial batch unless `drop_remainder` (also with `repeat`). With
-    `dynamic_binarization`, each batch draws fresh x ~ Bernoulli(grey level), seeded.
-
-    Data that round-trips exactly through one byte per value (binary pixels, 8-bit grey levels
-    k/255) is held as uint8 and decoded per batch: the batches are the same float32 values,
-    the pipeline holds a quarter of the memory (MNIST: 188 MB -> 47 MB) and its random-row
-    gathers read a quarter as much (BENCHMARKS.md has the measurements).
-    """
-    from tfvae.validation import check_array, check_positive_int
-
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if not hasattr(x, "shape"):
-        try:
-            x = np.asarray(x)
-        except ValueError as e:  # ragged nested lists
-            raise ValueError(f"x must be a non-empty [num_examples, D] array: {e}") from e
-    shape = tuple(x.shape)
-    if len(shape) != 2 or shape[0] == 0:
-        raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {shape}")
-    data = check_array(x, int(shape[1]), "x", require_examples=True)
-    ds = _index_batches(shape[0], batch_size, shuffle, seed, drop_remainder, repeat)
-    stored, decode = compact_storage(data.numpy())
-    stored = data if stored.dtype == np.float32 else tf.constant(stored)
-    if dynamic_binarization:
-        rng = tf.random.Generator.from_seed(seed)
-        ds = ds.map(lambda _, i: _binarize_batch(decode(tf.gather(stored, i)), rng))
-    else:
-        ds = ds.map(lambda _, i: decode(tf.gather(stored, i)))
-    return prefetched(ds)
-
-
-# Batches a pipeline keeps ready ahead of the training step (each is ~0.1 ms of work).
-PREFETCH_BATCHES = 8
-
-
-def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """`ds` with `PREFETCH_BATCHES` batches prefetched and tf.data autotuning turned off.
-
-    Autotuning's background thread sleeps in doubling periods (10 ms, 20 ms, ... up to 60 s)
-    and deleting the iterator waits for its next wake-up. Keras deletes it as `fit` returns:
-    after one 2.6 s MNIST epoch, `fit` returned a median 2.3 s late (BENCHMARKS.md). These
-    pipelines have nothing to tune (one gather per batch); a fixed buffer is as fast.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.prefetch(PREFETCH_BATCHES).with_options(options)
-
-
-def _index_batches(n, batch_size, shuffle, seed, drop_remainder, repeat) -> tf.data.Dataset:
-    """`(step, indices)` batches, one permutation of range(n) per epoch (identity if not `shuffle`).
-
-    The permutation is one `stateless_shuffle` per epoch, seeded by `Dataset.random(seed)`,
-    which draws a new value on every iteration of the dataset (a new epoch for Keras `fit`).
-    """
-    num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
-    if num_batches == 0:
-        raise ValueError(
-            f"drop_remainder=True with batch_size={batch_size} > {n} examples leaves no batch"
-        )
-
-    def epoch(key):
-        order = tf.range(n, dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([key, 0]))
-        return slice_batches(order, batch_size, num_batches)
-
-    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    if repeat:
-        return keys.flat_map(epoch).apply(
-            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
-        )
-    return keys.take(1).flat_map(epoch).apply(tf.data.experimental.assert_cardinality(num_batches))
-
-
-def slice_batches(order: tf.Tensor, batch_size: int, num_batches: int) -> tf.data.Dataset:
-    """`(step, indices)` for consecutive `batch_size` slices of the int64 index vector `order`.
-
-    One slice per batch: no per-example dataset work (`from_tensor_slices(order).batch(...)`
-    costs ~2 us per example, on the training step's critical path on 2 cores).
-    """
-    n = tf.size(order, out_type=tf.int64)
-    return tf.data.Dataset.range(num_batches).map(
-        lambda step: (step, order[step * batch_size : tf.minimum((step + 1) * batch_size, n)])
-    )
-
-
-def compact_storage(x: np.ndarray, chunk_rows: int = 4096):
-    """(stored array, decode): uint8 codes when float32 `x` round-trips exactly, else `x`.
-
-    Codes are the values themselves (integers 0..255, e.g. binary pixels) or 8-bit grey
-    levels k/255; `decode` maps a gathered batch back to the identical float32 values.
-    Checked `chunk_rows` rows at a time, so the temporaries stay small beside `x`.
-    """
-    x = np.asarray(x, np.float32)
-    for scale in (1.0, 255.0):
-        codes = np.empty(x.shape, np.uint8)
-        for start in range(0, len(x), chunk_rows):
-            part = x[start : start + chunk_rows]
-            rounded = np.rint(part * np.float32(scale))
-            if rounded.size and (rounded.min() < 0 or rounded.max() > 255):
-                break
-            codes[start : start + chunk_rows] = rounded
-            if not np.array_equal(_decode_codes(codes[start : start + chunk_rows], scale), part):
-                break
-        else:
-            return codes, lambda batch, scale=scale: _decode_codes(batch, scale)
-    return x, tf.identity
-
-
-def _decode_codes(codes, scale: float):
-    """float32 values from uint8 codes: `codes / scale` (numpy or TF, both IEEE float32)."""
-    if isinstance(codes, np.ndarray):
-        values = codes.astype(np.float32)
-        return values if scale == 1.0 else values / np.float32(scale)
-    values = tf.cast(codes, tf.float32)
-    return values if scale == 1.0 else values / scale
-
-
-def _binarize_batch(batch: tf.Tensor, rng: tf.random.Generator) -> tf.Tensor:
-    """x ~ Bernoulli(grey level), drawn from `rng`: a fresh binarization for every batch."""
-    return tf.cast(rng.uniform(tf.shape(batch)) < batch, tf.float32)

@@ -9,13 +9,15 @@
   its role from the standard `TF_CONFIG` environment variable.
 
 The helpers below hold what the training code needs to be correct under any of them: the
-global-batch loss average (`replica_average`), a per-replica sampling seed (`replica_seed`),
-the sharded `tf.data` input (`distributed_dataset`) and the chief/worker split of who writes
-what (`is_chief`, `write_dir`).
+global-batch loss average (`replica_average`), a per-replica sampling seed (`replica_seed`)
+and the chief/worker split of who writes what (`is_chief`, `write_dir`, `barrier`). The
+sharded input is `tfvae.input_pipeline`'s.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +26,6 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 __all__ = [
@@ -32,10 +33,10 @@ __all__ = [
     "make_strategy",
     "is_chief",
     "is_multi_worker",
+    "barrier",
     "write_dir",
     "replica_average",
     "replica_seed",
-    "distributed_dataset",
     "use_logical_cpus",
 ]
 
@@ -128,12 +129,19 @@ def write_dir(directory: Optional[str], strategy) -> Iterator[Optional[str]]:
 
     Every worker runs the same saving code (so a failure shows on every worker, and
     collective reads stay in step), but only the chief's files are kept: the others' are
-    deleted when the block exits, whether it succeeded or not.
+    deleted when the block exits, whether it succeeded or not. The temporary directory is
+    named after `directory` and the task, so a worker killed mid-block (whose files stay)
+    clears them when it runs the block again.
     """
     if directory is None or is_chief(strategy):
         yield directory
         return
-    tmp = tempfile.mkdtemp(prefix="tfvae-worker-")
+    resolver = strategy.cluster_resolver
+    key = hashlib.sha256(os.path.abspath(os.fspath(directory)).encode()).hexdigest()[:16]
+    prefix = f"tfvae-worker-{resolver.task_type}-{resolver.task_id}-{key}-"
+    for stale in glob.glob(os.path.join(tempfile.gettempdir(), glob.escape(prefix) + "*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=prefix)
     try:
         yield tmp
     finally:
@@ -170,34 +178,6 @@ def replica_seed(seed: tf.Tensor) -> tf.Tensor:
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
     folded = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), replica)
     return tf.cast(folded, tf.int32)
-
-
-def distributed_dataset(
-    x: np.ndarray,
-    global_batch_size: int,
-    shuffle: bool = True,
-    seed: int = 0,
-    dynamic_binarization: bool = False,
-) -> tf.data.Dataset:
-    """The training pipeline for `strategy`: batches of the GLOBAL size, sharded by example.
-
-    Keras splits each global batch over the replicas of a process. Across processes the
-    examples are sharded with `AutoShardPolicy.DATA` (an in-memory array has no files to
-    shard by): every worker builds the same shuffled order from the same `seed` and keeps
-    its own 1/num_workers of each global batch, so the workers see disjoint examples.
-    """
-    from tfvae.data import make_dataset
-
-    ds = make_dataset(
-        x,
-        global_batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        dynamic_binarization=dynamic_binarization,
-    )
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options)
 
 
 def use_logical_cpus(count: int) -> list:

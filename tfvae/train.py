@@ -6,17 +6,15 @@ importance-weighted log p(x), and saves config + weights + metrics under `workdi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import checkpointing, distribute
+from tfvae import atomic, checkpointing, distribute, input_pipeline
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data
@@ -99,9 +97,9 @@ def train_and_evaluate(
       strategy: a `tf.distribute.Strategy` (see `tfvae.distribute.make_strategy`); default:
         the current one (single device). `train_config.batch_size` is the GLOBAL batch,
         split over all replicas. Under `MultiWorkerMirroredStrategy` every worker must call
-        this with the same arguments; only the chief keeps `workdir` (model, metrics), the
-        others write to temporary directories that are deleted, and training resumes from
-        `workdir/backup` (Keras `BackupAndRestore`) when a worker restarts.
+        this with the same arguments and see the same `workdir` (a shared filesystem); only
+        the chief keeps what it writes (checkpoints, model, metrics), the others write to
+        temporary directories that are deleted. Every strategy resumes the same way.
 
     Returns:
       `(model, history_dict, test_metrics_dict)`; the history covers every epoch of the
@@ -121,13 +119,8 @@ def train_and_evaluate(
     check_data(data, model_config)
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
-    multi_worker = distribute.is_multi_worker(strategy)
-    if (
-        chief
-        and workdir is not None
-        and os.path.exists(os.path.join(workdir, "model"))
-        and not overwrite
-    ):
+    if workdir is not None and os.path.exists(os.path.join(workdir, "model")) and not overwrite:
+        # On every worker (they share the workdir), so none waits for another that stopped.
         raise FileExistsError(
             f"{os.path.join(workdir, 'model')!r} already exists; choose another"
             f" workdir or pass overwrite=True"
@@ -152,66 +145,40 @@ def train_and_evaluate(
         # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
         model.optimizer.build(model.trainable_variables)
     initial_epoch, past_history = 0, {}
-    extra_callbacks = list(callbacks or [])
-    callbacks = [StopOnNonFiniteLoss()]
-    if train_config.kl_warmup_epochs:
-        callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
-    backup_dir = None
-    fit_args = {}
-    if multi_worker:
-        # Fault tolerance across workers: Keras BackupAndRestore (the chief's backup here,
-        # the others' in temporary dirs it deletes); examples sharded across the workers.
-        if workdir is not None:
-            backup_dir = os.path.join(workdir, "backup")
-            callbacks.append(tfk.callbacks.BackupAndRestore(backup_dir))
-        train_ds = distribute.distributed_dataset(
-            data.x_train,
-            train_config.batch_size,
-            shuffle=True,
-            seed=train_config.seed,
-            dynamic_binarization=train_config.dynamic_binarization,
+    if workdir is not None:
+        initial_epoch, past_history = checkpointing.resume_state(
+            model, model_config, train_config, workdir, overwrite, resume, strategy
         )
-    else:
-        # One process (one device or mirrored replicas): per-epoch checkpoints and resume,
-        # each epoch's batches a fixed function of (seed, epoch).
-        if workdir is not None:
-            initial_epoch, past_history = _resume_state(
-                model, model_config, train_config, workdir, overwrite, resume
-            )
-            callbacks.append(
-                checkpointing.TrainingCheckpoint(
-                    os.path.join(workdir, checkpointing.CHECKPOINT_DIR), past_history
-                )
-            )
-        train_ds, steps = checkpointing.epoch_dataset(
-            data.x_train,
-            train_config.batch_size,
-            train_config.seed,
-            initial_epoch,
-            max(train_config.epochs, initial_epoch + 1),
-            dynamic_binarization=train_config.dynamic_binarization,
-        )
-        fit_args = {"initial_epoch": initial_epoch, "steps_per_epoch": steps}
-    callbacks.extend(extra_callbacks)
+    # Each epoch's batches a fixed function of (seed, epoch), sharded across workers.
+    train_ds, steps = input_pipeline.epoch_dataset(
+        data.x_train,
+        train_config.batch_size,
+        train_config.seed,
+        initial_epoch,
+        max(train_config.epochs, initial_epoch + 1),
+        dynamic_binarization=train_config.dynamic_binarization,
+    )
     history = dict(past_history)
-    if initial_epoch < train_config.epochs:
-        fitted = model.fit(
-            train_ds,
-            epochs=train_config.epochs,
-            verbose=verbose if chief else 0,  # one progress log, the chief's
-            callbacks=callbacks,
-            **fit_args,
-        )
-        for key, values in fitted.history.items():
-            history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
-    if backup_dir is not None:
-        # The backup is no longer needed once every worker's fit has returned: a worker can
-        # still be writing its last epoch's backup (in backup/workertemp_N) after the last
-        # collective step, so the chief waits for all of them before removing the directory
-        # (Keras may leave files behind in it).
-        distribute.barrier(strategy)
-        if chief:
-            shutil.rmtree(backup_dir, ignore_errors=True)
+    checkpoint_dir = (
+        None if workdir is None else os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    )
+    with distribute.write_dir(checkpoint_dir, strategy) as checkpoint_out:
+        fit_callbacks = [StopOnNonFiniteLoss()]
+        if train_config.kl_warmup_epochs:
+            fit_callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
+        if checkpoint_out is not None:
+            fit_callbacks.append(checkpointing.TrainingCheckpoint(checkpoint_out, past_history))
+        if initial_epoch < train_config.epochs:
+            fitted = model.fit(
+                train_ds,
+                epochs=train_config.epochs,
+                verbose=verbose if chief else 0,  # one progress log, the chief's
+                callbacks=fit_callbacks + list(callbacks or []),
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+            )
+            for key, values in fitted.history.items():
+                history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
     with distribute.write_dir(workdir, strategy) as out:
@@ -233,35 +200,8 @@ def _save(model, workdir, history, metrics, train_config, overwrite):
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         save_model(model, os.path.join(workdir, "model"), overwrite=overwrite)
-        with open(os.path.join(workdir, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(
-                {
-                    "test": metrics,
-                    "history": history,
-                    "train_config": train_config.to_dict(),
-                },
-                f,
-                indent=2,
-            )
-
-
-def _resume_state(model, model_config, train_config, workdir, overwrite, resume):
-    """(epochs already done, their history) for `workdir`: restores the latest checkpoint.
-
-    `overwrite` discards a previous run's checkpoints; otherwise the run's configs must
-    match `run.json`, and an interrupted run is resumed only if `resume` is True.
-    """
-    if overwrite:
-        checkpointing.clear_checkpoints(workdir)
-    checkpointing.prepare_run(workdir, model_config, train_config)
-    latest = checkpointing.latest_checkpoint(os.path.join(workdir, checkpointing.CHECKPOINT_DIR))
-    if latest is None:
-        return 0, {}
-    if not resume:
-        raise FileExistsError(
-            f"{workdir!r} holds checkpoints of an interrupted run (latest {latest!r}); pass "
-            f"resume=True to continue it or overwrite=True to start over"
+        atomic.write_json(
+            os.path.join(workdir, "metrics.json"),
+            {"test": metrics, "history": history, "train_config": train_config.to_dict()},
+            sort_keys=False,
         )
-    epoch, history = checkpointing.restore_checkpoint(latest, model)
-    logger.info("resuming %s from %s (epoch %d)", workdir, latest, epoch)
-    return epoch, history
