@@ -145,6 +145,67 @@ def test_gaussian_decoders_train(decoder):
     assert np.isfinite(after) and after > before
 
 
+def old_initial_weights(model):
+    """The seeded init as `VAE` used to assign it after building, restated with numpy fans:
+    weight i of encoder.weights + decoder.weights drawn from U(+-limit) with seed [seed, i];
+    a bias takes its kernel's fan-in; a glorot bias is zero."""
+    config, out, fan_in = model.config, [], 1
+    for i, var in enumerate(model.encoder.weights + model.decoder.weights):
+        shape = var.shape.as_list()
+        if len(shape) >= 2:
+            field = shape[0] * shape[1] if len(shape) == 4 else 1
+            fan_in = field * shape[-2] if len(shape) == 4 else int(np.prod(shape[:-1]))
+            fan_out = field * shape[-1]
+            if config.weight_init == "fan_in_uniform":
+                limit = 1.0 / np.sqrt(fan_in)
+            else:
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+        elif config.weight_init == "fan_in_uniform":
+            limit = 1.0 / np.sqrt(fan_in)
+        else:
+            out.append(np.zeros(shape, np.float32))
+            continue
+        out.append(tf.random.stateless_uniform(shape, [config.seed, i], -limit, limit).numpy())
+    return out
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        VAEConfig(input_dim=12, latent_dim=2, hidden_units=(7, 5), seed=4),
+        VAEConfig(input_dim=12, latent_dim=3, decoder="gaussian", weight_init="glorot_uniform"),
+        VAEConfig(
+            input_dim=64,
+            latent_dim=2,
+            decoder="isotropic",
+            architecture="conv",
+            image_shape=(8, 8, 1),
+            conv_filters=(4, 6),
+            hidden_units=(16,),
+            seed=9,
+        ),
+        VAEConfig(
+            input_dim=48,
+            latent_dim=2,
+            architecture="conv",
+            image_shape=(4, 4, 3),
+            conv_filters=(5,),
+            hidden_units=(8,),
+            weight_init="glorot_uniform",
+            seed=2,
+        ),
+    ],
+    ids=["mlp-fan-in", "mlp-glorot", "conv-isotropic-fan-in", "conv-bernoulli-glorot"],
+)
+def test_seeded_initializers_give_the_weights_of_the_seeded_formula(config):
+    model = VAE(config)
+    expected = old_initial_weights(model)
+    got = model.encoder.weights + model.decoder.weights
+    assert len(got) == len(expected)
+    for var, want in zip(got, expected):
+        np.testing.assert_array_equal(var.numpy(), want, err_msg=var.name)
+
+
 def test_bad_inputs_are_named(small_config):
     model = VAE(small_config)
     with pytest.raises(ValueError, match=r"x must have shape \[batch, 16\].*\(3, 15\)"):
