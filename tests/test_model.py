@@ -112,10 +112,13 @@ def test_iwae_bound_above_elbo_and_rising_in_k(small_config, binary_x):
     k500 = model.log_likelihood(x, num_samples=500, chunk_size=64, seed=0).mean()
     assert abs(k1 - elbo) < 1.0  # K = 1 is an ELBO estimate
     assert elbo <= k10 <= k500 + 0.05
-    # chunking changes nothing but memory
-    a = model.log_likelihood(x, num_samples=300, chunk_size=300, seed=0)
-    b = model.log_likelihood(x, num_samples=300, chunk_size=300, seed=0)
-    np.testing.assert_array_equal(a, b)
+    # Chunks change the draws and the memory, not the estimator: K = 300 in chunks of 64 or
+    # 7 (combined by a running logsumexp) meets K = 300 in one chunk to Monte Carlo error.
+    whole = model.log_likelihood(x, num_samples=300, chunk_size=300, seed=0)
+    for chunk_size in (64, 7):
+        chunked = model.log_likelihood(x, num_samples=300, chunk_size=chunk_size, seed=0)
+        assert abs(chunked.mean() - whole.mean()) < 0.05, chunk_size
+        np.testing.assert_allclose(chunked, whole, atol=0.3, err_msg=f"chunks of {chunk_size}")
 
 
 def test_iwae_matches_numpy_log_mean_exp(small_config, binary_x):
@@ -249,8 +252,7 @@ def test_fit_accepts_tf_data(small_config, binary_x):
 
 @pytest.mark.parametrize("weight_init", ["glorot_uniform", "fan_in_uniform", None])
 def test_initial_weights_follow_config_weight_init(weight_init):
-    """None: the default, PyTorch's fan-in init (over 8 seeds no -ELBO difference from the
-    PyTorch reference was detectable at equal epochs, where Glorot trailed; BENCHMARKS.md)."""
+    """None: the default, PyTorch's fan-in init (the start of the PyTorch reference VAE)."""
     init = {} if weight_init is None else {"weight_init": weight_init}
     config = VAEConfig(input_dim=300, latent_dim=20, hidden_units=(200,), **init)
     model = VAE(config)
