@@ -289,28 +289,28 @@ def gaussian_head(
     max_log_var=8.0,
     image_shape=None,
     layer_init: LayerInit = None,
+    shared_variance: bool = False,
 ):
-    """Two parallel heads on the same features, `{name}_mean` and `{name}_log_var` (App. C.2)."""
+    """Two parallel heads on the same features, `{name}_mean` and `{name}_log_var` (App. C.2).
+
+    `shared_variance`: one log-variance unit for all D means, N(mu, sigma^2 I).
+    """
     mean = _project(features, event_size, f"{name}_mean", image_shape, layer_init)
-    log_var = _project(features, event_size, f"{name}_log_var", image_shape, layer_init)
+    if shared_variance:
+        log_var = tfkl.Dense(1, name=f"{name}_log_var", **_init(layer_init))(_flat(features, name))
+    else:
+        log_var = _project(features, event_size, f"{name}_log_var", image_shape, layer_init)
     params = tfkl.Concatenate(name=f"{name}_params")([mean, log_var])
-    return DiagonalGaussian(event_size, min_log_var, max_log_var, name=name)(params)
+    distribution = IsotropicGaussian if shared_variance else DiagonalGaussian
+    return distribution(event_size, min_log_var, max_log_var, name=name)(params)
 
 
-def isotropic_gaussian_head(
-    features,
-    event_size: int,
-    name: str = "x",
-    min_log_var=-8.0,
-    max_log_var=8.0,
-    image_shape=None,
-    layer_init: LayerInit = None,
-):
-    """D mean units plus one shared log-variance unit: N(mu, sigma^2 I)."""
-    mean = _project(features, event_size, f"{name}_mean", image_shape, layer_init)
-    log_var = tfkl.Dense(1, name=f"{name}_log_var", **_init(layer_init))(_flat(features, name))
-    params = tfkl.Concatenate(name=f"{name}_params")([mean, log_var])
-    return IsotropicGaussian(event_size, min_log_var, max_log_var, name=name)(params)
+def isotropic_gaussian_head(features, event_size: int, name: str = "x", **kwargs):
+    """D mean units plus one shared log-variance unit: N(mu, sigma^2 I).
+
+    `kwargs`: the bounds, `image_shape` and `layer_init` of `gaussian_head`.
+    """
+    return gaussian_head(features, event_size, name, shared_variance=True, **kwargs)
 
 
 def fixed_variance_gaussian_head(
@@ -332,13 +332,16 @@ def make_head(features, config, name: str = "x", layer_init: LayerInit = None):
     shape = config.image_shape
     if config.decoder == "bernoulli":
         return bernoulli_head(features, d, name, shape, layer_init)
-    if config.decoder == "gaussian":
+    if config.decoder in ("gaussian", "isotropic"):
         return gaussian_head(
-            features, d, name, config.min_log_var, config.max_log_var, shape, layer_init
-        )
-    if config.decoder == "isotropic":
-        return isotropic_gaussian_head(
-            features, d, name, config.min_log_var, config.max_log_var, shape, layer_init
+            features,
+            d,
+            name,
+            config.min_log_var,
+            config.max_log_var,
+            shape,
+            layer_init,
+            shared_variance=config.decoder == "isotropic",
         )
     if config.decoder == "fixed_variance":
         return fixed_variance_gaussian_head(
