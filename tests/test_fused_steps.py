@@ -10,7 +10,8 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig
-from tfvae.fused_steps import REMAINDER_GROUP
+from tfvae.fused_steps import REMAINDER_GROUP, is_fused
+from tfvae.keras_internals import train_counter
 
 CONFIG = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1)
 X = (np.random.default_rng(0).random((1000, 16)) < 0.3).astype(np.float32)
@@ -31,7 +32,7 @@ def train(fused_steps, data=X, steps_per_execution=8, epochs=2, **fit):
 def assert_same_training(a, b):
     (model_a, history_a), (model_b, history_b) = a, b
     assert int(model_a.optimizer.iterations) == int(model_b.optimizer.iterations)
-    assert int(model_a._train_counter) == int(model_b._train_counter)
+    assert int(train_counter(model_a)) == int(train_counter(model_b))
     for name in ("loss", "elbo", "kl"):
         np.testing.assert_allclose(history_a[name], history_b[name], rtol=1e-5, err_msg=name)
     for wa, wb in zip(model_a.weights, model_b.weights):
@@ -48,8 +49,8 @@ def assert_same_training(a, b):
 def test_fused_steps_train_like_the_keras_loop(steps_per_execution, fused_steps):
     keras_loop = train(1, steps_per_execution=steps_per_execution)
     fused = train(fused_steps, steps_per_execution=steps_per_execution)
-    assert keras_loop[0]._train_function_fused is False
-    assert fused[0]._train_function_fused is True
+    assert not is_fused(keras_loop[0].train_function)
+    assert is_fused(fused[0].train_function)
     assert int(fused[0].optimizer.iterations) == 2 * 11
     assert_same_training(keras_loop, fused)
 
@@ -67,12 +68,12 @@ def test_fused_groups_are_capped_at_steps_per_execution():
 
 def test_epochs_shorter_than_a_group_fuse_their_steps_in_smaller_groups():
     """Keras lowers steps_per_execution to an epoch's length (11 batches here), so no group
-    of 32 fills; the steps then run in groups of REMAINDER_GROUP (8), the rest alone."""
-    assert REMAINDER_GROUP == 8
+    of 32 fills; the steps then run in groups of REMAINDER_GROUP, the rest alone."""
     keras_loop = train(1, steps_per_execution=128)
     fused = train(32, steps_per_execution=128)
-    assert fused[0].train_function.group_sizes == (32, 8)
-    assert int(fused[0].train_function.fused_steps_run) == 2 * 8
+    assert fused[0].train_function.group_sizes == (32, REMAINDER_GROUP)
+    groups_per_epoch = 11 // REMAINDER_GROUP
+    assert int(fused[0].train_function.fused_steps_run) == 2 * groups_per_epoch * REMAINDER_GROUP
     assert_same_training(keras_loop, fused)
 
 
@@ -81,7 +82,7 @@ def test_fused_steps_on_a_dataset_of_known_and_infinite_size():
     assert_same_training(train(1, known), train(4, known))
     infinite = tf.data.Dataset.from_tensor_slices(X).repeat().batch(100)
     model, _ = train(4, infinite, steps_per_epoch=6, epochs=2)
-    assert model._train_function_fused is True
+    assert is_fused(model.train_function)
     assert int(model.optimizer.iterations) == 12
 
 
@@ -91,21 +92,21 @@ def test_data_that_may_end_mid_execution_keeps_the_keras_loop():
     unknown = tf.data.Dataset.from_tensor_slices(X).filter(lambda x: True).batch(100)
     assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
     model, _ = train(4, unknown, steps_per_epoch=12, epochs=1)
-    assert model._train_function_fused is False
+    assert not is_fused(model.train_function)
     assert int(model.optimizer.iterations) == 10  # every batch trained
     # Back on data of known size, the next fit fuses again.
     model.fit(X, batch_size=100, epochs=1, verbose=0)
-    assert model._train_function_fused is True
+    assert is_fused(model.train_function)
     assert int(model.optimizer.iterations) == 10 + 10
 
 
 def test_fused_steps_need_xla_and_several_steps_per_execution():
     model, _ = train(4, steps_per_execution=1)
-    assert model._train_function_fused is False
+    assert not is_fused(model.train_function)
     model = VAE(CONFIG)
     model.compile(jit_compile=False, steps_per_execution=8, fused_steps=4)
     model.fit(X, batch_size=100, epochs=1, verbose=0)
-    assert model._train_function_fused is False
+    assert not is_fused(model.train_function)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])

@@ -12,6 +12,7 @@ from tfvae.heads import (
     DiagonalGaussian,
     FixedVarianceGaussian,
     IsotropicGaussian,
+    isotropic_gaussian_head,
     make_head,
     soft_clip,
 )
@@ -85,6 +86,23 @@ def test_gaussian_decoder_has_two_parallel_heads_on_one_hidden_layer():
     params = tfk.Model(decoder.input, [mean.output, log_var.output])(z)
     np.testing.assert_allclose(px.mean(), params[0], rtol=1e-5)
     np.testing.assert_allclose(np.log(px.variance()), np_soft_clip(params[1].numpy()), atol=1e-4)
+
+
+def test_isotropic_head_has_one_log_variance_unit_and_takes_layer_init():
+    features = tfk.Input((5,))
+    calls = []
+
+    def layer_init():
+        calls.append(len(calls))
+        return {"bias_initializer": tfk.initializers.Constant(float(len(calls)))}
+
+    px = tfk.Model(features, isotropic_gaussian_head(features, 4, layer_init=layer_init))
+    assert px.get_layer("x_mean").units == 4 and px.get_layer("x_log_var").units == 1
+    assert isinstance(px(np.zeros((2, 5), np.float32)), tfp.distributions.Distribution)
+    # One call per projection, in build order: the means first, then the log-variance.
+    assert calls == [0, 1]
+    np.testing.assert_array_equal(px.get_layer("x_mean").bias, 1.0)
+    np.testing.assert_array_equal(px.get_layer("x_log_var").bias, 2.0)
 
 
 def test_bernoulli_decoder_log_prob_matches_appendix_c1():

@@ -162,9 +162,53 @@ FIELD_VALUES = {
 )
 def test_vae_config_fields_are_validated_by_name(fields):
     try:
-        VAEConfig(**fields)
+        config = VAEConfig(**fields)
     except (ValueError, TypeError) as e:
-        assert "VAEConfig." in str(e) and any(f"VAEConfig.{k}" in str(e) for k in fields), e
+        # (a cross-field error names one field after "VAEConfig." and the other after it)
+        assert "VAEConfig." in str(e) and any(k in str(e) for k in fields), e
+        assert not _valid_vae_fields(fields), f"valid fields refused: {e}"
+        return
+    assert _valid_vae_fields(fields), f"invalid fields accepted: {fields!r}"
+    for name, value in fields.items():
+        assert getattr(config, name) == (tuple(value) if isinstance(value, list) else value)
+    assert VAEConfig.from_json(config.to_json()) == config
+
+
+def _int_at_least(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid_vae_fields(fields):
+    """What VAEConfig's docstring allows, restated for the values FIELD_VALUES draws."""
+    f = {"input_dim": 64, "min_log_var": -8.0, "max_log_var": 8.0, "image_shape": None, **fields}
+    shape, units = f["image_shape"], f.get("hidden_units", [1])
+    return (
+        _int_at_least(f["input_dim"], 1)
+        and _int_at_least(f.get("latent_dim", 1), 1)
+        and _int_at_least(f.get("seed", 0), 0)
+        and f.get("decoder", "bernoulli") in ("bernoulli", "gaussian")
+        and f.get("activation", "tanh") in ("tanh", "relu")
+        and f.get("weight_init", "glorot_uniform") in ("glorot_uniform", "fan_in_uniform")
+        and isinstance(units, (list, tuple))
+        and len(units) > 0
+        and all(_int_at_least(u, 1) for u in units)
+        and _finite_number(f.get("kl_weight", 1.0))
+        and f.get("kl_weight", 1.0) >= 0
+        and _finite_number(f["min_log_var"])
+        and _finite_number(f["max_log_var"])
+        and f["min_log_var"] < f["max_log_var"]
+        and (
+            shape is None
+            or isinstance(shape, list)
+            and len(shape) == 3
+            and all(_int_at_least(s, 1) for s in shape)
+            and math.prod(shape) == f["input_dim"]
+        )
+    )
 
 
 TRAIN_FIELDS = {
@@ -188,6 +232,29 @@ TRAIN_FIELDS = {
 )
 def test_train_config_fields_are_validated_by_name(fields):
     try:
-        TrainConfig(**fields)
+        config = TrainConfig(**fields)
     except (ValueError, TypeError) as e:
         assert any(f"TrainConfig.{k}" in str(e) for k in fields), e
+        assert not _valid_train_fields(fields), f"valid fields refused: {e}"
+        return
+    assert _valid_train_fields(fields), f"invalid fields accepted: {fields!r}"
+    for name, value in fields.items():
+        assert getattr(config, name) == value
+
+
+def _valid_train_fields(fields):
+    """What TrainConfig's docstring allows, restated for the values TRAIN_FIELDS draws."""
+    f = fields
+    learning_rate, clipnorm = f.get("learning_rate", 1e-3), f.get("clipnorm")
+    return (
+        _int_at_least(f.get("epochs", 0), 0)
+        and _int_at_least(f.get("batch_size", 1), 1)
+        and _int_at_least(f.get("kl_warmup_epochs", 0), 0)
+        and _int_at_least(f.get("eval_samples", 1), 1)
+        and _int_at_least(f.get("fused_steps", 1), 1)
+        and _int_at_least(f.get("seed", 0), 0)
+        and _finite_number(learning_rate)
+        and learning_rate > 0
+        and (clipnorm is None or _finite_number(clipnorm) and clipnorm > 0)
+        and isinstance(f.get("jit_compile", True), bool)
+    )

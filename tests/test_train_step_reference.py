@@ -14,7 +14,6 @@ import tensorflow_probability as tfp
 import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig
-from tfvae import model as vae_model
 from tfvae.distribute import replica_seed
 
 ACTIVATIONS = {
@@ -25,8 +24,9 @@ ACTIVATIONS = {
 
 def step_noise(config, step, n, jit_compile):
     """TFP's standard-normal draw for step `step`'s seed, made where `fit` makes it: a
-    stateless seed picks its bit generator per device (TF's CPU kernel or XLA)."""
-    seed = replica_seed(tf.constant([config.seed * 4 + vae_model._TRAIN_STREAM, step], tf.int32))
+    stateless seed picks its bit generator per device (TF's CPU kernel or XLA). Step t's seed
+    is (4 * config.seed, t), as the `VAE` docstring states."""
+    seed = replica_seed(tf.constant([config.seed * 4, step], tf.int32))
     zeros = tf.zeros([n, config.latent_dim])
     std = tfp.distributions.MultivariateNormalDiag(zeros, tf.ones_like(zeros))
     draw = tf.function(lambda: std.sample(seed=seed), jit_compile=jit_compile)

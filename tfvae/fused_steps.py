@@ -2,12 +2,12 @@
 
 Keras 2 runs `steps_per_execution` steps per call into the graph but launches one XLA
 program per step, and each launch (the graph loop, the iterator, argument and variable
-handling) costs about 0.5 ms beside a ~3.5 ms step of the MNIST MLP on 2 CPU cores.
+handling) has a fixed cost that is a sizeable share of a small model's step.
 `fused_train_function` fetches a group of batches (`fused_steps` of them, then groups of
 `REMAINDER_GROUP` for what is left), stacks them, and runs their steps in one compiled
-`tf.while_loop`, so that cost is paid once per group (BENCHMARKS.md).
+`tf.while_loop`, so that cost is paid once per group (docs/performance.md).
 
-The steps are Keras' own (`model.train_step`, then `_train_counter += 1`), in the same
+The steps are Keras' own (`model.train_step`, then the train counter += 1), in the same
 order on the same batches, so training is the same computation; only the launches change.
 """
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as tfk
 
-__all__ = ["can_fuse", "fused_train_function", "group_sizes", "REMAINDER_GROUP"]
+from tfvae import keras_internals
+
+__all__ = ["can_fuse", "fused_train_function", "group_sizes", "is_fused", "REMAINDER_GROUP"]
 
 
 def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
@@ -25,7 +27,7 @@ def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
     Needs XLA, graph mode, more than one step per execution (fixed, not autotuned), and no
     tf.distribute strategy: replicas and parameter servers keep Keras' loop.
     """
-    spe = model._steps_per_execution
+    spe = keras_internals.steps_per_execution(model)
     return (
         fused_steps > 1
         and bool(model.jit_compile)
@@ -33,10 +35,15 @@ def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
         and spe is not None
         and int(spe.numpy()) > 1
         and not model.autotune_steps_per_execution
-        and model._cluster_coordinator is None
+        and not keras_internals.uses_cluster_coordinator(model)
         and not tf.distribute.has_strategy()
-        and model._distribution_strategy is None
+        and not keras_internals.has_distribution_strategy(model)
     )
+
+
+def is_fused(train_function) -> bool:
+    """Whether `train_function` was made by `fused_train_function` (not Keras' own loop)."""
+    return getattr(train_function, "fused_steps_run", None) is not None
 
 
 # Length of the second tier of groups, for the steps left after the full-length groups (the
@@ -56,14 +63,14 @@ def _run_step(model: tfk.Model, data):
     """One Keras training step, as `Model.make_train_function` runs it."""
     outputs = model.train_step(data)
     with tf.control_dependencies([t for t in tf.nest.flatten(outputs) if tf.is_tensor(t)]):
-        model._train_counter.assign_add(1)
+        keras_internals.train_counter(model).assign_add(1)
     return outputs
 
 
 def fused_train_function(model: tfk.Model, fused_steps: int):
     """A `train_function(iterator)` for `model` that runs several steps per XLA program.
 
-    Each call runs `model._steps_per_execution` steps, as Keras' does: as many full groups
+    Each call runs the model's steps per execution, as Keras' does: as many full groups
     of the first of `group_sizes(fused_steps, steps_per_execution)` as fit, then groups of
     the second, each group through one compiled loop, and what is left one step per
     program. A group whose batches differ in shape (the short last batch of an epoch) runs
@@ -72,7 +79,8 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
     The returned function carries `group_sizes` and `fused_steps_run`, a counter of the
     steps that ran inside groups.
     """
-    sizes = group_sizes(fused_steps, int(model._steps_per_execution.numpy()))
+    steps_per_execution = keras_internals.steps_per_execution(model)
+    sizes = group_sizes(fused_steps, int(steps_per_execution.numpy()))
     fused_steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="fused_steps_run")
 
     def one_step(data):
@@ -107,7 +115,7 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
         return tf.cond(same_shapes(batches), lambda: group(*batches), one_by_one)
 
     def train_function(iterator):
-        left = model._steps_per_execution
+        left = steps_per_execution  # read when called: Keras lowers it for short epochs
         spec = one_step.get_concrete_function(iterator.element_spec).structured_outputs
         outputs = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
         for size in sizes:

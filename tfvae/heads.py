@@ -7,16 +7,20 @@ the network returns a `tfd.Distribution`: `.mean()` is what tutorials call x-hat
 
 Each distribution layer follows `tfp.layers` conventions: `params_size(event_size)` tells
 how many parameters it needs and the static `new(params, ...)` builds the distribution.
-The `*_head` builders add the Dense (or Conv) projections that produce those parameters.
+The `*_head` builders add the Dense (or Conv) projections that produce those parameters;
+their `layer_init`, if given, is called once per projection, in build order, for its
+`kernel_initializer`/`bias_initializer` arguments (`tfvae.networks` seeds them).
 """
 
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import objectives
+from tfvae import keras_internals, objectives
 
 tfd = tfp.distributions
 tfpl = tfp.layers
@@ -47,7 +51,7 @@ class LogitBernoulli(tfd.Bernoulli):
     """
 
     def _log_prob(self, event):
-        return objectives.bernoulli_log_prob(event, self._logits_parameter_no_checks())
+        return objectives.bernoulli_log_prob(event, keras_internals.bernoulli_logits(self))
 
 
 class BernoulliLogits(tfpl.DistributionLambda):
@@ -243,7 +247,14 @@ class FixedVarianceGaussian(tfpl.DistributionLambda):
         )
 
 
-def _project(features, event_size: int, name: str, image_shape=None):
+LayerInit = Optional[Callable[[], dict]]
+
+
+def _init(layer_init: LayerInit) -> dict:
+    return {} if layer_init is None else layer_init()
+
+
+def _project(features, event_size: int, name: str, image_shape=None, layer_init: LayerInit = None):
     """Linear map from features to `[batch, event_size]` parameters.
 
     Dense for flat features; for a conv feature map (rank 4) a 3x3 conv with one output
@@ -251,9 +262,9 @@ def _project(features, event_size: int, name: str, image_shape=None):
     """
     if features.shape.rank == 4:
         channels = image_shape[-1] if image_shape else 1
-        out = tfkl.Conv2D(channels, 3, padding="same", name=name)(features)
+        out = tfkl.Conv2D(channels, 3, padding="same", name=name, **_init(layer_init))(features)
         return tfkl.Flatten(name=f"{name}_flat")(out)
-    return tfkl.Dense(event_size, name=name)(features)
+    return tfkl.Dense(event_size, name=name, **_init(layer_init))(features)
 
 
 def _flat(features, name):
@@ -262,55 +273,78 @@ def _flat(features, name):
     return features
 
 
-def bernoulli_head(features, event_size: int, name: str = "x", image_shape=None):
+def bernoulli_head(
+    features, event_size: int, name: str = "x", image_shape=None, layer_init: LayerInit = None
+):
     """Dense logits into `BernoulliLogits` (App. C.1): p(x|z) for x in [0,1]^D."""
-    logits = _project(features, event_size, f"{name}_logits", image_shape)
+    logits = _project(features, event_size, f"{name}_logits", image_shape, layer_init)
     return BernoulliLogits(event_size, name=name)(logits)
 
 
 def gaussian_head(
-    features, event_size: int, name: str = "z", min_log_var=-8.0, max_log_var=8.0, image_shape=None
+    features,
+    event_size: int,
+    name: str = "z",
+    min_log_var=-8.0,
+    max_log_var=8.0,
+    image_shape=None,
+    layer_init: LayerInit = None,
+    shared_variance: bool = False,
 ):
-    """Two parallel heads on the same features, `{name}_mean` and `{name}_log_var` (App. C.2)."""
-    mean = _project(features, event_size, f"{name}_mean", image_shape)
-    log_var = _project(features, event_size, f"{name}_log_var", image_shape)
+    """Two parallel heads on the same features, `{name}_mean` and `{name}_log_var` (App. C.2).
+
+    `shared_variance`: one log-variance unit for all D means, N(mu, sigma^2 I).
+    """
+    mean = _project(features, event_size, f"{name}_mean", image_shape, layer_init)
+    if shared_variance:
+        log_var = tfkl.Dense(1, name=f"{name}_log_var", **_init(layer_init))(_flat(features, name))
+    else:
+        log_var = _project(features, event_size, f"{name}_log_var", image_shape, layer_init)
     params = tfkl.Concatenate(name=f"{name}_params")([mean, log_var])
-    return DiagonalGaussian(event_size, min_log_var, max_log_var, name=name)(params)
+    distribution = IsotropicGaussian if shared_variance else DiagonalGaussian
+    return distribution(event_size, min_log_var, max_log_var, name=name)(params)
 
 
-def isotropic_gaussian_head(
-    features, event_size: int, name: str = "x", min_log_var=-8.0, max_log_var=8.0, image_shape=None
-):
-    """D mean units plus one shared log-variance unit: N(mu, sigma^2 I)."""
-    mean = _project(features, event_size, f"{name}_mean", image_shape)
-    log_var = tfkl.Dense(1, name=f"{name}_log_var")(_flat(features, name))
-    params = tfkl.Concatenate(name=f"{name}_params")([mean, log_var])
-    return IsotropicGaussian(event_size, min_log_var, max_log_var, name=name)(params)
+def isotropic_gaussian_head(features, event_size: int, name: str = "x", **kwargs):
+    """D mean units plus one shared log-variance unit: N(mu, sigma^2 I).
+
+    `kwargs`: the bounds, `image_shape` and `layer_init` of `gaussian_head`.
+    """
+    return gaussian_head(features, event_size, name, shared_variance=True, **kwargs)
 
 
 def fixed_variance_gaussian_head(
-    features, event_size: int, name: str = "x", variance=0.01, image_shape=None
+    features,
+    event_size: int,
+    name: str = "x",
+    variance=0.01,
+    image_shape=None,
+    layer_init: LayerInit = None,
 ):
     """D mean units and a fixed variance: N(mu, variance * I)."""
-    mean = _project(features, event_size, f"{name}_mean", image_shape)
+    mean = _project(features, event_size, f"{name}_mean", image_shape, layer_init)
     return FixedVarianceGaussian(event_size, variance, name=name)(mean)
 
 
-def make_head(features, config, name: str = "x"):
+def make_head(features, config, name: str = "x", layer_init: LayerInit = None):
     """The decoder head that `config.decoder` names, applied to `features`."""
     d = config.input_dim
+    shape = config.image_shape
     if config.decoder == "bernoulli":
-        return bernoulli_head(features, d, name, config.image_shape)
-    if config.decoder == "gaussian":
+        return bernoulli_head(features, d, name, shape, layer_init)
+    if config.decoder in ("gaussian", "isotropic"):
         return gaussian_head(
-            features, d, name, config.min_log_var, config.max_log_var, config.image_shape
-        )
-    if config.decoder == "isotropic":
-        return isotropic_gaussian_head(
-            features, d, name, config.min_log_var, config.max_log_var, config.image_shape
+            features,
+            d,
+            name,
+            config.min_log_var,
+            config.max_log_var,
+            shape,
+            layer_init,
+            shared_variance=config.decoder == "isotropic",
         )
     if config.decoder == "fixed_variance":
         return fixed_variance_gaussian_head(
-            features, d, name, config.fixed_variance, config.image_shape
+            features, d, name, config.fixed_variance, shape, layer_init
         )
     raise ValueError(f"unknown decoder {config.decoder!r}")

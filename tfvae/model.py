@@ -8,7 +8,6 @@ the likelihood term of the loss -log p(x|z) + beta * KL(q(z|x) || p(z)).
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -16,10 +15,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import objectives
+from tfvae import keras_internals, objectives
 from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
-from tfvae.fused_steps import can_fuse, fused_train_function
+from tfvae.fused_steps import can_fuse, fused_train_function, is_fused
 from tfvae.networks import make_decoder, make_encoder
 from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
@@ -75,8 +74,14 @@ class VAE(tfk.Model):
         self.config = config if config is not None else VAEConfig()
         if not isinstance(self.config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(self.config).__name__}")
+        # Built-in networks start seeded by `config.seed` (`tfvae.networks`); the decoder's
+        # weights are numbered after the encoder's.
         self.encoder = encoder if encoder is not None else make_encoder(self.config)
-        self.decoder = decoder if decoder is not None else make_decoder(self.config)
+        self.decoder = (
+            decoder
+            if decoder is not None
+            else make_decoder(self.config, first_weight=len(self.encoder.weights))
+        )
         latent = self.config.latent_dim
         self.prior = tfd.MultivariateNormalDiag(
             loc=tf.zeros([latent]), scale_diag=tf.ones([latent]), name="prior"
@@ -99,42 +104,18 @@ class VAE(tfk.Model):
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
         self._fused_steps = FUSED_STEPS
-        self._fit_input_can_fuse = True  # train_on_batch, or fit on arrays
-        self._train_function_fused = None
+        # Whether the data of the running `fit` never runs out mid-execution, so its steps
+        # may fuse (`_never_runs_out_mid_execution`). Keras calls `make_train_function`
+        # without the data, so `fit` leaves its verdict here for the length of the call.
+        self._fit_data_may_fuse = True
         self._predict_output = "mean"
         self._predict_latent = "sample"
         self._trackers = {
             name: tfk.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
         }
-        self._initialise_weights()
         self.built = True  # encoder and decoder are built: every weight exists already
 
     # ----------------------------------------------------------------- construction
-    def _initialise_weights(self) -> None:
-        """Seeded initial weights (`config.weight_init`), so `config.seed` fixes the init.
-
-        Every layer's weights are a kernel followed by its bias; a bias takes the fan-in of
-        the kernel before it.
-        """
-        fan_in = 1
-        for i, var in enumerate(self.encoder.weights + self.decoder.weights):
-            if var.shape.rank >= 2:
-                fan_in, fan_out = _fans(var.shape)
-                if self.config.weight_init == "fan_in_uniform":
-                    limit = 1.0 / math.sqrt(fan_in)
-                else:
-                    limit = math.sqrt(6.0 / (fan_in + fan_out))
-            elif self.config.weight_init == "fan_in_uniform":
-                limit = 1.0 / math.sqrt(fan_in)
-            else:
-                var.assign(tf.zeros_like(var))
-                continue
-            var.assign(
-                tf.random.stateless_uniform(
-                    var.shape, [self.config.seed, i], -limit, limit, dtype=var.dtype
-                )
-            )
-
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}
 
@@ -302,26 +283,27 @@ class VAE(tfk.Model):
     def make_train_function(self, force=False):
         """Keras' train function, or several steps per XLA program where that applies
         (`tfvae.fused_steps`)."""
-        fuse = self._fit_input_can_fuse and can_fuse(self, self._fused_steps)
-        if self.train_function is not None and not force and fuse == self._train_function_fused:
+        fuse = self._fit_data_may_fuse and can_fuse(self, self._fused_steps)
+        if self.train_function is not None and not force and fuse == is_fused(self.train_function):
             return self.train_function
-        self._train_function_fused = fuse
         if not fuse:
             return super().make_train_function(force=True)
-        self.train_function = fused_train_function(self, self._fused_steps)
-        self.train_tf_function = self.train_function
+        keras_internals.set_train_function(self, fused_train_function(self, self._fused_steps))
         return self.train_function
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored)."""
         x = _check_fit_input(x, self.config, "x")
-        self._fit_input_can_fuse = _never_runs_out_mid_execution(x, kwargs.get("steps_per_epoch"))
         if validation_data is not None:
             validation_data = _check_fit_input(validation_data, self.config, "validation_data")
             if not isinstance(validation_data, (tuple, list, tf.data.Dataset)):
                 validation_data = (validation_data,)  # a bare array: x alone, as for fit
         self._ensure_compiled()
-        return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
+        self._fit_data_may_fuse = _never_runs_out_mid_execution(x, kwargs.get("steps_per_epoch"))
+        try:
+            return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
+        finally:
+            self._fit_data_may_fuse = True  # train_on_batch: one batch, never mid-execution
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """Keras evaluate; reproducible: the evaluation draws restart at every call."""
@@ -354,7 +336,7 @@ class VAE(tfk.Model):
         return super().predict(x, *args, **kwargs)
 
     def _ensure_compiled(self):
-        if not self._is_compiled:
+        if not keras_internals.is_compiled(self):
             self.compile()
 
     # ----------------------------------------------------------------- likelihood
@@ -410,18 +392,6 @@ class VAE(tfk.Model):
         )
         _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
         return objectives.iwae_bound_from_running(m, s, num_samples)
-
-
-def _fans(shape):
-    """(fan_in, fan_out) of a Dense kernel `[in, out]` or a conv kernel `[h, w, in, out]`.
-
-    A transposed conv's kernel is `[h, w, out, in]`; it is counted by position, as Keras'
-    initialisers and PyTorch's `ConvTranspose2d` both count it.
-    """
-    if shape.rank == 4:  # conv kernels: the receptive field counts on both sides
-        field = int(shape[0]) * int(shape[1])
-        return field * int(shape[2]), field * int(shape[3])
-    return int(np.prod(shape[:-1])), int(shape[-1])
 
 
 def _features(data):

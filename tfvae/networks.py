@@ -2,11 +2,14 @@
 
 Both are functional `tf_keras.Model`s whose output is a `tfd.Distribution`; the encoder is
 the Gaussian MLP of App. C.2 with x and z swapped, the decoder ends in the head that
-`config.decoder` names.
+`config.decoder` names. Their weights start seeded by `config.seed` (`SeededUniform`).
 """
 
 from __future__ import annotations
 
+import math
+
+import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae.config import VAEConfig
@@ -14,11 +17,103 @@ from tfvae.heads import gaussian_head, make_head
 
 tfkl = tfk.layers
 
-__all__ = ["make_encoder", "make_decoder"]
+__all__ = ["make_encoder", "make_decoder", "SeededUniform", "fans"]
 
 
-def make_encoder(config: VAEConfig) -> tfk.Model:
-    """q(z|x) = N(mu(x), diag(sigma^2(x))): `[batch, input_dim]` -> distribution over z."""
+def fans(shape) -> tuple:
+    """(fan_in, fan_out) of a Dense kernel `[in, out]` or a conv kernel `[h, w, in, out]`.
+
+    A transposed conv's kernel is `[h, w, out, in]`; it is counted by position, as Keras'
+    initialisers and PyTorch's `ConvTranspose2d` both count it.
+    """
+    shape = tf.TensorShape(shape)
+    if shape.rank == 4:  # conv kernels: the receptive field counts on both sides
+        field = int(shape[0]) * int(shape[1])
+        return field * int(shape[2]), field * int(shape[3])
+    return math.prod(int(d) for d in shape[:-1]), int(shape[-1])
+
+
+class SeededUniform(tfk.initializers.Initializer):
+    """U(-limit, limit) drawn with the stateless seed `[seed, index]`: weight `index` of a VAE.
+
+    For a kernel the limit is 1 / sqrt(fan_in) (`fan_in_uniform`, PyTorch's default) or
+    sqrt(6 / (fan_in + fan_out)) (`glorot_uniform`); given `fan_in` (a bias takes its
+    kernel's), it is 1 / sqrt(fan_in). `index` is the weight's place in the VAE's
+    `encoder.weights + decoder.weights`, so `config.seed` alone fixes every initial weight.
+    """
+
+    def __init__(self, seed: int, index: int, weight_init: str = "fan_in_uniform", fan_in=None):
+        self.seed = int(seed)
+        self.index = int(index)
+        self.weight_init = weight_init
+        self.fan_in = None if fan_in is None else int(fan_in)
+        self.kernel_fan_in = None  # the fan-in of the last kernel drawn (for its bias)
+
+    def limit(self, shape) -> float:
+        if self.fan_in is not None:
+            return 1.0 / math.sqrt(self.fan_in)
+        fan_in, fan_out = fans(shape)
+        self.kernel_fan_in = fan_in
+        if self.weight_init == "fan_in_uniform":
+            return 1.0 / math.sqrt(fan_in)
+        return math.sqrt(6.0 / (fan_in + fan_out))
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        limit = self.limit(shape)
+        dtype = tf.as_dtype(dtype or tf.float32)
+        return tf.random.stateless_uniform(shape, [self.seed, self.index], -limit, limit, dtype)
+
+    def get_config(self):
+        return {
+            "seed": self.seed,
+            "index": self.index,
+            "weight_init": self.weight_init,
+            "fan_in": self.fan_in,
+        }
+
+
+class _BiasOf(SeededUniform):
+    """The `fan_in_uniform` bias of a layer: U(+-1 / sqrt(fan_in)) with its kernel's fan-in.
+
+    Keras builds a layer's kernel before its bias, so the kernel's initializer has seen it.
+    """
+
+    def __init__(self, kernel: SeededUniform, index: int):
+        super().__init__(kernel.seed, index, kernel.weight_init)
+        self.kernel = kernel
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        self.fan_in = self.kernel.kernel_fan_in
+        return super().__call__(shape, dtype, **kwargs)
+
+
+class _LayerInit:
+    """Seeded initializer arguments for each layer in build order, numbering its weights.
+
+    Each Dense/Conv layer has a kernel then a bias, numbered from `first_weight` up; passed
+    as the `layer_init` of the `tfvae.heads` builders too.
+    """
+
+    def __init__(self, config: VAEConfig, first_weight: int):
+        self.config = config
+        self.next_index = int(first_weight)
+
+    def __call__(self) -> dict:
+        kernel = SeededUniform(self.config.seed, self.next_index, self.config.weight_init)
+        if self.config.weight_init == "fan_in_uniform":
+            bias = _BiasOf(kernel, self.next_index + 1)
+        else:
+            bias = tfk.initializers.Zeros()
+        self.next_index += 2
+        return {"kernel_initializer": kernel, "bias_initializer": bias}
+
+
+def make_encoder(config: VAEConfig, first_weight: int = 0) -> tfk.Model:
+    """q(z|x) = N(mu(x), diag(sigma^2(x))): `[batch, input_dim]` -> distribution over z.
+
+    `first_weight`: the place of its first weight among the VAE's weights (seeds the init).
+    """
+    init = _LayerInit(config, first_weight)
     x = tfk.Input(shape=(config.input_dim,), name="x")
     h = x
     if config.architecture == "conv":
@@ -31,26 +126,38 @@ def make_encoder(config: VAEConfig) -> tfk.Model:
                 padding="same",
                 activation=config.activation,
                 name=f"encoder_conv_{i}",
+                **init(),
             )(h)
         h = tfkl.Flatten(name="encoder_flatten")(h)
         h = tfkl.Dense(
-            config.hidden_units[0], activation=config.activation, name="encoder_hidden_0"
+            config.hidden_units[0],
+            activation=config.activation,
+            name="encoder_hidden_0",
+            **init(),
         )(h)
     else:
         for i, units in enumerate(config.hidden_units):
-            h = tfkl.Dense(units, activation=config.activation, name=f"encoder_hidden_{i}")(h)
+            h = tfkl.Dense(
+                units, activation=config.activation, name=f"encoder_hidden_{i}", **init()
+            )(h)
     q = gaussian_head(
         h,
         config.latent_dim,
         name="z",
         min_log_var=config.min_log_var,
         max_log_var=config.max_log_var,
+        layer_init=init,
     )
     return tfk.Model(x, q, name="encoder")
 
 
-def make_decoder(config: VAEConfig) -> tfk.Model:
-    """p(x|z): `[batch, latent_dim]` -> distribution over x (Bernoulli or Gaussian)."""
+def make_decoder(config: VAEConfig, first_weight: int = 0) -> tfk.Model:
+    """p(x|z): `[batch, latent_dim]` -> distribution over x (Bernoulli or Gaussian).
+
+    `first_weight`: the place of its first weight among the VAE's weights, i.e. the
+    number of encoder weights (`VAE` passes it; it seeds the init).
+    """
+    init = _LayerInit(config, first_weight)
     z = tfk.Input(shape=(config.latent_dim,), name="z")
     h = z
     if config.architecture == "conv":
@@ -59,10 +166,16 @@ def make_decoder(config: VAEConfig) -> tfk.Model:
         filters = tuple(reversed(config.conv_filters))
         small = (height // factor, width // factor, filters[0])
         h = tfkl.Dense(
-            config.hidden_units[0], activation=config.activation, name="decoder_hidden_0"
+            config.hidden_units[0],
+            activation=config.activation,
+            name="decoder_hidden_0",
+            **init(),
         )(h)
         h = tfkl.Dense(
-            small[0] * small[1] * small[2], activation=config.activation, name="decoder_expand"
+            small[0] * small[1] * small[2],
+            activation=config.activation,
+            name="decoder_expand",
+            **init(),
         )(h)
         h = tfkl.Reshape(small, name="decoder_reshape")(h)
         for i, f in enumerate(filters):
@@ -73,9 +186,12 @@ def make_decoder(config: VAEConfig) -> tfk.Model:
                 padding="same",
                 activation=config.activation,
                 name=f"decoder_deconv_{i}",
+                **init(),
             )(h)
     else:
         for i, units in enumerate(reversed(config.hidden_units)):
-            h = tfkl.Dense(units, activation=config.activation, name=f"decoder_hidden_{i}")(h)
-    p = make_head(h, config, name="x")
+            h = tfkl.Dense(
+                units, activation=config.activation, name=f"decoder_hidden_{i}", **init()
+            )(h)
+    p = make_head(h, config, name="x", layer_init=init)
     return tfk.Model(z, p, name="decoder")

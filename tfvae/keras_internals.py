@@ -1,0 +1,62 @@
+"""Every private attribute of tf_keras (and TFP) that tfvae touches, one small function each.
+
+tf_keras has no public route to these; keeping them here means a tf_keras or TFP upgrade
+that renames one breaks one file, and `tests/test_keras_internals.py` names what broke.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import tensorflow as tf
+import tf_keras as tfk
+
+__all__ = [
+    "bernoulli_logits",
+    "has_distribution_strategy",
+    "is_compiled",
+    "set_train_function",
+    "steps_per_execution",
+    "train_counter",
+    "uses_cluster_coordinator",
+]
+
+
+def steps_per_execution(model: tfk.Model) -> Optional[tf.Variable]:
+    """`compile`'s steps per train-function call: an int64 variable (None before compile).
+
+    Keras keeps it in `_steps_per_execution` and lowers it during an epoch shorter than it.
+    """
+    return model._steps_per_execution
+
+
+def train_counter(model: tfk.Model) -> tf.Variable:
+    """The int64 variable counting the steps of the current `fit` (`_train_counter`)."""
+    return model._train_counter
+
+
+def uses_cluster_coordinator(model: tfk.Model) -> bool:
+    """Whether `fit` schedules steps through a parameter-server `ClusterCoordinator`."""
+    return model._cluster_coordinator is not None
+
+
+def has_distribution_strategy(model: tfk.Model) -> bool:
+    """Whether the model was created under a tf.distribute strategy (`_distribution_strategy`)."""
+    return model._distribution_strategy is not None
+
+
+def is_compiled(model: tfk.Model) -> bool:
+    """Whether `compile` has run (Keras sets `_is_compiled` there)."""
+    return bool(model._is_compiled)
+
+
+def set_train_function(model: tfk.Model, function: Callable) -> None:
+    """Installs `function` as the one `fit` calls; Keras also keeps it as `train_tf_function`
+    (which SavedModel export detaches), as its own `make_train_function` does."""
+    model.train_function = function
+    model.train_tf_function = function
+
+
+def bernoulli_logits(distribution) -> tf.Tensor:
+    """A `tfd.Bernoulli`'s logits without the checks `logits_parameter()` adds (TFP private)."""
+    return distribution._logits_parameter_no_checks()
