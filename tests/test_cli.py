@@ -243,14 +243,26 @@ def test_unreadable_array_and_existing_out_are_refused(capsys, tmp_path, monkeyp
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
 
 
-def test_every_subcommand_has_help(capsys):
-    from tfvae.cli import _COMMANDS, main
+def test_every_subcommand_has_help_describing_it(capsys):
+    """`tfvae --help` lists each command with the first line of the docstring of the function
+    it runs; `tfvae COMMAND --help` shows the rest of that docstring."""
+    import inspect
 
-    for command in _COMMANDS:
+    from tfvae import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())
+    commands = {"run", "train", "evaluate", "export", "sample", "reconstruct", "latent"}
+    for command in sorted(commands):
         with pytest.raises(SystemExit) as e:
-            main([command, "--help"])
+            cli.main([command, "--help"])
         assert e.value.code == 0
-        assert f"usage: tfvae {command}" in capsys.readouterr().out
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"usage: tfvae {command}" in out
+        summary, _, description = inspect.getdoc(getattr(cli, f"_cmd_{command}")).partition("\n\n")
+        assert f"{command} {summary.rstrip('.')}" in top
+        assert " ".join(description.split())[:60] in out
 
 
 def test_train_resume_continues_an_interrupted_run(workdir, tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -248,6 +249,12 @@ def _add_data_override(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="(default: the run's, else $TFVAE_DATA_DIR)")
 
 
+def _add_export_target(p: argparse.ArgumentParser, name_default, name_help: str) -> None:
+    """--name and --base-dir: an export goes to BASE_DIR/NAME/<version>."""
+    p.add_argument("--name", default=name_default, help=name_help)
+    p.add_argument("--base-dir", default="saved_models", help="export root (default: saved_models)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tfvae",
@@ -256,31 +263,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name, help, description):
-        return sub.add_parser(name, help=help, description=description)
+    def add(name, command, reads_run=False, reads_data=False, picture=None):
+        """A subcommand run by `command`: its docstring's first line is the command's help,
+        the rest its --help description.
 
-    p = add(
-        "run",
-        "the main job: train, evaluate, draw the pictures, export",
-        "Train on a dataset (the embedded digits by default), evaluate the test ELBO and "
-        "log p(x), write the pictures and export for TF Serving. Writes RUNS_DIR/NAME and "
-        "BASE_DIR/NAME/<version>. If RUNS_DIR/NAME exists it is kept and the run goes to "
-        "NAME-2, NAME-3, ...; the export becomes the next version.",
-    )
-    p.add_argument("--name", default="default", help="run and model name (default: default)")
+        `reads_run` adds the RUN argument, `reads_data` --dataset/--data-dir; `picture`,
+        a tuple (file name, default NUM, what NUM counts), adds RUN, --out (default
+        RUN/pictures/<file name>) and --num.
+        """
+        summary, _, description = inspect.getdoc(command).partition("\n\n")
+        p = sub.add_parser(name, help=summary.rstrip("."), description=description)
+        p.set_defaults(command_fn=command)
+        if reads_run or picture:
+            _add_run_arg(p)
+        if reads_data:
+            _add_data_override(p)
+        if picture:
+            file_name, num, counts = picture
+            p.add_argument(
+                "--out", default=None, help=f"PNG path (default: RUN/pictures/{file_name})"
+            )
+            p.add_argument("--num", type=_positive, default=num, help=f"{counts} (default: {num})")
+        return p
+
+    p = add("run", _cmd_run)
+    _add_export_target(p, "default", "run and model name (default: default)")
     p.add_argument("--runs-dir", default="runs", help="(default: runs)")
-    p.add_argument("--base-dir", default="saved_models", help="export root (default: saved_models)")
     _add_train_options(p)
 
-    p = add(
-        "train",
-        "train a VAE and save it with its logs",
-        "Train a VAE and save config + weights (OUT/model), test metrics (OUT/metrics.json), "
-        "one CSV row per epoch (OUT/history.csv), TensorBoard logs (OUT/logs) and the "
-        "training curves (OUT/pictures/curves.png). The training state is checkpointed "
-        "every epoch (OUT/checkpoints): an interrupted run continues with --resume. "
-        "Refuses an existing OUT unless --overwrite or --resume.",
-    )
+    p = add("train", _cmd_train)
     p.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -292,72 +303,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_train_options(p)
 
-    p = add(
-        "evaluate",
-        "test ELBO and importance-weighted log p(x)",
-        "ELBO (one z per example) and the importance-weighted bound on log p(x) "
-        "(Burda et al. 2015) on the test split, in nats per example and bits per dimension.",
-    )
-    _add_run_arg(p)
-    _add_data_override(p)
+    p = add("evaluate", _cmd_evaluate, reads_run=True, reads_data=True)
     p.add_argument("--samples", type=_positive, default=1000, help="K importance samples (1000)")
     p.add_argument("--batch-size", type=_positive, default=100, help="(default: 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    p = add(
-        "export",
-        "export for TF Serving (saved_models/<name>/<version>)",
-        "Export the run's model as a SavedModel in TF Serving's layout BASE_DIR/NAME/VERSION "
-        "with signatures serving_default, encode, decode, generate and log_likelihood. "
-        "VERSION defaults to the next free integer; an existing version is kept unless "
-        "--overwrite.",
-    )
-    _add_run_arg(p)
-    p.add_argument("--name", default=None, help="model name (default: the run directory's name)")
-    p.add_argument("--base-dir", default="saved_models", help="(default: saved_models)")
+    p = add("export", _cmd_export, reads_run=True)
+    _add_export_target(p, None, "model name (default: the run directory's name)")
     p.add_argument("--version", type=_positive, default=None, help="(default: next free)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
 
-    p = add(
-        "sample",
-        "picture: decoder means beside draws x ~ p(x|z)",
-        "Draw NUM latents z ~ p(z). Each row of the PNG shows, for one z, the decoder mean "
-        "E[x|z] (fixed by z) and DRAWS samples x ~ p(x|z) (random): the decoder is a "
-        "distribution. The PNG is (NUM*100 + 50) x ((DRAWS+1)*100) pixels (height x width).",
-    )
-    _add_run_arg(p)
-    p.add_argument("--num", type=_positive, default=8, help="rows: latents z (default: 8)")
+    p = add("sample", _cmd_sample, picture=("samples.png", 8, "rows: latents z"))
     p.add_argument("--draws", type=_positive, default=5, help="draws per z (default: 5)")
     p.add_argument("--seed", type=_non_negative, default=0, help="(default: 0)")
-    p.add_argument("--out", default=None, help="PNG path (default: RUN/pictures/samples.png)")
 
-    p = add(
+    add(
         "reconstruct",
-        "picture: test inputs beside their reconstructions",
-        "Top row: NUM test inputs x; bottom row: the decoder mean for z = E[q(z|x)]. "
-        "The PNG is 250 x (NUM*100) pixels (height x width).",
+        _cmd_reconstruct,
+        reads_data=True,
+        picture=("reconstructions.png", 10, "examples"),
     )
-    _add_run_arg(p)
-    _add_data_override(p)
-    p.add_argument("--num", type=_positive, default=10, help="examples (default: 10)")
-    p.add_argument(
-        "--out", default=None, help="PNG path (default: RUN/pictures/reconstructions.png)"
-    )
-
-    p = add(
-        "latent",
-        "picture: the latent space (and the manifold for J = 2)",
-        "Scatter of the means of q(z|x) over NUM test examples coloured by label (600 x 700 "
-        "pixels, height x width; the two leading principal components when J > 2). "
-        "For a 2-D latent space "
-        "also the decoded manifold over a GRID x GRID grid of z through the inverse Gaussian "
-        "CDF (Kingma & Welling 2013, Fig. 4; 850 x 800 pixels) as manifold.png beside it.",
-    )
-    _add_run_arg(p)
-    _add_data_override(p)
-    p.add_argument("--num", type=_positive, default=2000, help="examples (default: 2000)")
+    p = add("latent", _cmd_latent, reads_data=True, picture=("latent.png", 2000, "examples"))
     p.add_argument("--grid", type=_int_at_least(2), default=15, help="manifold grid (default: 15)")
-    p.add_argument("--out", default=None, help="PNG path (default: RUN/pictures/latent.png)")
     return parser
 
 
@@ -572,6 +539,14 @@ def _fresh(out: str):
 
 
 def _cmd_train(args) -> int:
+    """Train a VAE and save it with its logs.
+
+    Train a VAE and save config + weights (OUT/model), test metrics (OUT/metrics.json), one
+    CSV row per epoch (OUT/history.csv), TensorBoard logs (OUT/logs) and the training curves
+    (OUT/pictures/curves.png). The training state is checkpointed every epoch
+    (OUT/checkpoints): an interrupted run continues with --resume. Refuses an existing OUT
+    unless --overwrite or --resume.
+    """
     if args.resume:
         from tfvae.checkpointing import CHECKPOINT_DIR
 
@@ -602,6 +577,11 @@ def _metrics(model, data, samples: int, batch_size: int) -> dict:
 
 
 def _cmd_evaluate(args) -> int:
+    """Test ELBO and importance-weighted log p(x).
+
+    ELBO (one z per example) and the importance-weighted bound on log p(x) (Burda et al.
+    2015) on the test split, in nats per example and bits per dimension.
+    """
     model, info = _open_run(args.run_dir)
     data = _run_data(args, info, model)
     m = _metrics(model, data, args.samples, args.batch_size)
@@ -634,6 +614,12 @@ def _export(model, base_dir: str, name: str, version=None, overwrite=False) -> s
 
 
 def _cmd_export(args) -> int:
+    """Export for TF Serving (saved_models/<name>/<version>).
+
+    Export the run's model as a SavedModel in TF Serving's layout BASE_DIR/NAME/VERSION with
+    signatures serving_default, encode, decode, generate and log_likelihood. VERSION defaults
+    to the next free integer; an existing version is kept unless --overwrite.
+    """
     model, _ = _open_run(args.run_dir)
     name = args.name or os.path.basename(os.path.normpath(os.path.abspath(args.run_dir)))
     path = _export(model, args.base_dir, name, args.version, args.overwrite)
@@ -642,6 +628,12 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_sample(args) -> int:
+    """Picture: decoder means beside draws x ~ p(x|z).
+
+    Draw NUM latents z ~ p(z). Each row of the PNG shows, for one z, the decoder mean E[x|z]
+    (fixed by z) and DRAWS samples x ~ p(x|z) (random): the decoder is a distribution. The PNG
+    is (NUM*100 + 50) x ((DRAWS+1)*100) pixels (height x width).
+    """
     path = _picture_path(args, "samples.png")
     model, _ = _open_run(args.run_dir)
     _wrote(draw_samples(model, path, args.num, args.draws, args.seed))
@@ -649,6 +641,11 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_reconstruct(args) -> int:
+    """Picture: test inputs beside their reconstructions.
+
+    Top row: NUM test inputs x; bottom row: the decoder mean for z = E[q(z|x)]. The PNG is
+    250 x (NUM*100) pixels (height x width).
+    """
     path = _picture_path(args, "reconstructions.png")
     model, info = _open_run(args.run_dir)
     data = _run_data(args, info, model)
@@ -657,6 +654,13 @@ def _cmd_reconstruct(args) -> int:
 
 
 def _cmd_latent(args) -> int:
+    """Picture: the latent space (and the manifold for J = 2).
+
+    Scatter of the means of q(z|x) over NUM test examples coloured by label (600 x 700
+    pixels, height x width; the two leading principal components when J > 2). For a 2-D latent
+    space also the decoded manifold over a GRID x GRID grid of z through the inverse Gaussian
+    CDF (Kingma & Welling 2013, Fig. 4; 850 x 800 pixels) as manifold.png beside it.
+    """
     path = _picture_path(args, "latent.png")
     model, info = _open_run(args.run_dir)
     data = _run_data(args, info, model)
@@ -676,6 +680,13 @@ def _free_run_dir(runs_dir: str, name: str) -> str:
 
 
 def _cmd_run(args) -> int:
+    """The main job: train, evaluate, draw the pictures, export.
+
+    Train on a dataset (the embedded digits by default), evaluate the test ELBO and log
+    p(x), write the pictures and export for TF Serving. Writes RUNS_DIR/NAME and
+    BASE_DIR/NAME/<version>. If RUNS_DIR/NAME exists it is kept and the run goes to NAME-2,
+    NAME-3, ...; the export becomes the next version.
+    """
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         raise UsageError(f"--name must be a plain name, got {args.name!r}")
     out = _free_run_dir(args.runs_dir, args.name)
@@ -709,17 +720,6 @@ def _cmd_run(args) -> int:
     return 0
 
 
-_COMMANDS = {
-    "run": _cmd_run,
-    "train": _cmd_train,
-    "evaluate": _cmd_evaluate,
-    "export": _cmd_export,
-    "sample": _cmd_sample,
-    "reconstruct": _cmd_reconstruct,
-    "latent": _cmd_latent,
-}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the `tfvae` command; returns the exit status (0 ok, 2 bad input)."""
     args = _parser().parse_args(argv)
@@ -727,7 +727,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # (the TensorBoard callback does): harmless here, weights are saved, not configs.
     warnings.filterwarnings("ignore", message="The object being serialized includes a `lambda`")
     try:
-        return _COMMANDS[args.command](args)
+        return args.command_fn(args)
     except (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"tfvae {args.command}: error: {message}", file=sys.stderr)
