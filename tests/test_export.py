@@ -144,6 +144,7 @@ def test_signatures_match_references_in_process(decoder):
     _assert_matches(_in_process(path), _references(model), f"{decoder} in process")
 
 
+@pytest.mark.slow
 def test_fresh_process_without_tfvae_or_tfp_matches(tmp_path):
     """TF Serving's loader in a process where tfvae and TFP are unimportable."""
     args = [os.path.join(REPO, "tests", "serving_probe.py"), str(tmp_path)]
@@ -233,6 +234,7 @@ def test_metadata_records_iwae_samples_and_config():
     assert meta["signatures"] == list(SIGNATURES)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_lists_documented_signatures():
     _, path = exported("bernoulli")
     proc = subprocess.run(
@@ -292,6 +294,7 @@ def test_saved_model_cli_show_lists_documented_signatures():
         assert n_out == len(outputs), (sig, outs)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_on_npy_input(tmp_path):
     model, path = exported("bernoulli")
     x = _x()

@@ -39,6 +39,7 @@ def assert_same_training(a, b):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-5, atol=1e-6, err_msg=wa.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "steps_per_execution, fused_steps",
     [
@@ -55,6 +56,7 @@ def test_fused_steps_train_like_the_keras_loop(steps_per_execution, fused_steps)
     assert_same_training(keras_loop, fused)
 
 
+@pytest.mark.slow
 def test_fused_groups_are_capped_at_steps_per_execution():
     """fused_steps 32 with 4 steps per execution: groups of 4, not 32 (which never fill)."""
     keras_loop = train(1, steps_per_execution=4)
@@ -66,6 +68,7 @@ def test_fused_groups_are_capped_at_steps_per_execution():
     assert_same_training(keras_loop, fused)
 
 
+@pytest.mark.slow
 def test_epochs_shorter_than_a_group_fuse_their_steps_in_smaller_groups():
     """Keras lowers steps_per_execution to an epoch's length (11 batches here), so no group
     of 32 fills; the steps then run in groups of REMAINDER_GROUP, the rest alone."""
@@ -77,6 +80,7 @@ def test_epochs_shorter_than_a_group_fuse_their_steps_in_smaller_groups():
     assert_same_training(keras_loop, fused)
 
 
+@pytest.mark.slow
 def test_fused_steps_on_a_dataset_of_known_and_infinite_size():
     known = tf.data.Dataset.from_tensor_slices(X).batch(100)
     assert_same_training(train(1, known), train(4, known))
@@ -86,6 +90,7 @@ def test_fused_steps_on_a_dataset_of_known_and_infinite_size():
     assert int(model.optimizer.iterations) == 12
 
 
+@pytest.mark.slow
 def test_data_that_may_end_mid_execution_keeps_the_keras_loop():
     # 10 batches of unknown size asked for 12 steps: the data ends with an OutOfRange error
     # mid-execution, where a fused group would drop the batches it had already fetched.

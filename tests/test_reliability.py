@@ -116,6 +116,7 @@ def test_clipnorm_is_a_global_norm_clip_that_bounds_the_update(digits):
 
 
 # ------------------------------------------------------------------------- determinism
+@pytest.mark.slow
 def test_same_seed_same_losses_epoch_by_epoch(digits):
     config = TrainConfig(epochs=3, dynamic_binarization=True, **FAST)
     full = load_default(binarization="dynamic")
@@ -152,6 +153,7 @@ def _interrupted_run(digits, workdir, epochs=2):
     return history
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config_and_continues_a_longer_one(digits, tmp_path):
     history = _interrupted_run(digits, tmp_path)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch-000001", "epoch-000002"]
@@ -174,6 +176,7 @@ def test_resume_refuses_a_different_config_and_continues_a_longer_one(digits, tm
     assert len(saved["history"]["loss"]) == 3
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_and_run_files_are_detected(digits, tmp_path):
     _interrupted_run(digits, tmp_path)
     latest = tmp_path / "checkpoints" / "epoch-000002"

@@ -90,6 +90,7 @@ class Adam:
             w -= alpha * m / (np.sqrt(v) + self.eps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation, steps_per_execution, jit_compile",
     # relu, 2 steps per execution, XLA: the two full batches of an epoch run as one fused
