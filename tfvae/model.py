@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import keras_internals, objectives
+from tfvae import keras3, keras_internals, objectives
 from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
 from tfvae.fused_steps import can_fuse, fused_train_function, is_fused
@@ -74,6 +74,9 @@ class VAE(tfk.Model):
         self.config = config if config is not None else VAEConfig()
         if not isinstance(self.config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(self.config).__name__}")
+        for part, network in (("encoder", encoder), ("decoder", decoder)):
+            if network is not None:
+                keras3.check_network(network, f"VAE({part}=...)")
         # Built-in networks start seeded by `config.seed` (`tfvae.networks`); the decoder's
         # weights are numbered after the encoder's.
         self.encoder = encoder if encoder is not None else make_encoder(self.config)
@@ -267,6 +270,8 @@ class VAE(tfk.Model):
         """Keras compile; the loss is the model's own, so only the optimizer is needed.
 
         Defaults: Adam(1e-3) and `jit_compile=True` (XLA), which fuses the whole step.
+        A Keras 3 optimizer (`tf.keras.optimizers.Adam()`) is rebuilt as its tf_keras twin
+        where that is exact (`tfvae.keras3`); other Keras 3 objects are refused by name.
 
         Args:
           fused_steps: with XLA and `steps_per_execution > 1`, `fit` runs this many steps
@@ -276,6 +281,9 @@ class VAE(tfk.Model):
         if kwargs.get("loss") is not None:
             raise ValueError("VAE computes its own loss (-log p(x|z) + beta*KL); do not pass loss=")
         kwargs.pop("loss", None)
+        for key in ("metrics", "weighted_metrics"):
+            keras3.check(kwargs.get(key), f"compile({key}=...)")
+        optimizer = keras3.as_tf_keras_optimizer(optimizer)
         kwargs.setdefault("jit_compile", True)
         self._fused_steps = check_positive_int(fused_steps, "fused_steps")
         super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
@@ -293,6 +301,7 @@ class VAE(tfk.Model):
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored)."""
+        keras3.check(kwargs.get("callbacks"), "fit(callbacks=...)")
         x = _check_fit_input(x, self.config, "x")
         if validation_data is not None:
             validation_data = _check_fit_input(validation_data, self.config, "validation_data")
@@ -307,6 +316,7 @@ class VAE(tfk.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """Keras evaluate; reproducible: the evaluation draws restart at every call."""
+        keras3.check(kwargs.get("callbacks"), "evaluate(callbacks=...)")
         x = _check_fit_input(x, self.config, "x")
         self._ensure_compiled()
         self._draws.assign(0)
@@ -328,6 +338,7 @@ class VAE(tfk.Model):
             )
         if latent not in ("sample", "mean"):
             raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
+        keras3.check(kwargs.get("callbacks"), "predict(callbacks=...)")
         x = _check_fit_input(x, self.config, "x")
         if (output, latent) != (self._predict_output, self._predict_latent):
             self._predict_output, self._predict_latent = output, latent
