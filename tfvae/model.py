@@ -8,6 +8,7 @@ the likelihood term of the loss -log p(x|z) + beta * KL(q(z|x) || p(z)).
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -18,8 +19,10 @@ import tf_keras as tfk
 from tfvae import keras3, keras_internals, objectives
 from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
+from tfvae.export import export
 from tfvae.fused_steps import can_fuse, fused_train_function, is_fused
 from tfvae.networks import make_decoder, make_encoder
+from tfvae.saving import KERAS_SUFFIX, save_model
 from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
 tfd = tfp.distributions
@@ -346,6 +349,39 @@ class VAE(tfk.Model):
         self._draws.assign(0)
         return super().predict(x, *args, **kwargs)
 
+    # ------------------------------------------------------------------ Keras' save paths
+    def save(self, filepath, overwrite: bool = True, save_format=None, **kwargs) -> str:
+        """`tfvae.save_model(self, filepath)`: a checked directory for `tfvae.load_model`.
+
+        A `filepath` ending in `.keras` (or `save_format="keras"`, which adds the suffix)
+        writes Keras' zip, which `tfvae.load_model` and `tf_keras.saving.load_model` read.
+        `overwrite` defaults to True as in Keras; the write is atomic either way. Other
+        keyword arguments (`options`, which `ModelCheckpoint` passes) are ignored.
+
+        Raises:
+          ValueError: `save_format` "tf" or "h5" (or a `.h5` path): a SavedModel for
+            serving is `model.export(path)`; HDF5 holds no distribution heads.
+        """
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else filepath
+        if save_format in ("tf", "h5") or str(path).endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"VAE.save writes tfvae's directory or a {KERAS_SUFFIX} file, not "
+                f"save_format={save_format or 'h5'!r}: for a SavedModel (TF Serving) use "
+                "model.export(path) or tfvae.export(model, path)"
+            )
+        if save_format == "keras" and not str(path).endswith(KERAS_SUFFIX):
+            path = f"{path}{KERAS_SUFFIX}"
+        return save_model(self, path, overwrite=overwrite)
+
+    def export(self, filepath, **kwargs) -> str:
+        """`tfvae.export(self, filepath, **kwargs)`: the SavedModel for TF Serving.
+
+        `filepath` is the model's base directory: the export goes to `filepath/<version>/`
+        (the next free version unless `version=` is given); `tfvae.load_exported(filepath)`
+        loads the latest. Keyword arguments are `tfvae.export`'s.
+        """
+        return export(self, filepath, **kwargs)
+
     def _ensure_compiled(self):
         if not keras_internals.is_compiled(self):
             self.compile()
@@ -403,6 +439,14 @@ class VAE(tfk.Model):
         )
         _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
         return objectives.iwae_bound_from_running(m, s, num_samples)
+
+
+keras_internals.refuse_saved_model(
+    VAE,
+    "tf.saved_model.save cannot save a tfvae.VAE (its call returns a distribution, not "
+    "tensors): use model.export(path) or tfvae.export(model, path) for a SavedModel with "
+    "tensor signatures (TF Serving), or model.save(path) to save it for tfvae.load_model",
+)
 
 
 def _features(data):
