@@ -179,7 +179,7 @@ def as_tf_keras_optimizer(optimizer, where: str = "compile(optimizer=...)"):
     iterations = getattr(optimizer, "iterations", None)
     if iterations is not None and int(np.asarray(iterations)) != 0:
         raise Keras3Error(
-            f"{where}: {keras_name} has taken {int(np.asarray(iterations))} steps and its "
+            f"{where}: {keras_name} has stepped ({int(np.asarray(iterations))} iterations); its "
             f"state cannot move to Keras 2; pass a fresh {tfk_name}(...) (pip package "
             f"tf-keras), {_FIX}"
         )
