@@ -117,3 +117,20 @@ def test_tfp_bernoulli_logits_without_checks():
     logits = tf.constant([-1.0, 0.5])
     got = keras_internals.bernoulli_logits(tfd.Bernoulli(logits=logits))
     np.testing.assert_array_equal(got, logits, err_msg=VERSIONS)
+
+
+def test_saved_model_save_lists_children_as_savedmodel_and_can_be_refused(tmp_path):
+    """`refuse_saved_model` relies on tf.saved_model.save calling `_trackable_children`
+    with save_type="savedmodel" before writing, and checkpoints with "checkpoint"."""
+    require(tfk.Model, "_trackable_children", object)
+
+    class Refused(tfk.Sequential):
+        pass
+
+    keras_internals.refuse_saved_model(Refused, "use tfvae.export")
+    model = Refused([tfk.Input((2,)), tfk.layers.Dense(1)])
+    with pytest.raises(TypeError, match="use tfvae.export"):
+        tf.saved_model.save(model, str(tmp_path / "sm"))
+    assert not (tmp_path / "sm" / "saved_model.pb").exists(), VERSIONS
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt" / "c"))
+    tf.train.Checkpoint(model=make_model(compiled=False)).read(path).assert_consumed()

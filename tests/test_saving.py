@@ -54,3 +54,89 @@ def test_corrupt_files_are_reported(trained, tmp_path):
     os.remove(os.path.join(path, "manifest.json"))
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         load_model(path)
+
+
+# ------------------------------------------------------------------ Keras' own save paths
+def assert_same_distributions(a, b, x):
+    """Equal `mean` and `log_prob` of p(x|z) (same seed) and of q(z|x)."""
+    for pa, pb in ((a(x, seed=4), b(x, seed=4)), (a.encoder(x), b.encoder(x))):
+        np.testing.assert_array_equal(pa.mean(), pb.mean())
+        np.testing.assert_array_equal(pa.log_prob(pa.mean()), pb.log_prob(pa.mean()))
+
+
+def test_model_save_writes_tfvae_format(trained, binary_x, tmp_path):
+    path = trained.save(tmp_path / "m")
+    assert os.path.isfile(os.path.join(path, "manifest.json"))
+    assert_same_distributions(trained, load_model(tmp_path / "m"), binary_x)
+    trained.save(tmp_path / "m")  # overwrite=True by default, as in Keras
+    with pytest.raises(FileExistsError):
+        trained.save(tmp_path / "m", overwrite=False)
+
+
+def test_model_save_keras_file_round_trip(trained, binary_x, tmp_path):
+    trained.kl_weight.assign(0.25)
+    path = trained.save(tmp_path / "m.keras")
+    assert os.path.isfile(path) and sorted(os.listdir(tmp_path)) == ["m.keras"]
+    loaded = load_model(path)
+    assert isinstance(loaded, VAE) and loaded.config == trained.config
+    assert float(loaded.kl_weight.numpy()) == 0.25
+    assert_same_distributions(trained, loaded, binary_x)
+    # tf_keras reads it too, given the class.
+    import tf_keras as tfk
+
+    again = tfk.saving.load_model(path, custom_objects={"VAE": VAE}, compile=False)
+    assert_same_distributions(trained, again, binary_x)
+    assert trained.save(tmp_path / "n", save_format="keras").endswith("n.keras")
+
+
+def test_model_save_refuses_savedmodel_and_h5_with_one_line(trained, tmp_path):
+    for kwargs in (
+        {"filepath": tmp_path / "w.h5"},
+        {"filepath": tmp_path / "s", "save_format": "tf"},
+    ):
+        with pytest.raises(ValueError, match=r"model.export\(path\)") as e:
+            trained.save(**kwargs)
+        assert "\n" not in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_model_checkpoint_callback_saves_loadable_models(small_config, binary_x, tmp_path):
+    import tf_keras as tfk
+
+    model = VAE(small_config)
+    model.compile()
+    checkpoint = tfk.callbacks.ModelCheckpoint(str(tmp_path / "epoch{epoch}"))
+    model.fit(binary_x, epochs=2, batch_size=16, verbose=0, callbacks=[checkpoint])
+    assert_same_distributions(model, load_model(tmp_path / "epoch2"), binary_x)
+
+
+def test_load_model_accepts_a_run_directory(trained, binary_x, tmp_path):
+    save_model(trained, tmp_path / "run" / "model")
+    assert_same_distributions(trained, load_model(tmp_path / "run"), binary_x)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="nor a run directory"):
+        load_model(tmp_path / "empty")
+
+
+def test_model_export_writes_the_serving_export(trained, binary_x, tmp_path):
+    from tfvae import load_exported
+
+    path = trained.export(tmp_path / "serving", iwae_samples=5)
+    assert path == str(tmp_path / "serving" / "1")
+    exported = load_exported(tmp_path / "serving")
+    out = exported["serving_default"](x=binary_x[:3])
+    np.testing.assert_allclose(
+        out["z_mean"], trained.encoder(binary_x[:3]).mean().numpy(), rtol=1e-5, atol=1e-6
+    )
+    assert trained.export(tmp_path / "serving").endswith("2")
+
+
+def test_tf_saved_model_save_points_to_tfvae_export(trained, tmp_path):
+    import tensorflow as tf
+
+    with pytest.raises(TypeError, match=r"tfvae.export\(model, path\)") as e:
+        tf.saved_model.save(trained, str(tmp_path / "sm"))
+    assert "\n" not in str(e.value)
+    assert not os.path.exists(tmp_path / "sm" / "saved_model.pb")
+    # Checkpoints walk the same objects and still work.
+    tf.train.Checkpoint(model=trained).write(str(tmp_path / "ckpt" / "c"))

@@ -15,6 +15,7 @@ __all__ = [
     "bernoulli_logits",
     "has_distribution_strategy",
     "is_compiled",
+    "refuse_saved_model",
     "set_train_function",
     "steps_per_execution",
     "train_counter",
@@ -60,3 +61,21 @@ def set_train_function(model: tfk.Model, function: Callable) -> None:
 def bernoulli_logits(distribution) -> tf.Tensor:
     """A `tfd.Bernoulli`'s logits without the checks `logits_parameter()` adds (TFP private)."""
     return distribution._logits_parameter_no_checks()
+
+
+def refuse_saved_model(cls: type, message: str) -> type:
+    """Makes `tf.saved_model.save(instance_of_cls, ...)` raise `TypeError(message)`.
+
+    `tf.saved_model.save` lists an object's children through `_trackable_children` with
+    `save_type="savedmodel"` (a tf.trackable private that tf_keras overrides) before it
+    writes anything; checkpoints list them with `save_type="checkpoint"` and are unaffected.
+    """
+    children = cls._trackable_children
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        if save_type == "savedmodel":
+            raise TypeError(message)
+        return children(self, save_type, **kwargs)
+
+    cls._trackable_children = _trackable_children
+    return cls

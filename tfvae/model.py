@@ -8,6 +8,7 @@ the likelihood term of the loss -log p(x|z) + beta * KL(q(z|x) || p(z)).
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -15,11 +16,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import keras_internals, objectives
+from tfvae import keras3, keras_internals, objectives
 from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
+from tfvae.export import export
 from tfvae.fused_steps import can_fuse, fused_train_function, is_fused
 from tfvae.networks import make_decoder, make_encoder
+from tfvae.saving import KERAS_SUFFIX, save_model
 from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
 
 tfd = tfp.distributions
@@ -74,6 +77,9 @@ class VAE(tfk.Model):
         self.config = config if config is not None else VAEConfig()
         if not isinstance(self.config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(self.config).__name__}")
+        for part, network in (("encoder", encoder), ("decoder", decoder)):
+            if network is not None:
+                keras3.check_network(network, f"VAE({part}=...)")
         # Built-in networks start seeded by `config.seed` (`tfvae.networks`); the decoder's
         # weights are numbered after the encoder's.
         self.encoder = encoder if encoder is not None else make_encoder(self.config)
@@ -267,6 +273,8 @@ class VAE(tfk.Model):
         """Keras compile; the loss is the model's own, so only the optimizer is needed.
 
         Defaults: Adam(1e-3) and `jit_compile=True` (XLA), which fuses the whole step.
+        A Keras 3 optimizer (`tf.keras.optimizers.Adam()`) is rebuilt as its tf_keras twin
+        where that is exact (`tfvae.keras3`); other Keras 3 objects are refused by name.
 
         Args:
           fused_steps: with XLA and `steps_per_execution > 1`, `fit` runs this many steps
@@ -276,6 +284,9 @@ class VAE(tfk.Model):
         if kwargs.get("loss") is not None:
             raise ValueError("VAE computes its own loss (-log p(x|z) + beta*KL); do not pass loss=")
         kwargs.pop("loss", None)
+        for key in ("metrics", "weighted_metrics"):
+            keras3.check(kwargs.get(key), f"compile({key}=...)")
+        optimizer = keras3.as_tf_keras_optimizer(optimizer)
         kwargs.setdefault("jit_compile", True)
         self._fused_steps = check_positive_int(fused_steps, "fused_steps")
         super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
@@ -293,6 +304,7 @@ class VAE(tfk.Model):
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored)."""
+        keras3.check(kwargs.get("callbacks"), "fit(callbacks=...)")
         x = _check_fit_input(x, self.config, "x")
         if validation_data is not None:
             validation_data = _check_fit_input(validation_data, self.config, "validation_data")
@@ -307,6 +319,7 @@ class VAE(tfk.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """Keras evaluate; reproducible: the evaluation draws restart at every call."""
+        keras3.check(kwargs.get("callbacks"), "evaluate(callbacks=...)")
         x = _check_fit_input(x, self.config, "x")
         self._ensure_compiled()
         self._draws.assign(0)
@@ -328,12 +341,46 @@ class VAE(tfk.Model):
             )
         if latent not in ("sample", "mean"):
             raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
+        keras3.check(kwargs.get("callbacks"), "predict(callbacks=...)")
         x = _check_fit_input(x, self.config, "x")
         if (output, latent) != (self._predict_output, self._predict_latent):
             self._predict_output, self._predict_latent = output, latent
             self.predict_function = None  # retrace for the new choice
         self._draws.assign(0)
         return super().predict(x, *args, **kwargs)
+
+    # ------------------------------------------------------------------ Keras' save paths
+    def save(self, filepath, overwrite: bool = True, save_format=None, **kwargs) -> str:
+        """`tfvae.save_model(self, filepath)`: a checked directory for `tfvae.load_model`.
+
+        A `filepath` ending in `.keras` (or `save_format="keras"`, which adds the suffix)
+        writes Keras' zip, which `tfvae.load_model` and `tf_keras.saving.load_model` read.
+        `overwrite` defaults to True as in Keras; the write is atomic either way. Other
+        keyword arguments (`options`, which `ModelCheckpoint` passes) are ignored.
+
+        Raises:
+          ValueError: `save_format` "tf" or "h5" (or a `.h5` path): a SavedModel for
+            serving is `model.export(path)`; HDF5 holds no distribution heads.
+        """
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else filepath
+        if save_format in ("tf", "h5") or str(path).endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"VAE.save writes tfvae's directory or a {KERAS_SUFFIX} file, not "
+                f"save_format={save_format or 'h5'!r}: for a SavedModel (TF Serving) use "
+                "model.export(path) or tfvae.export(model, path)"
+            )
+        if save_format == "keras" and not str(path).endswith(KERAS_SUFFIX):
+            path = f"{path}{KERAS_SUFFIX}"
+        return save_model(self, path, overwrite=overwrite)
+
+    def export(self, filepath, **kwargs) -> str:
+        """`tfvae.export(self, filepath, **kwargs)`: the SavedModel for TF Serving.
+
+        `filepath` is the model's base directory: the export goes to `filepath/<version>/`
+        (the next free version unless `version=` is given); `tfvae.load_exported(filepath)`
+        loads the latest. Keyword arguments are `tfvae.export`'s.
+        """
+        return export(self, filepath, **kwargs)
 
     def _ensure_compiled(self):
         if not keras_internals.is_compiled(self):
@@ -392,6 +439,14 @@ class VAE(tfk.Model):
         )
         _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
         return objectives.iwae_bound_from_running(m, s, num_samples)
+
+
+keras_internals.refuse_saved_model(
+    VAE,
+    "tf.saved_model.save cannot save a tfvae.VAE (its call returns a distribution, not "
+    "tensors): use model.export(path) or tfvae.export(model, path) for a SavedModel with "
+    "tensor signatures (TF Serving), or model.save(path) to save it for tfvae.load_model",
+)
 
 
 def _features(data):

@@ -3,6 +3,8 @@
 Written atomically (a temporary sibling directory renamed into place), never over an
 existing directory unless `overwrite=True`; on load every file is checked against the
 manifest so a truncated or corrupt file is reported by name instead of loading garbage.
+A path ending in `.keras` holds Keras' own zip instead (written atomically too); `load_model`
+reads both, and a run directory (its `model/`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import os
 from tfvae import atomic
 from tfvae.config import VAEConfig
 
-__all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE"]
+__all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE", "KERAS_SUFFIX"]
 
 CONFIG_FILE = "config.json"
+KERAS_SUFFIX = ".keras"  # Keras' own zip format (config + weights), the one `tf_keras` reads
+RUN_MODEL_DIR = "model"  # where `train_and_evaluate` saves the model inside a run directory
 MANIFEST = "manifest.json"
 _WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
 _FORMAT = "tfvae-weights-v1"
@@ -56,6 +60,9 @@ def verify_files(
 def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> str:
     """Writes `model` (a `tfvae.VAE`) to `directory`; returns its path.
 
+    A `directory` ending in `.keras` is written as one file in Keras' zip format (what
+    `tf_keras.saving.save_model` writes) instead of tfvae's checked directory.
+
     Raises:
       FileExistsError: `directory` exists and `overwrite` is False (nothing is touched).
     """
@@ -64,6 +71,8 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
     directory = os.path.abspath(_path(directory, "directory"))
+    if directory.endswith(KERAS_SUFFIX):
+        return atomic.write_with(directory, lambda tmp: _save_keras_zip(model, tmp), overwrite)
     with atomic.staged_dir(directory, overwrite=overwrite) as tmp:
         model.config.save(os.path.join(tmp, CONFIG_FILE))
         for part, file in _WEIGHTS.items():
@@ -75,6 +84,31 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     return directory
 
 
+def _save_keras_zip(model, tmp: str) -> None:
+    """Keras' zip written to `tmp` (tf_keras insists on the `.keras` suffix, so it is
+    written beside `tmp` under that name, which shares the temporary prefix, then moved)."""
+    import tf_keras as tfk
+
+    named = tmp + KERAS_SUFFIX
+    try:
+        tfk.saving.save_model(model, named, overwrite=True, save_format="keras")
+        os.replace(named, tmp)
+    finally:
+        if os.path.exists(named):
+            os.remove(named)
+
+
+def _load_keras_zip(path: str):
+    import tf_keras as tfk
+
+    from tfvae.model import VAE
+
+    model = tfk.saving.load_model(path, custom_objects={"VAE": VAE}, compile=False)
+    if not isinstance(model, VAE):
+        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a tfvae.VAE")
+    return model
+
+
 def _path(value, name: str) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
@@ -82,15 +116,27 @@ def _path(value, name: str) -> str:
 
 
 def load_model(directory: str | os.PathLike):
-    """Rebuilds a `tfvae.VAE` from `save_model`'s directory (config + checked weights)."""
+    """Rebuilds a `tfvae.VAE` from `save_model`'s directory (config + checked weights).
+
+    Also accepts a run directory (`train_and_evaluate`'s workdir: its `model/` is loaded)
+    and a `.keras` file (`save_model(model, "m.keras")` or `model.save("m.keras")`).
+    """
     from tfvae.model import VAE
 
     directory = _path(directory, "directory")
+    if directory.endswith(KERAS_SUFFIX) and os.path.isfile(directory):
+        return _load_keras_zip(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"model directory not found: {directory!r}")
     manifest_path = os.path.join(directory, MANIFEST)
+    run_model = os.path.join(directory, RUN_MODEL_DIR)
+    if not os.path.isfile(manifest_path) and os.path.isfile(os.path.join(run_model, MANIFEST)):
+        directory, manifest_path = run_model, os.path.join(run_model, MANIFEST)
     if not os.path.isfile(manifest_path):
-        raise FileNotFoundError(f"{directory!r} is not a saved tfvae model: {MANIFEST} missing")
+        raise FileNotFoundError(
+            f"{directory!r} is not a saved tfvae model ({MANIFEST} missing) nor a run "
+            f"directory (no {RUN_MODEL_DIR}/{MANIFEST})"
+        )
     try:
         with open(manifest_path, encoding="utf-8") as f:
             manifest = json.load(f)

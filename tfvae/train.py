@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import atomic, checkpointing, distribute, input_pipeline
+from tfvae import atomic, checkpointing, distribute, input_pipeline, keras3
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data
@@ -117,6 +117,7 @@ def train_and_evaluate(
             f"{data.input_dim} features"
         )
     check_data(data, model_config)
+    keras3.check(callbacks, "train_and_evaluate(callbacks=...)")
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
     if workdir is not None and os.path.exists(os.path.join(workdir, "model")) and not overwrite:
