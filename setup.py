@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+SERVING = ["tensorflow-serving-api>=2.21,<2.22"]  # its version follows TensorFlow's
+
 setup(
     name="tfvae",
     version="0.1.0",
@@ -11,30 +13,35 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfvae", "tfvae.*"]),
     python_requires=">=3.10,<3.13",
-    # A working set, pinned: tf-keras 2.21 needs tensorflow 2.21; tfp.layers need tf-keras.
+    # Ranges of what tfvae imports at run time, not pins, so tfvae installs beside other
+    # stacks. TF, tf-keras and TFP move together: tf-keras X.Y needs tensorflow X.Y, and
+    # TFP 0.25 is the release for TF 2.21. CI installs the exact versions it tested with
+    # `-c constraints.txt` (scripts/test.sh).
     install_requires=[
-        "tensorflow==2.21.0",
-        "tf-keras==2.21.0",
-        "tensorflow-probability==0.25.0",
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-probability>=0.25,<0.26",
         "numpy>=1.26,<3",
         "scipy>=1.11,<2",
-        "scikit-learn==1.9.1",
         "matplotlib>=3.8,<4",
-        "tensorflow-serving-api==2.21.0",
-        "tensorboard==2.21.0",  # the CLI's TensorBoard logs (tf.summary needs it)
+        "tensorboard>=2.21,<3",  # the CLI's TensorBoard logs (tf.summary needs it)
     ],
     extras_require={
-        "test": [
-            "pytest==9.0.3",
-            "hypothesis==6.155.2",
-            "nbclient==0.11.0",
-            "nbformat==5.11.1",
-            "ipykernel==7.4.0",
-            "ruff==0.17.6",
-            "pytest-xdist==3.8.0",
+        # tfvae.serving's gRPC, models.config and warm-up helpers (the REST ones need nothing)
+        "serving": SERVING,
+        # the tests import the serving protos and run the notebooks
+        "test": SERVING
+        + [
+            "pytest>=9.0,<10",
+            "hypothesis>=6.100,<7",
+            "nbclient>=0.10,<1",
+            "nbformat>=5.10,<6",
+            "ipykernel>=6.29,<8",
+            "ruff>=0.17,<0.18",  # the style check; its formatting changes between minors
+            "pytest-xdist>=3.5,<4",
         ],
         # bench/: the PyTorch reference VAE (CPU build).
-        "bench": ["torch==2.13.0"],
+        "bench": ["torch>=2.5,<3"],
     },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

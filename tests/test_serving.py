@@ -215,3 +215,46 @@ def test_warmup_file_parses_and_replays_in_process():
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
         out = loaded[request.model_spec.signature_name](**inputs)
         assert out and all(np.all(np.isfinite(v)) for v in out.values())
+
+
+# ------------------------------------------------------------------ the `serving` extra
+@pytest.fixture
+def without_serving_api(monkeypatch):
+    """As if tensorflow-serving-api (the `serving` extra) were not installed."""
+    for name in [m for m in sys.modules if m.split(".")[0] == "tensorflow_serving"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tensorflow_serving", None)
+
+
+def test_grpc_config_and_warmup_helpers_name_the_serving_extra(without_serving_api, tmp_path):
+    extra = r'pip install "tfvae\[serving\]"'
+    x = np.zeros((1, INPUT_DIM))
+    with pytest.raises(ModuleNotFoundError, match=extra):
+        serving.predict_request("vae", x=x)
+    with pytest.raises(ModuleNotFoundError, match=extra):
+        serving.write_models_config(tmp_path / "m.config", [{"name": "a", "base_path": "/a"}])
+    with pytest.raises(ModuleNotFoundError, match=extra):
+        serving.default_warmup_requests(INPUT_DIM, LATENT_DIM)
+    # the REST helpers need nothing of it
+    assert serving.rest_body(x=x)["instances"] == [{"x": [0.0] * INPUT_DIM}]
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_without_the_serving_extra_skips_only_the_warmup(
+    without_serving_api, tmp_path, caplog
+):
+    from tfvae import export
+
+    model = exported("bernoulli")[0]
+    with caplog.at_level("WARNING", logger="tfvae.export"):
+        path = export(model, tmp_path / "vae")
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert not os.path.exists(os.path.join(path, serving.WARMUP_FILE))
+    (record,) = [r for r in caplog.records if r.name == "tfvae.export"]
+    assert record.levelname == "WARNING" and "\n" not in record.getMessage()
+    assert (
+        "warm-up" in record.getMessage() and 'pip install "tfvae[serving]"' in record.getMessage()
+    )
+    loaded = load_exported(path)
+    out = loaded["serving_default"](x=np.full((2, INPUT_DIM), 0.5, np.float32))
+    assert out["reconstruction"].shape == (2, INPUT_DIM)

@@ -22,7 +22,10 @@ unless `--overwrite` says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.abc
+import importlib.util
 import inspect
 import json
 import math
@@ -30,6 +33,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import warnings
 from typing import Optional, Sequence, Tuple
 
@@ -261,6 +265,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Variational autoencoders whose decoder is a distribution p(x|z).",
         epilog="`tfvae COMMAND --help` describes each command.",
     )
+    verbose = (
+        "show all of TensorFlow's C++ log lines, start-up included (default: those at "
+        "$TF_CPP_MIN_LOG_LEVEL and above if set, else none)"
+    )
+    parser.add_argument("--verbose", action="store_true", help=verbose)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, command, reads_run=False, reads_data=False, picture=None):
@@ -274,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
         summary, _, description = inspect.getdoc(command).partition("\n\n")
         p = sub.add_parser(name, help=summary.rstrip("."), description=description)
         p.set_defaults(command_fn=command)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
         if reads_run or picture:
             _add_run_arg(p)
         if reads_data:
@@ -720,9 +730,80 @@ def _cmd_run(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- quiet start-up
+# A line of absl's C++ log (severity letter first). TF's libraries write some while they
+# load, before absl is initialised, and those ignore TF_CPP_MIN_LOG_LEVEL (oneDNN, CUDA).
+_ABSL_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]")
+_ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+def _tensorflow_log_level(verbose: bool) -> None:
+    """Sets TF's C++ log level before TensorFlow loads, and applies it also to the start-up
+    lines that ignore it (TensorFlow's first import, when a command needs it, is filtered).
+
+    The level: 0 (everything) with --verbose, else $TF_CPP_MIN_LOG_LEVEL if set, else 3
+    (errors hidden too). Nothing is imported here.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if level in ("1", "2", "3"):
+        sys.meta_path.insert(0, _QuietImport(int(level)))
+
+
+class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs the first `import tensorflow` under `_filtered_stderr`, then steps aside."""
+
+    def __init__(self, level: int):
+        self.level = level
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        with _filtered_stderr(self.level):
+            self.loader.exec_module(module)
+
+
+@contextlib.contextmanager
+def _filtered_stderr(level: int):
+    """Captures file descriptor 2 (C++ writes there too), then replays it without absl's
+    lines below `level` (0 info, 1 warning, 2 error, 3 fatal) and its start-up notice."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                absl = _ABSL_LINE.match(line)
+                if (absl and "IWEF".index(absl.group(1)) < level) or line.startswith(_ABSL_NOTICE):
+                    continue
+                sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the `tfvae` command; returns the exit status (0 ok, 2 bad input)."""
     args = _parser().parse_args(argv)
+    _tensorflow_log_level(args.verbose)
     # tf-keras warns that TFP's layers hold lambdas whenever a model config is serialized
     # (the TensorBoard callback does): harmless here, weights are saved, not configs.
     warnings.filterwarnings("ignore", message="The object being serialized includes a `lambda`")

@@ -35,6 +35,7 @@ A SavedModel is a program: load only exports you trust.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -301,7 +302,8 @@ def export(
       iwae_samples: K of the `log_likelihood` signature's `iwae` output (its memory grows
         as K x batch x input_dim: send smaller batches for large K).
       likelihood_seed: the fixed seed of the `log_likelihood` draws.
-      warmup: write `assets.extra/tf_serving_warmup_requests` (one request per signature).
+      warmup: write `assets.extra/tf_serving_warmup_requests` (one request per signature);
+        skipped with a warning if tensorflow-serving-api (the `serving` extra) is missing.
 
     Returns:
       The version directory written.
@@ -330,14 +332,27 @@ def export(
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         _write_metadata(os.path.join(tmp, "assets.extra", METADATA_FILE), model, module)
         if warmup:
-            from tfvae.serving import default_warmup_requests, write_warmup
-
-            write_warmup(tmp, default_warmup_requests(module.input_dim, module.latent_dim))
+            _write_warmup(tmp, module)
         _move_into_place(tmp, target, version, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _write_warmup(export_dir: str, module: VAEServingModule) -> None:
+    """The warm-up file; without tensorflow-serving-api (the `serving` extra) the export,
+    which does not need it, goes on without one and says so in one warning line."""
+    from tfvae import serving
+
+    try:
+        requests = serving.default_warmup_requests(module.input_dim, module.latent_dim)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("tensorflow_serving"):
+            raise
+        logging.getLogger(__name__).warning("export without a warm-up file: %s", e)
+        return
+    serving.write_warmup(export_dir, requests)
 
 
 def _write_metadata(path: str, model, module: VAEServingModule) -> None:

@@ -11,21 +11,26 @@ Nothing here needs tfvae's model code or TFP; it speaks TF Serving's predict API
 - `write_models_config`: a `--model_config_file` serving several models and versions.
 - `write_warmup`: `assets.extra/tf_serving_warmup_requests`, a TFRecord of `PredictionLog`s
   that the server replays on load so the first real request is not slow.
+
+The REST helpers need only numpy. The others import TensorFlow when called, and the
+gRPC, config and warm-up ones need tensorflow-serving-api, the `serving` extra
+(`pip install "tfvae[serving]"`); without it they raise ModuleNotFoundError saying so.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-from tensorflow_serving.config import model_server_config_pb2
 
 from tfvae import atomic as _atomic
+
+if TYPE_CHECKING:
+    from tensorflow_serving.apis import predict_pb2
+    from tensorflow_serving.config import model_server_config_pb2
 
 __all__ = [
     "INPUT_DTYPES",
@@ -40,12 +45,32 @@ __all__ = [
     "read_warmup",
     "default_warmup_requests",
     "WARMUP_FILE",
+    "SERVING_EXTRA",
 ]
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+SERVING_EXTRA = 'pip install "tfvae[serving]"'
 
 # The dtype of every input of the exported signatures (see tfvae/export.py).
 INPUT_DTYPES = {"x": np.float32, "z": np.float32, "seed": np.int64, "num_samples": np.int32}
+
+
+def _serving_proto(module: str):
+    """`tensorflow_serving.<module>` (tensorflow-serving-api, the `serving` extra).
+
+    Raises:
+      ModuleNotFoundError: (its `name` is the missing module) saying what to install.
+    """
+    try:
+        return importlib.import_module(f"tensorflow_serving.{module}")
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("tensorflow_serving"):
+            raise
+        raise ModuleNotFoundError(
+            f"tfvae's gRPC, models.config and warm-up helpers need tensorflow-serving-api: "
+            f"{SERVING_EXTRA}",
+            name=e.name,
+        ) from e
 
 
 def _as_array(name: str, value) -> np.ndarray:
@@ -122,7 +147,9 @@ def predict_request(
     """A gRPC `PredictRequest` with each named input as a TensorProto of its export dtype."""
     if not inputs:
         raise ValueError("predict_request needs at least one named input, e.g. x=[[...]]")
-    request = predict_pb2.PredictRequest()
+    import tensorflow as tf
+
+    request = _serving_proto("apis.predict_pb2").PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature
     if version is not None:
@@ -134,6 +161,8 @@ def predict_request(
 
 def parse_predict_response(response) -> dict[str, np.ndarray]:
     """Output name -> numpy array from a gRPC `PredictResponse`."""
+    import tensorflow as tf
+
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
 
@@ -147,7 +176,9 @@ def write_models_config(
     `atomic` (default) replaces the file in one rename, so a server polling it never reads
     half of it; `atomic=False` writes in place (a pipe, or a file that must keep its inode).
     """
-    config = model_server_config_pb2.ModelServerConfig()
+    from google.protobuf import text_format
+
+    config = _serving_proto("config.model_server_config_pb2").ModelServerConfig()
     seen = set()
     for i, entry in enumerate(models):
         name, base = entry.get("name"), entry.get("base_path")
@@ -183,8 +214,11 @@ def write_models_config(
 
 def read_models_config(path: str | os.PathLike) -> model_server_config_pb2.ModelServerConfig:
     """Parses a `models.config` text proto (as TF Serving does)."""
+    from google.protobuf import text_format
+
+    config = _serving_proto("config.model_server_config_pb2").ModelServerConfig()
     with open(path, encoding="utf-8") as f:
-        return text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        return text_format.Parse(f.read(), config)
 
 
 def default_warmup_requests(input_dim: int, latent_dim: int) -> list:
@@ -202,6 +236,9 @@ def default_warmup_requests(input_dim: int, latent_dim: int) -> list:
 
 def write_warmup(export_dir: str | os.PathLike, requests: Iterable) -> str:
     """Writes `assets.extra/tf_serving_warmup_requests` (TFRecord of `PredictionLog`s)."""
+    import tensorflow as tf
+
+    prediction_log_pb2 = _serving_proto("apis.prediction_log_pb2")
     path = os.path.join(os.fspath(export_dir), WARMUP_FILE)
     logs = [
         prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=r))
@@ -219,6 +256,9 @@ def write_warmup(export_dir: str | os.PathLike, requests: Iterable) -> str:
 
 def read_warmup(export_dir: str | os.PathLike) -> list:
     """The `PredictionLog`s of an export's warm-up file."""
+    import tensorflow as tf
+
+    prediction_log_pb2 = _serving_proto("apis.prediction_log_pb2")
     path = os.path.join(os.fspath(export_dir), WARMUP_FILE)
     logs = []
     for record in tf.data.TFRecordDataset(path):
