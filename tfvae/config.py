@@ -379,7 +379,7 @@ PRESETS = {
     "digits": Preset(
         "the main job (`tfvae run`): sized for the 1438 small digits shipped with scikit-learn",
         model={"hidden_units": (200,)},
-        train={"epochs": 100, "batch_size": 32},
+        train={"epochs": 100, "batch_size": 32, "eval_every_epochs": 5},
     ),
     "library": Preset("the library's defaults, VAEConfig() and TrainConfig() (the paper's MNIST)"),
 }

@@ -6,7 +6,7 @@ under `<log_dir>/eval`:
 - `val_elbo`, `val_reconstruction` (log p(x|z)) and `val_kl` of the evaluation split, every
   `TrainConfig.eval_every_epochs` epochs (`model.evaluate`: its own seeded draws, so the
   training noise, and hence the trained weights, are the same with or without it);
-- pictures every `image_every_epochs` epochs and at the last: `reconstructions` (inputs
+- pictures at the first epoch, every `image_every_epochs` and the last: `reconstructions` (inputs
   above the decoder means for z = E[q(z|x)]) and `samples` (per row one z ~ p(z): the
   decoder mean, then draws x ~ p(x|z)), the figures of `tfvae.plots`;
 - the run's hyperparameters (`VAEConfig.*`, `TrainConfig.*`) for the HParams dashboard.
@@ -64,10 +64,11 @@ class EvalSummaries(tfk.callbacks.Callback):
       log_dir: TensorBoard's log directory (the one given to Keras' `TensorBoard`).
       x_eval: `[num_examples, input_dim]` evaluation data; None: no scalars nor pictures.
       every_epochs: evaluate every this many epochs (0: never).
-      image_every_epochs: draw the pictures every this many epochs, and at the last.
+      image_every_epochs: draw the pictures every this many epochs (and at the first and
+        the last; 0: never).
       hparams: `{name: value}` written once when training begins.
       batch_size: evaluation batch size.
-      num_images: examples reconstructed and prior latents z drawn, per picture.
+      num_images: examples reconstructed and prior latents z drawn (4 draws each), per picture.
       seed: the seed of the prior draws (the same z in every picture).
     """
 
@@ -76,10 +77,10 @@ class EvalSummaries(tfk.callbacks.Callback):
         log_dir: str,
         x_eval: Optional[np.ndarray] = None,
         every_epochs: int = 1,
-        image_every_epochs: int = 10,
+        image_every_epochs: int = 20,
         hparams: Optional[dict] = None,
         batch_size: int = 100,
-        num_images: int = 8,
+        num_images: int = 6,
         seed: int = 0,
     ):
         super().__init__()
@@ -141,7 +142,7 @@ class EvalSummaries(tfk.callbacks.Callback):
         x_hat = model.decode(model.encode(x).mean()).mean().numpy()
         tf.summary.image("reconstructions", _png_image(plots.reconstructions(x, x_hat, shape)))
         px = model.sample_prior(self.num_images, seed=self.seed)
-        draws = px.sample(5, seed=tf.constant([self.seed, 1], tf.int32)).numpy()
+        draws = px.sample(4, seed=tf.constant([self.seed, 1], tf.int32)).numpy()
         figure = plots.mean_and_draws(px.mean().numpy(), draws, shape)
         tf.summary.image("samples", _png_image(figure))
 
