@@ -60,6 +60,7 @@ def workdir(tmp_path_factory):
     result = tfvae("run", *TINY, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    (root / "run-stdout.txt").write_text(result.stdout)
     return root
 
 
@@ -76,6 +77,9 @@ def test_run_writes_model_logs_pictures(workdir):
     with open(run / "history.csv") as f:
         rows = f.read().strip().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 3  # header + 2 epochs
+    assert rows[1].startswith("1,") and "val_" not in rows[0]  # epochs counted as printed
+    stdout = (workdir / "run-stdout.txt").read_text()
+    assert "Epoch 1/2 - " in stdout and "elbo: -" in stdout and "e+01" not in stdout
     events = [n for _, _, files in os.walk(run / "logs") for n in files]
     assert any(n.startswith("events.out.tfevents") for n in events)
     for name, size in {
@@ -146,10 +150,19 @@ def test_sample_reconstruct_latent_write_documented_pngs(workdir, tmp_path):
         assert image.shape[:2] == size and image[..., :3].std() > 0
 
 
-def test_export_writes_tf_serving_layout(workdir, tmp_path):
+def test_export_writes_tf_serving_layout(workdir, tmp_path, capsys):
     result = tfvae("export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "default" / "1" / "saved_model.pb").is_file()
+    from tfvae.cli import main
+
+    before = tree_digest(tmp_path)
+    status = main(["export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path),
+                   "--version", "1"])  # fmt: skip
+    assert status == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "pass --overwrite" in line and "overwrite=True" not in line
+    assert tree_digest(tmp_path) == before
 
 
 def test_rerun_keeps_earlier_results(workdir, capsys):
@@ -163,6 +176,9 @@ def test_rerun_keeps_earlier_results(workdir, capsys):
     assert tree_digest(workdir / "runs" / "default") == before
     assert (workdir / "runs" / "default-2" / "model" / "manifest.json").is_file()
     assert "runs/default-2" in capsys.readouterr().err
+    # Its own model name: a short test run never becomes the version Serving serves.
+    assert os.listdir(workdir / "saved_models" / "default") == ["1"]
+    assert (workdir / "saved_models" / "default-2" / "1" / "saved_model.pb").is_file()
 
 
 # ------------------------------------------------------------------ bad input
@@ -235,6 +251,14 @@ def test_unreadable_array_and_existing_out_are_refused(capsys, tmp_path, monkeyp
     assert main(["train", "--dataset", "flat.npy", "--architecture", "conv", "--out", "o"]) == 2
     assert "image_shape" in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "o").exists()
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 6)).astype(np.uint8)
+    pixels[0, :2] = (0, 255)
+    np.save(tmp_path / "pixels.npy", pixels)  # 8-bit values, not [0, 1]
+    assert main(["train", "--dataset", "pixels.npy", "--out", "p"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "values in [0, 255]" in line and "divide by 255" in line
+    assert not (tmp_path / "p").exists()
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("earlier results")

@@ -278,3 +278,27 @@ def test_initial_weights_follow_config_weight_init(weight_init):
     again = VAE(config)
     for a, b in zip(model.weights, again.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_log_likelihood_of_one_example(small_config, binary_x):
+    # A batch of one traced its running tensors as [1]; the loop then refused [None].
+    model = VAE(small_config)
+    one = model.log_likelihood(binary_x[:1], num_samples=7, chunk_size=3)
+    assert one.shape == (1,) and np.isfinite(one).all()
+    np.testing.assert_array_equal(one, model.log_likelihood(binary_x[:1], 7, chunk_size=3))
+
+
+def test_elbo_terms_takes_an_int_seed_like_elbo(small_config, binary_x):
+    model = VAE(small_config)
+    first = model.elbo_terms(binary_x[:4], seed=5)
+    np.testing.assert_array_equal(first[0], model.elbo_terms(binary_x[:4], seed=5)[0])
+    np.testing.assert_allclose(first[0] - first[1], model.elbo(binary_x[:4], seed=5), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"x must have shape \[batch, 16\]"):
+        model.elbo_terms(binary_x[:4, :8], seed=5)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        model.elbo_terms(binary_x[:4], seed=-1)
+
+
+def test_predict_returns_numpy(small_config, binary_x):
+    out = VAE(small_config).predict(binary_x[:5], verbose=0)
+    assert isinstance(out, np.ndarray) and out.shape == (5, 16)

@@ -71,3 +71,61 @@ def test_input_dim_mismatch_is_refused():
         train_and_evaluate(VAEConfig(input_dim=10), TrainConfig(epochs=1), load_default())
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=-1)
+
+
+def _tiny_run(workdir, epochs):
+    from tfvae.train import make_callbacks
+
+    data = load_default()
+    config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(8,))
+    train_config = TrainConfig(epochs=epochs, batch_size=200, eval_samples=2)
+    callbacks = make_callbacks(str(workdir))
+    return train_and_evaluate(config, train_config, data, str(workdir), 0, callbacks=callbacks)
+
+
+def test_history_csv_counts_epochs_from_one_and_resumes(tmp_path):
+    import csv
+    import shutil
+
+    _tiny_run(tmp_path, epochs=2)
+    with open(tmp_path / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # as the console counts
+    assert list(rows[0]) == ["epoch", "elbo", "kl", "loss", "reconstruction"]  # no empty val_*
+    # Interrupted after epoch 2 (no model yet): the resumed run keeps the rows it had.
+    shutil.rmtree(tmp_path / "model")
+    _, history, _ = _tiny_run(tmp_path, epochs=3)
+    with open(tmp_path / "history.csv", newline="") as f:
+        resumed = list(csv.DictReader(f))
+    assert resumed[:2] == rows and [r["epoch"] for r in resumed] == ["1", "2", "3"]
+    assert [float(r["elbo"]) for r in resumed] == pytest.approx(history["elbo"])
+
+
+def test_history_csv_drops_a_cut_row_and_later_epochs(tmp_path):
+    import tf_keras as tfk
+
+    from tfvae.callbacks import HistoryCSV
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n1,5.0\n2,4.5\n3,4.")  # killed mid-row, resumed after epoch 1
+    logger = HistoryCSV(str(path))
+    logger.set_model(tfk.Sequential([tfk.layers.Dense(1, input_shape=(1,))]))
+    logger.on_train_begin()
+    logger.on_epoch_begin(1)
+    logger.on_epoch_end(1, {"loss": 3.0, "note": "text"})
+    assert path.read_text() == "epoch,loss\n1,5.0\n2,3.0\n"
+
+
+def test_epoch_line_prints_fixed_point(capsys):
+    import tf_keras as tfk
+
+    from tfvae.callbacks import EpochLine
+
+    line = EpochLine()
+    line.set_model(tfk.Sequential([tfk.layers.Dense(1, input_shape=(1,))]))
+    line.set_params({"epochs": 5})
+    line.on_epoch_begin(0)
+    line.on_epoch_end(0, {"loss": 33.38, "elbo": -33.38, "kl": 0.0001234})
+    out = capsys.readouterr().out
+    assert out.startswith("Epoch 1/5 - ") and "elbo: -33.3800" in out
+    assert "loss: 33.3800" in out and "kl: 1.2340e-04" in out and "e+01" not in out

@@ -1,18 +1,29 @@
-"""Training callbacks that guard a run: stop on a non-finite loss and say where and why.
+"""tf_keras callbacks, redone where Keras' own mislead a VAE run.
 
-Keras' `TerminateOnNaN` stops quietly (fit returns as if training had finished, with NaN
-weights); a VAE run that diverges should instead fail loudly, naming the epoch, the batch
-and the term of the loss that went non-finite, so the user knows what to change.
+- `StopOnNonFiniteLoss` for `TerminateOnNaN`, which stops quietly (fit returns as if
+  training had finished, with NaN weights): a diverged run fails loudly, naming the epoch,
+  the batch and the term of the loss that went non-finite.
+- `HistoryCSV` for `CSVLogger`, which numbers epochs from 0 while the console counts from 1,
+  adds `val_*` columns that stay empty, and appends to a file a crash may have cut mid-row.
+- `EpochLine` for the one-line-per-epoch progress log (`verbose=2`), which prints negative
+  values such as the ELBO in scientific notation.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import os
+import sys
+import time
 from typing import Optional
 
 import tf_keras as tfk
 
-__all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss"]
+from tfvae import atomic, distribute
+
+__all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss", "HistoryCSV", "EpochLine"]
 
 # The terms of the ELBO that the model logs, in the order they are checked.
 TERMS = ("reconstruction", "kl")
@@ -98,3 +109,87 @@ def _describe_term(term: str) -> str:
         "reconstruction": "the reconstruction term log p(x|z)",
         "kl": "the kl term KL(q(z|x) || p(z))",
     }[term]
+
+
+def _chief(model) -> bool:
+    """Whether this process writes the run's files (always, outside multi-worker training)."""
+    return distribute.is_chief(model.distribute_strategy)
+
+
+class HistoryCSV(tfk.callbacks.Callback):
+    """One CSV row per epoch, `epoch` numbered from 1 as the console counts.
+
+    Only columns that have values appear. The file is rewritten whole at the end of every
+    epoch (`tfvae.atomic`), so it is never cut mid-row; rows already in it are kept, so a
+    resumed run continues its history (rows of epochs it trains again are replaced).
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.rows: list = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = []
+        if os.path.isfile(self.path):
+            with open(self.path, newline="", encoding="utf-8") as f:
+                self.rows = [
+                    {k: v for k, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(f)
+                ]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rows = [r for r in self.rows if _epoch_number(r) <= int(epoch)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": int(epoch) + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
+        self.rows.append(row)
+        if _chief(self.model):
+            atomic.write_text(self.path, _csv_text(self.rows))
+
+
+def _epoch_number(row: dict) -> int:
+    try:
+        return int(row.get("epoch", 0))
+    except ValueError:
+        return 0
+
+
+def _csv_text(rows: list) -> str:
+    """`rows` as CSV: `epoch` first, then every other key any row has, sorted."""
+    columns = sorted({k for row in rows for k in row} - {"epoch"})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["epoch", *columns], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+class EpochLine(tfk.callbacks.Callback):
+    """Prints one line per epoch: `Epoch 3/10 - 2s - loss: 24.4821 - elbo: -24.4821 - ...`.
+
+    Values print in fixed point (scientific only below 1e-3 in magnitude). Pass it to `fit`
+    with `verbose=0` in place of Keras' `verbose=2` log.
+    """
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _chief(self.model):
+            return
+        seconds = time.perf_counter() - self._start
+        parts = [f"Epoch {int(epoch) + 1}/{self.params.get('epochs', '?')}", f"{seconds:.0f}s"]
+        parts += [f"{k}: {_fixed(v)}" for k, v in (logs or {}).items() if _is_number(v)]
+        print(" - ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+def _fixed(value) -> str:
+    value = float(value)
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.4e}"

@@ -69,7 +69,7 @@ _EPOCH_DIR = re.compile(r"^epoch-(\d{6,})$")
 _STALE_EPOCH_DIR = re.compile(r"^\.(epoch-\d{6,})\.tmp-")  # `atomic.staged_dir` debris
 # TrainConfig fields that may change between a run and its resumption: they do not alter
 # the training trajectory up to the last checkpoint (more epochs extend it).
-RESUMABLE_CHANGES = ("epochs", "eval_samples")
+RESUMABLE_CHANGES = ("epochs", "eval_samples", "eval_every_epochs")
 
 
 class CheckpointError(ValueError):

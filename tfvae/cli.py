@@ -354,7 +354,35 @@ def _load_data(dataset: str, data_dir: Optional[str], seed: int):
         raise UsageError(
             f"--dataset {dataset} needs the data directory: pass --data-dir or set $TFVAE_DATA_DIR"
         )
-    return load_dataset(dataset, data_dir, seed=seed)
+    data = load_dataset(dataset, data_dir, seed=seed)
+    if dataset.endswith((".npy", ".npz")):
+        _check_unit_range(dataset, data)
+    return data
+
+
+def _check_unit_range(path: str, data) -> None:
+    """Refuses array files outside [0, 1]: the decoders (the Bernoulli's support, the
+    Gaussian's variance bounds) are made for it, and 8-bit pixels would train silently."""
+    import numpy as np
+
+    low = min(float(data.x_train.min()), float(data.x_test.min()))
+    high = max(float(data.x_train.max()), float(data.x_test.max()))
+    if low >= 0 and high <= 1:
+        return
+    pixels = (
+        low >= 0
+        and high <= 255
+        and all(np.array_equal(x, np.round(x)) for x in (data.x_train, data.x_test))
+    )
+    fix = (
+        "divide by 255 (np.save(path, x / 255))"
+        if pixels
+        else "rescale it, e.g. (x - x.min()) / (x.max() - x.min())"
+    )
+    raise UsageError(
+        f"--dataset {path!r} has values in [{low:g}, {high:g}]"
+        f"{' (8-bit pixels?)' if pixels else ''}; tfvae expects data in [0, 1]: {fix}"
+    )
 
 
 def _check_new_dir(path: str, overwrite: bool) -> None:
@@ -630,8 +658,15 @@ def _cmd_export(args) -> int:
     signatures serving_default, encode, decode, generate and log_likelihood. VERSION defaults
     to the next free integer; an existing version is kept unless --overwrite.
     """
-    model, _ = _open_run(args.run_dir)
     name = args.name or os.path.basename(os.path.normpath(os.path.abspath(args.run_dir)))
+    if args.version is not None and not args.overwrite:
+        target = os.path.join(args.base_dir, name, str(args.version))
+        if os.path.exists(target):
+            raise UsageError(
+                f"{target!r} already exists: pass --overwrite to replace it, or leave out "
+                f"--version to export the next free version"
+            )
+    model, _ = _open_run(args.run_dir)
     path = _export(model, args.base_dir, name, args.version, args.overwrite)
     print(f"exported {path}")
     return 0
@@ -680,13 +715,15 @@ def _cmd_latent(args) -> int:
     return 0
 
 
-def _free_run_dir(runs_dir: str, name: str) -> str:
-    path = os.path.join(runs_dir, name)
-    k = 2
-    while os.path.exists(path):
-        path = os.path.join(runs_dir, f"{name}-{k}")
-        k += 1
-    return path
+def _free_run_name(runs_dir: str, base_dir: str, name: str) -> str:
+    """`name`, else the first of `name-2`, `name-3`, ... free both as a run directory and as
+    an export: a run never adds a version to another run's model."""
+    run_name, k = name, 2
+    while os.path.exists(os.path.join(runs_dir, run_name)) or os.path.exists(
+        os.path.join(base_dir, run_name)
+    ):
+        run_name, k = f"{name}-{k}", k + 1
+    return run_name
 
 
 def _cmd_run(args) -> int:
@@ -694,16 +731,19 @@ def _cmd_run(args) -> int:
 
     Train on a dataset (the embedded digits by default), evaluate the test ELBO and log
     p(x), write the pictures and export for TF Serving. Writes RUNS_DIR/NAME and
-    BASE_DIR/NAME/<version>. If RUNS_DIR/NAME exists it is kept and the run goes to NAME-2,
-    NAME-3, ...; the export becomes the next version.
+    BASE_DIR/NAME/1. If either exists it is kept and the run is named NAME-2, NAME-3, ...
+    (RUNS_DIR/NAME-2, BASE_DIR/NAME-2/1): a run never becomes a new version of another
+    run's model. To serve a run as a new version of a model, use `tfvae export RUN --name`.
     """
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         raise UsageError(f"--name must be a plain name, got {args.name!r}")
-    out = _free_run_dir(args.runs_dir, args.name)
-    if out != os.path.join(args.runs_dir, args.name):
+    run_name = _free_run_name(args.runs_dir, args.base_dir, args.name)
+    out = os.path.join(args.runs_dir, run_name)
+    if run_name != args.name:
         _note(
-            f"{os.path.join(args.runs_dir, args.name)} already exists and is kept; "
-            f"this run writes {out}"
+            f"{os.path.join(args.runs_dir, args.name)} or {os.path.join(args.base_dir, args.name)}"
+            f" already exists and is kept; this run writes {out} and exports to "
+            f"{os.path.join(args.base_dir, run_name)}"
         )
     with _fresh(out):
         model, data, metrics = _train(args, out, overwrite=False)
@@ -725,7 +765,7 @@ def _cmd_run(args) -> int:
     )
     for p in paths:
         _wrote(p)
-    print(f"exported {_export(model, args.base_dir, args.name)}")
+    print(f"exported {_export(model, args.base_dir, run_name, version=1)}")
     print(f"run directory: {out}")
     return 0
 

@@ -339,6 +339,13 @@ class TrainConfig(_Config):
     eval_samples: int = _field(
         100, "K of the importance-weighted log p(x) estimate at evaluation", _int_at_least(1)
     )
+    eval_every_epochs: int = _field(
+        1,
+        "evaluate the test split every this many epochs for TensorBoard's val_elbo, "
+        "val_reconstruction and val_kl (0: never; only with tfvae.tensorboard.EvalSummaries, "
+        "which tfvae train and run use); training is the same whatever its value",
+        _int_at_least(0),
+    )
     jit_compile: bool = _field(True, "compile the training step with XLA", _flag)
     steps_per_execution: int = _field(
         128,
@@ -372,7 +379,7 @@ PRESETS = {
     "digits": Preset(
         "the main job (`tfvae run`): sized for the 1438 small digits shipped with scikit-learn",
         model={"hidden_units": (200,)},
-        train={"epochs": 100, "batch_size": 32},
+        train={"epochs": 100, "batch_size": 32, "eval_every_epochs": 5},
     ),
     "library": Preset("the library's defaults, VAEConfig() and TrainConfig() (the paper's MNIST)"),
 }

@@ -171,8 +171,17 @@ class VAE(tfk.Model):
             )
         )
 
-    def elbo_terms(self, x, seed, training=None):
-        """Per-example (log p(x|z), KL(q||p)) for one z ~ q(z|x) drawn with a stateless `seed`."""
+    def elbo_terms(self, x, seed=0, training=None):
+        """Per-example (log p(x|z), KL(q||p)), each `[batch]`, for one z ~ q(z|x).
+
+        `seed` (an int or `int32[2]`) is stateless, as for `elbo`: the same seed draws the
+        same z on every call.
+        """
+        x = check_inputs(x, self.config, "x")
+        return self._elbo_terms(x, as_seed(check_seed(seed)), training)
+
+    def _elbo_terms(self, x, seed, training=None):
+        """`elbo_terms` without the checks: `x` a float tensor, `seed` an `int32[2]` tensor."""
         q = self.encoder(x, training=training)
         z = q.sample(seed=seed)
         px = self.decoder(z, training=training)
@@ -182,8 +191,7 @@ class VAE(tfk.Model):
 
     def elbo(self, x, seed=0) -> tf.Tensor:
         """Per-example ELBO estimate (nats), `[batch]`: log p(x|z) - KL, one z per example."""
-        x = check_inputs(x, self.config, "x")
-        reconstruction, kl = self.elbo_terms(x, as_seed(check_seed(seed)))
+        reconstruction, kl = self.elbo_terms(x, seed)
         return reconstruction - kl
 
     def _update_metrics(self, loss, reconstruction, kl):
@@ -227,7 +235,7 @@ class VAE(tfk.Model):
             )
         )
         with tf.GradientTape() as tape:
-            reconstruction, kl = self.elbo_terms(x, seed, training=True)
+            reconstruction, kl = self._elbo_terms(x, seed, training=True)
             loss, per_example = self._loss(reconstruction, kl)
         variables = self.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -235,7 +243,7 @@ class VAE(tfk.Model):
 
     def test_step(self, data):
         x = _features(data)
-        reconstruction, kl = self.elbo_terms(x, self._next_seed(_EVAL_STREAM))
+        reconstruction, kl = self._elbo_terms(x, self._next_seed(_EVAL_STREAM))
         return self._update_metrics(self._loss(reconstruction, kl)[1], reconstruction, kl)
 
     def predict_step(self, data):
@@ -326,7 +334,8 @@ class VAE(tfk.Model):
         return super().evaluate(x, None, *args, **kwargs)
 
     def predict(self, x, *args, output: str = "mean", latent: str = "sample", **kwargs):
-        """Keras predict returning tensors of p(x|z): its `mean`, `mode`, a `sample`, ...
+        """Keras predict: a numpy array `[num_examples, input_dim]` of p(x|z)'s `mean`,
+        `mode`, a `sample`, ... (batched like any Keras predict).
 
         Args:
           output: one of `PREDICT_OUTPUTS` (`probs`/`logits` for Bernoulli decoders).
@@ -437,7 +446,14 @@ class VAE(tfk.Model):
             tf.fill([batch], tf.constant(-np.inf, tf.float32)),
             tf.zeros([batch]),
         )
-        _, m, s = tf.while_loop(lambda done, *_: done < num_samples, body, init)
+        # The batch size is only known at run time: the running tensors are [batch] whatever
+        # shape tracing inferred for the first chunk (a batch of one traces as [1]).
+        _, m, s = tf.while_loop(
+            lambda done, *_: done < num_samples,
+            body,
+            init,
+            shape_invariants=(init[0].shape, tf.TensorShape([None]), tf.TensorShape([None])),
+        )
         return objectives.iwae_bound_from_running(m, s, num_samples)
 
 

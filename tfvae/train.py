@@ -15,12 +15,13 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import atomic, checkpointing, distribute, input_pipeline, keras3
-from tfvae.callbacks import StopOnNonFiniteLoss
+from tfvae.callbacks import EpochLine, HistoryCSV, StopOnNonFiniteLoss
 from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data
 from tfvae.model import VAE
 from tfvae.objectives import bits_per_dim
 from tfvae.saving import save_model
+from tfvae.tensorboard import EvalSummaries
 from tfvae.validation import check_data
 
 logger = logging.getLogger(__name__)
@@ -42,12 +43,16 @@ class KLWarmup(tfk.callbacks.Callback):
 
 
 def make_callbacks(workdir: str) -> list:
-    """Logging callbacks for a run directory: TensorBoard under `workdir/logs` and one CSV
-    row per epoch in `workdir/history.csv` (appended to, so a resumed run keeps its rows)."""
+    """Logging callbacks for a run directory: TensorBoard under `workdir/logs` (Keras'
+    training scalars, plus `tfvae.tensorboard.EvalSummaries`: evaluation ELBO, pictures and
+    hyperparameters once `train_and_evaluate` attaches its test split) and one CSV row per
+    epoch in `workdir/history.csv` (`HistoryCSV`: a resumed run keeps its rows)."""
     os.makedirs(workdir, exist_ok=True)
+    logs = os.path.join(workdir, "logs")
     return [
-        tfk.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
-        tfk.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        tfk.callbacks.TensorBoard(logs, write_graph=False),
+        EvalSummaries(logs),
+        HistoryCSV(os.path.join(workdir, "history.csv")),
     ]
 
 
@@ -91,7 +96,9 @@ def train_and_evaluate(
 
     Training stops with `tfvae.callbacks.NonFiniteLossError` (epoch, batch and term) if
     the loss becomes NaN/inf. `callbacks` are extra Keras callbacks for `fit` (e.g.
-    `make_callbacks(workdir)` for TensorBoard and a CSV log).
+    `make_callbacks(workdir)` for TensorBoard and a CSV log); each
+    `tfvae.tensorboard.EvalSummaries` among them is given `data.x_test` and the configs.
+    `verbose=2` prints one line per epoch (`tfvae.callbacks.EpochLine`), 1 a progress bar.
 
     Args:
       strategy: a `tf.distribute.Strategy` (see `tfvae.distribute.make_strategy`); default:
@@ -169,11 +176,16 @@ def train_and_evaluate(
             fit_callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
         if checkpoint_out is not None:
             fit_callbacks.append(checkpointing.TrainingCheckpoint(checkpoint_out, past_history))
+        for callback in callbacks or []:
+            if isinstance(callback, EvalSummaries):
+                callback.attach(data.x_test, model_config, train_config)
+        if verbose == 2:
+            fit_callbacks.append(EpochLine())  # Keras' own prints a negative ELBO as -3.3e+01
         if initial_epoch < train_config.epochs:
             fitted = model.fit(
                 train_ds,
                 epochs=train_config.epochs,
-                verbose=verbose if chief else 0,  # one progress log, the chief's
+                verbose=verbose if chief and verbose != 2 else 0,  # one progress log, the chief's
                 callbacks=fit_callbacks + list(callbacks or []),
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps,
