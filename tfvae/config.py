@@ -125,7 +125,8 @@ class _Config:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type.startswith(("Tuple", "Optional[Tuple")) and value is not None:
+            optional = f.type.startswith("Optional[")
+            if f.type.startswith(("Tuple", "Optional[Tuple")) and not (optional and value is None):
                 value = _int_tuple(value, f"{type(self).__name__}.{f.name}")
                 object.__setattr__(self, f.name, value)  # JSON hands back lists
             problem = f.metadata["check"](value)
