@@ -10,6 +10,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfvae", "tfvae.*"]),
+    # the embedded 8x8 digits (tfvae.data.load_default) and their licence notice
+    package_data={"tfvae": ["_data/digits.npz", "_data/DIGITS_LICENSE.txt"]},
     python_requires=">=3.10,<3.13",
     # A working set, pinned: tf-keras 2.21 needs tensorflow 2.21; tfp.layers need tf-keras.
     install_requires=[
@@ -18,7 +20,6 @@ setup(
         "tensorflow-probability==0.25.0",
         "numpy>=1.26,<3",
         "scipy>=1.11,<2",
-        "scikit-learn==1.9.1",
         "matplotlib>=3.8,<4",
         "tensorflow-serving-api==2.21.0",
         "tensorboard==2.21.0",  # the CLI's TensorBoard logs (tf.summary needs it)
