@@ -28,6 +28,7 @@ __all__ = [
     "load_mnist",
     "load_binarized_mnist",
     "is_keras_mnist",
+    "find_mnist",
     "load_frey_face",
     "load_array",
     "load_dataset",
@@ -179,22 +180,24 @@ def is_keras_mnist(path: str) -> bool:
         return "x_train" in loaded.files
 
 
-def _mnist_files(path: Optional[str]):
-    """The splits of MNIST found at `path` (a Keras `mnist.npz`, a folder of the four IDX
-    files, or a data directory holding `mnist/`), downloading the IDX files if none is there."""
+def find_mnist(path: Optional[str] = None) -> str:
+    """Where MNIST is: a Keras `mnist.npz` file or a folder of the four IDX files.
+
+    `path` is such a file or folder, or a data directory holding `mnist/` (default
+    `$TFVAE_DATA_DIR`, else `~/.tfvae/datasets`); the IDX files are downloaded into
+    `<data dir>/mnist` when neither layout is there (`tfvae.download.DownloadError` offline).
+    """
     if path is not None and os.path.isfile(path):
-        return _keras_mnist_splits(path)
+        return path
     root = data_dir(path)
     for folder in (os.path.join(root, "mnist"), root):
         if all(_first_file(os.path.join(folder, s) + ".gz", os.path.join(folder, s))
                for pair in _IDX_STEMS for s in pair):  # fmt: skip
-            return _idx_splits(folder)
+            return folder
     keras_file = _first_file(
         os.path.join(root, "mnist.npz"), os.path.join(root, "mnist", "mnist.npz")
     )
-    if keras_file:
-        return _keras_mnist_splits(keras_file)
-    return _idx_splits(fetch("mnist", root))
+    return keras_file or fetch("mnist", root)
 
 
 def load_mnist(
@@ -205,14 +208,14 @@ def load_mnist(
 ) -> Data:
     """MNIST, 60000/10000, downloaded into the data directory on first use.
 
-    `path`: a data directory (default `$TFVAE_DATA_DIR`, else `~/.tfvae/datasets`) holding
-    `mnist/` with the four IDX files (or Keras' `mnist.npz`), such a folder itself, or a Keras
-    `mnist.npz` file. `binarization`: `static` (one seeded Bernoulli draw), `threshold`,
+    `path`: see `find_mnist` (a data directory, a folder of the IDX files or Keras'
+    `mnist.npz`). `binarization`: `static` (one seeded Bernoulli draw), `threshold`,
     `dynamic` (keep grey levels and redraw them every epoch in the input pipeline) or `none`
     (grey levels).
     """
+    source = find_mnist(path)
     splits = []
-    for x, y in _mnist_files(path):
+    for x, y in _keras_mnist_splits(source) if os.path.isfile(source) else _idx_splits(source):
         x = x.reshape(len(x), -1).astype(np.float32) / 255.0
         y = y.astype(np.int64)
         if len(x) != len(y):
