@@ -146,7 +146,7 @@ def _download(url: str, remote: Remote, target: str, timeout: float, progress: b
 
     def write(tmp: str) -> None:
         digest, done = hashlib.sha256(), 0
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+        with open(tmp, "wb") as f:
             while chunk := response.read(_CHUNK):
                 f.write(chunk)
                 digest.update(chunk)
@@ -165,8 +165,10 @@ def _download(url: str, remote: Remote, target: str, timeout: float, progress: b
                 "corrupt file"
             )
 
-    atomic.remove_stale_temps(target)  # what a killed download left behind
-    atomic.write_with(target, write)  # verified: any copy there is the same
+    # Connect first: an unreachable host leaves not even an empty folder behind.
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        atomic.remove_stale_temps(target)  # what a killed download left behind
+        atomic.write_with(target, write)  # verified: any copy already there is the same
 
 
 def _by_hand(dataset: str, folder: str, missing) -> str:
