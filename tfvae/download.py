@@ -62,6 +62,7 @@ class Source:
 # originals' (that README lists both).
 SOURCES = {
     "mnist": Source(
+        # The CVDF mirror of yann.lecun.com/exdb/mnist (which now refuses most downloads).
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         (
             Remote(
