@@ -201,6 +201,10 @@ def test_keras_mnist_npz_is_a_dataset_and_a_cached_mnist(data_dir, cache):
         np.testing.assert_array_equal(loaded.y_train, grey.y_train)
     binary = data.load_dataset(keras_file)
     assert binary.binary and set(np.unique(binary.x_train)) == {0.0, 1.0}
+    # The command line trains it with the MNIST preset.
+    from tfvae.cli import _config_values
+
+    assert _config_values(run_args("--dataset", keras_file))[0] == dict(PRESETS["mnist"].model)
 
 
 def test_binarized_mnist_from_amat_files(data_dir, cache):

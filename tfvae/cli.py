@@ -188,13 +188,22 @@ def _default_text(cls, field: dataclasses.Field) -> str:
     return f" (default: {show(field.default)})"
 
 
+def _dataset_kind(dataset: str) -> str:
+    """The named dataset a file holds (Keras' mnist.npz is `mnist`), else `dataset` itself."""
+    if dataset.endswith(".npz") and os.path.isfile(dataset):
+        from tfvae.data import is_keras_mnist
+
+        return "mnist" if is_keras_mnist(dataset) else dataset
+    return dataset
+
+
 def _config_values(args) -> Tuple[dict, dict]:
     """The VAEConfig and TrainConfig fields `args` sets: its preset's, then the flags given.
 
     Fields left out take the dataclass defaults; `decoder` (unless given) and the fields
     the data determines are the caller's to add.
     """
-    chosen = preset(args.preset or preset_for(args.dataset))
+    chosen = preset(args.preset or preset_for(_dataset_kind(args.dataset)))
     given = vars(args)
     model = dict(chosen.model)
     model.update({f.name: given[f.name] for f in cli_fields(VAEConfig) if f.name in given})
