@@ -1,6 +1,7 @@
 """Shared fixtures: the real-data directory (skipped with a reason when absent) and tiny data."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -18,6 +19,22 @@ def data_dir():
     if not os.path.isdir(path):
         pytest.skip(f"real data not found at {path!r}: set TFVAE_DATA_DIR to ../shared/data")
     return path
+
+
+def closed_port_url() -> str:
+    """http://127.0.0.1:PORT with nothing listening: a connection there is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_downloads():
+    """Tests never reach the internet: dataset downloads (`tfvae.download`) go to a closed
+    loopback port unless a test serves the files itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TFVAE_DATASETS_URL", closed_port_url())
+        yield
 
 
 @pytest.fixture

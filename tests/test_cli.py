@@ -57,7 +57,8 @@ def read_png(path):
 def workdir(tmp_path_factory):
     """`tfvae run` in a fresh directory: runs/default, its pictures, and the export."""
     root = tmp_path_factory.mktemp("cli")
-    result = tfvae("run", *TINY, cwd=root)
+    # No MNIST in --data-dir and downloads refused (conftest): the offline path, the digits.
+    result = tfvae("run", *TINY, "--data-dir", str(root / "offline"), cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     (root / "run-stdout.txt").write_text(result.stdout)
@@ -171,7 +172,8 @@ def test_rerun_keeps_earlier_results(workdir, capsys):
     before = tree_digest(workdir / "runs" / "default")
     status = main(["run", "--runs-dir", str(workdir / "runs"), "--base-dir",
                    str(workdir / "saved_models"), "--epochs", "1", "--hidden-units", "4",
-                   "--batch-size", "2000", "--eval-samples", "1", "--quiet"])  # fmt: skip
+                   "--batch-size", "2000", "--eval-samples", "1", "--quiet",
+                   "--dataset", "default"])  # fmt: skip
     assert status == 0
     assert tree_digest(workdir / "runs" / "default") == before
     assert (workdir / "runs" / "default-2" / "model" / "manifest.json").is_file()

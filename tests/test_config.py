@@ -119,8 +119,8 @@ def test_presets_are_valid_and_digits_keeps_the_main_jobs_settings():
     digits = preset("digits")
     assert VAEConfig(**digits.model).hidden_units == (200,)
     assert (TrainConfig(**digits.train).epochs, TrainConfig(**digits.train).batch_size) == (100, 32)
-    with pytest.raises(ValueError, match="unknown preset 'mnist': expected one of digits"):
-        preset("mnist")
+    with pytest.raises(ValueError, match="unknown preset 'cifar': expected one of digits"):
+        preset("cifar")
 
 
 # ------------------------------------------------------------------ the CLI's flags

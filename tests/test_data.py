@@ -1,6 +1,9 @@
 """Data loaders: the embedded default and the real files in ../shared/data."""
 
 import gzip
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,18 @@ def test_default_is_embedded_and_binary():
     assert d.x_train.shape[1] == 64 and d.image_shape == (8, 8, 1)
     assert len(d.x_train) + len(d.x_test) == 1797
     assert set(np.unique(d.x_train)) <= {0.0, 1.0} and d.binary
+
+
+def test_default_is_scikit_learns_digits_without_scikit_learn():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    digits = sklearn_datasets.load_digits()
+    with np.load(data.DIGITS_FILE) as npz:
+        np.testing.assert_array_equal(npz["images"].reshape(-1, 64), digits.data)
+        np.testing.assert_array_equal(npz["labels"], digits.target)
+    assert os.path.isfile(os.path.join(os.path.dirname(data.DIGITS_FILE), "DIGITS_LICENSE.txt"))
+    # scikit-learn made unimportable (TensorFlow imports it when present, tfvae never needs it)
+    code = "import sys; sys.modules['sklearn'] = None; import tfvae.data as d; d.load_default()"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
 
 
 def test_mnist_idx(data_dir):
@@ -43,11 +58,14 @@ def test_frey_face(data_dir):
 
 
 def test_missing_and_corrupt_files(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    # conftest sends downloads to a closed port: a missing file is a one-line DownloadError
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz.*by hand"):
         data.load_mnist(str(tmp_path / "nope"))
     (tmp_path / "mnist").mkdir()
-    with pytest.raises(FileNotFoundError, match="train-images"):
-        data.load_mnist(str(tmp_path))
+    header = bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big")
+    for stem in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        with gzip.open(tmp_path / "mnist" / f"{stem}.gz", "wb") as f:
+            f.write(header + b"\0" * 10)
     with gzip.open(tmp_path / "mnist" / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write(
             bytes([0, 0, 8, 3])
@@ -60,7 +78,8 @@ def test_missing_and_corrupt_files(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load_dataset("cifar")
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-    with pytest.raises(FileNotFoundError, match="TFVAE_DATA_DIR"):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(FileNotFoundError, match="home/.tfvae/datasets/mnist"):
         data.load_mnist()
 
 

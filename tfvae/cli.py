@@ -9,8 +9,8 @@
     tfvae export runs/mnist        # TF Serving layout: saved_models/<name>/<version>
 
 `train` and `run` have one flag per field of `VAEConfig` and `TrainConfig`, generated from
-`tfvae.config` (names, choices, help, checks); `--preset` picks their defaults (`digits`,
-the main job's, unless told otherwise).
+`tfvae.config` (names, choices, help, checks); `--preset` picks their defaults (unless told
+otherwise, the dataset's: `mnist` for MNIST, `digits` for the rest).
 
 A run directory holds `model/` (config + weights), `dataset.json` (which data it was trained
 on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
@@ -46,13 +46,14 @@ from tfvae.config import (
     check_field,
     cli_fields,
     preset,
+    preset_for,
 )
 
 __all__ = ["main", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
 DATA_FILE = "dataset.json"
-NAMED_DATASETS = ("default", "mnist", "binarized_mnist", "frey")
+NAMED_DATASETS = ("auto", "default", "mnist", "binarized_mnist", "frey")
 
 
 class UsageError(Exception):
@@ -143,10 +144,10 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--preset",
         choices=tuple(PRESETS),
-        default=DEFAULT_PRESET,
+        default=None,
         help="named defaults for the options below ("
         + "; ".join(f"{name}: {each.description}" for name, each in PRESETS.items())
-        + f") (default: {DEFAULT_PRESET})",
+        + f") (default: the dataset's: mnist for MNIST, else {DEFAULT_PRESET})",
     )
     groups = {cls: p.add_argument_group(f"{cls.__name__} (tfvae.config)") for cls in _CONFIGS}
     for name, owners in _config_flags().items():
@@ -170,21 +171,34 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 
 def _default_text(cls, field: dataclasses.Field) -> str:
-    """The help's "(default: ...)": the default preset's value, else the dataclass's."""
-    chosen = preset(DEFAULT_PRESET)
-    overrides = chosen.model if cls is VAEConfig else chosen.train
+    """The help's "(default: ...)": the presets' values where they set one, else the dataclass's."""
 
     def show(value):
         return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
     if field.name in _DATA_DEFAULTS:
         return f" (default: {_DATA_DEFAULTS[field.name]})"
-    if field.name in overrides:
+    by_preset = [
+        f"{name} {show(values[field.name])}"
+        for name, each in PRESETS.items()
+        for values in [each.model if cls is VAEConfig else each.train]
+        if field.name in values
+    ]
+    if by_preset:
         return (
-            f" (default: {show(overrides[field.name])} from --preset {DEFAULT_PRESET}; "
+            f" (default: the preset's: {', '.join(by_preset)}; "
             f"the library's: {show(field.default)})"
         )
     return f" (default: {show(field.default)})"
+
+
+def _dataset_kind(dataset: str) -> str:
+    """The named dataset a file holds (Keras' mnist.npz is `mnist`), else `dataset` itself."""
+    if dataset.endswith(".npz") and os.path.isfile(dataset):
+        from tfvae.data import is_keras_mnist
+
+        return "mnist" if is_keras_mnist(dataset) else dataset
+    return dataset
 
 
 def _config_values(args) -> Tuple[dict, dict]:
@@ -193,7 +207,7 @@ def _config_values(args) -> Tuple[dict, dict]:
     Fields left out take the dataclass defaults; `decoder` (unless given) and the fields
     the data determines are the caller's to add.
     """
-    chosen = preset(args.preset)
+    chosen = preset(args.preset or preset_for(_dataset_kind(args.dataset)))
     given = vars(args)
     model = dict(chosen.model)
     model.update({f.name: given[f.name] for f in cli_fields(VAEConfig) if f.name in given})
@@ -215,17 +229,22 @@ def _build(cls, **values):
 
 
 # ---------------------------------------------------------------- the parser
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser, dataset: str) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
         type=_dataset,
-        default="default",
-        help="default (8x8 digits shipped with scikit-learn, no download), mnist, "
-        "binarized_mnist, frey, or a .npy/.npz file of values in [0, 1] (default: default)",
+        default=dataset,
+        help="default (8x8 digits shipped inside tfvae, no download), mnist, binarized_mnist, "
+        "frey (these three download into --data-dir on first use), auto (mnist if present or "
+        "downloadable, else default), a .npy/.npz file of values in [0, 1], or Keras' "
+        f"mnist.npz (default: {dataset})",
     )
     g.add_argument(
-        "--data-dir", default=None, help="directory of the real data (default: $TFVAE_DATA_DIR)"
+        "--data-dir",
+        default=None,
+        help="directory of the real data and download cache "
+        "(default: $TFVAE_DATA_DIR, else ~/.tfvae/datasets)",
     )
     g = p.add_argument_group("running")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
@@ -250,7 +269,11 @@ def _add_data_override(p: argparse.ArgumentParser) -> None:
         default=None,
         help="data to use instead of the one the run was trained on (same choices as train)",
     )
-    p.add_argument("--data-dir", default=None, help="(default: the run's, else $TFVAE_DATA_DIR)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="(default: the run's, else $TFVAE_DATA_DIR, else ~/.tfvae/datasets)",
+    )
 
 
 def _add_export_target(p: argparse.ArgumentParser, name_default, name_help: str) -> None:
@@ -299,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("run", _cmd_run)
     _add_export_target(p, "default", "run and model name (default: default)")
     p.add_argument("--runs-dir", default="runs", help="(default: runs)")
-    _add_train_options(p)
+    _add_train_options(p, "auto")
 
     p = add("train", _cmd_train)
     p.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
@@ -311,7 +334,7 @@ def _parser() -> argparse.ArgumentParser:
         help="continue the interrupted run in OUT from its last completed epoch "
         "(same options as that run; --epochs may grow)",
     )
-    _add_train_options(p)
+    _add_train_options(p, "default")
 
     p = add("evaluate", _cmd_evaluate, reads_run=True, reads_data=True)
     p.add_argument("--samples", type=_positive, default=1000, help="K importance samples (1000)")
@@ -343,18 +366,27 @@ def _note(message: str) -> None:
     print(f"tfvae: {message}", file=sys.stderr, flush=True)
 
 
+def _choose_dataset(dataset: str, data_dir: Optional[str]) -> str:
+    """`auto`: MNIST when present or downloadable, else (one line on stderr) the digits."""
+    if dataset != "auto":
+        return dataset
+    from tfvae.data import find_mnist
+    from tfvae.download import DownloadError
+
+    try:
+        find_mnist(data_dir)
+    except DownloadError as e:
+        _note(f"MNIST is not available, training on the embedded 8x8 digits instead: {e}")
+        return "default"
+    return "mnist"
+
+
 def _load_data(dataset: str, data_dir: Optional[str], seed: int):
     from tfvae.data import load_dataset
 
     if dataset.endswith((".npy", ".npz")) and not os.path.isfile(dataset):
         raise UsageError(f"--dataset: file not found: {dataset!r} (expected a .npy/.npz file)")
-    if dataset in ("mnist", "binarized_mnist", "frey") and not (
-        data_dir or os.environ.get("TFVAE_DATA_DIR")
-    ):
-        raise UsageError(
-            f"--dataset {dataset} needs the data directory: pass --data-dir or set $TFVAE_DATA_DIR"
-        )
-    data = load_dataset(dataset, data_dir, seed=seed)
+    data = load_dataset(_choose_dataset(dataset, data_dir), data_dir, seed=seed)
     if dataset.endswith((".npy", ".npz")):
         _check_unit_range(dataset, data)
     return data
@@ -403,6 +435,7 @@ def _train(args, out: str, overwrite: bool):
     from tfvae.plots import read_history_csv, save_figure, training_curves
     from tfvae.train import make_callbacks, train_and_evaluate
 
+    args.dataset = _choose_dataset(args.dataset, args.data_dir)  # the preset follows the data
     model_values, train_values = _config_values(args)
     train_config = _build(TrainConfig, **train_values)
     data = _load_data(args.dataset, args.data_dir, train_config.seed)
@@ -729,11 +762,12 @@ def _free_run_name(runs_dir: str, base_dir: str, name: str) -> str:
 def _cmd_run(args) -> int:
     """The main job: train, evaluate, draw the pictures, export.
 
-    Train on a dataset (the embedded digits by default), evaluate the test ELBO and log
-    p(x), write the pictures and export for TF Serving. Writes RUNS_DIR/NAME and
-    BASE_DIR/NAME/1. If either exists it is kept and the run is named NAME-2, NAME-3, ...
-    (RUNS_DIR/NAME-2, BASE_DIR/NAME-2/1): a run never becomes a new version of another
-    run's model. To serve a run as a new version of a model, use `tfvae export RUN --name`.
+    Train on MNIST (downloaded on first use; offline, the embedded 8x8 digits, saying so)
+    or --dataset, evaluate the test ELBO and log p(x), write the pictures and export for TF
+    Serving. Writes RUNS_DIR/NAME and BASE_DIR/NAME/1. If either exists it is kept and the run
+    is named NAME-2, NAME-3, ... (RUNS_DIR/NAME-2, BASE_DIR/NAME-2/1): a run never becomes a
+    new version of another run's model. To serve a run as a new version of a model, use
+    `tfvae export RUN --name`.
     """
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         raise UsageError(f"--name must be a plain name, got {args.name!r}")

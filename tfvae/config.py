@@ -23,6 +23,7 @@ __all__ = [
     "PRESETS",
     "DEFAULT_PRESET",
     "preset",
+    "preset_for",
     "cli_fields",
     "check_field",
     "DECODERS",
@@ -378,13 +379,19 @@ class Preset:
 
 PRESETS = {
     "digits": Preset(
-        "the main job (`tfvae run`): sized for the 1438 small digits shipped with scikit-learn",
+        "sized for the 1438 training images of the embedded 8x8 digits",
         model={"hidden_units": (200,)},
         train={"epochs": 100, "batch_size": 32, "eval_every_epochs": 5},
     ),
+    "mnist": Preset(
+        "the main job (`tfvae run`) on MNIST: a short run that draws legible 28x28 digits",
+        model={"hidden_units": (500,)},
+        train={"epochs": 10, "batch_size": 100},
+    ),
     "library": Preset("the library's defaults, VAEConfig() and TrainConfig() (the paper's MNIST)"),
 }
-DEFAULT_PRESET = "digits"  # what the command line uses unless --preset says otherwise
+DEFAULT_PRESET = "digits"  # what the command line uses unless --preset or the dataset says
+DATASET_PRESETS = {"mnist": "mnist", "binarized_mnist": "mnist"}
 
 
 def preset(name: str) -> Preset:
@@ -392,6 +399,11 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def preset_for(dataset: str) -> str:
+    """The preset the command line uses for `dataset` unless `--preset` is given."""
+    return DATASET_PRESETS.get(dataset, DEFAULT_PRESET)
 
 
 def cli_fields(cls) -> Tuple[dataclasses.Field, ...]:

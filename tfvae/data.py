@@ -1,8 +1,9 @@
 """Dataset loaders: `[N, D]` float32 arrays in [0, 1] (pipelines: `tfvae.input_pipeline`).
 
-The default dataset ships inside scikit-learn (8x8 digits), so the main job runs with no
-download. MNIST (IDX or the static-binarized npz) and Frey Face are read from files under a
-data directory: an argument, else `$TFVAE_DATA_DIR`.
+The default dataset, scikit-learn's 8x8 digits, ships inside the package (`tfvae/_data`), so
+the main job runs with no download and no scikit-learn. MNIST, Larochelle's binarized MNIST
+and Frey Face are read from a data directory (an argument, else `$TFVAE_DATA_DIR`, else
+`~/.tfvae/datasets`) and downloaded into it on first use (`tfvae.download`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from tfvae.download import DATA_DIR_ENV, fetch
+from tfvae.download import cache_dir as data_dir
 from tfvae.input_pipeline import make_dataset  # re-exported: `tfvae.data.make_dataset` works
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "load_default",
     "load_mnist",
     "load_binarized_mnist",
+    "is_keras_mnist",
+    "find_mnist",
     "load_frey_face",
     "load_array",
     "load_dataset",
@@ -32,7 +37,8 @@ __all__ = [
     "DATASETS",
 ]
 
-DATA_DIR_ENV = "TFVAE_DATA_DIR"
+DIGITS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_data", "digits.npz")
+KERAS_MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 
 
@@ -54,16 +60,6 @@ class Data:
     @property
     def input_dim(self) -> int:
         return int(self.x_train.shape[1])
-
-
-def data_dir(path: Optional[str] = None) -> str:
-    """The data directory: `path`, else `$TFVAE_DATA_DIR`; a clear error if neither exists."""
-    path = path or os.environ.get(DATA_DIR_ENV)
-    if not path:
-        raise FileNotFoundError(f"no data directory given: pass one or set ${DATA_DIR_ENV}")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"data directory not found: {path!r}")
-    return path
 
 
 def _require_file(path: str) -> str:
@@ -88,15 +84,14 @@ def binarize(x: np.ndarray, method: str = "static", seed: int = 0) -> np.ndarray
 
 
 def load_default(binarization: str = "static", test_fraction: float = 0.2, seed: int = 0) -> Data:
-    """scikit-learn's 8x8 digits (1797 images, shipped with the package: no download).
+    """scikit-learn's 8x8 digits (1797 images, shipped inside tfvae: no download).
 
     Pixels 0..16 are scaled to [0, 1] then binarized (`binarization`, see `binarize`).
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
+    with np.load(DIGITS_FILE, allow_pickle=False) as npz:
+        pixels, labels = npz["images"], npz["labels"]
+    x = (pixels.reshape(len(pixels), -1).astype(np.float64) / 16.0).astype(np.float32)
+    y = labels.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     n_test = int(round(len(x) * test_fraction))
@@ -135,37 +130,96 @@ def _read_idx(path: str) -> np.ndarray:
     return np.frombuffer(body, np.uint8).reshape(dims)
 
 
+def _first_file(*paths: str) -> Optional[str]:
+    return next((p for p in paths if os.path.isfile(p)), None)
+
+
+_IDX_STEMS = (
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
+
+
+def _idx_splits(folder: str):
+    """[(train images, labels), (test images, labels)] from the four IDX files (.gz or not)."""
+
+    def read(stem):
+        plain = os.path.join(folder, stem)
+        return _read_idx(_first_file(plain + ".gz", plain) or plain + ".gz")
+
+    return [(read(images), read(labels)) for images, labels in _IDX_STEMS]
+
+
+def _keras_mnist_splits(file: str):
+    """The same from Keras' `mnist.npz` (`x_train`, `y_train`, `x_test`, `y_test`, uint8)."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            missing = [k for k in KERAS_MNIST_KEYS if k not in npz.files]
+            if missing:
+                raise ValueError(f"needs the keys {KERAS_MNIST_KEYS}, has {npz.files}")
+            splits = [(npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])]
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read Keras-style MNIST {file!r}: {e}") from e
+    for x, _ in splits:
+        if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
+            raise ValueError(
+                f"{file!r}: expected uint8 images [N, 28, 28], got {x.dtype} {x.shape}"
+            )
+    return splits
+
+
+def is_keras_mnist(path: str) -> bool:
+    """Whether `path` is an .npz in Keras' MNIST layout (`x_train`, `y_train`, ...)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return False
+    with loaded:
+        return "x_train" in loaded.files
+
+
+def find_mnist(path: Optional[str] = None) -> str:
+    """Where MNIST is: a Keras `mnist.npz` file or a folder of the four IDX files.
+
+    `path` is such a file or folder, or a data directory holding `mnist/` (default
+    `$TFVAE_DATA_DIR`, else `~/.tfvae/datasets`); the IDX files are downloaded into
+    `<data dir>/mnist` when neither layout is there (`tfvae.download.DownloadError` offline).
+    """
+    if path is not None and os.path.isfile(path):
+        return path
+    root = data_dir(path)
+    for folder in (os.path.join(root, "mnist"), root):
+        if all(_first_file(os.path.join(folder, s) + ".gz", os.path.join(folder, s))
+               for pair in _IDX_STEMS for s in pair):  # fmt: skip
+            return folder
+    keras_file = _first_file(
+        os.path.join(root, "mnist.npz"), os.path.join(root, "mnist", "mnist.npz")
+    )
+    return keras_file or fetch("mnist", root)
+
+
 def load_mnist(
     path: Optional[str] = None,
     binarization: str = "static",
     seed: int = 0,
     subset: Optional[int] = None,
 ) -> Data:
-    """MNIST from the four IDX files in `<data dir>/mnist` (or `path` itself), 60000/10000.
+    """MNIST, 60000/10000, downloaded into the data directory on first use.
 
-    `binarization`: `static` (one seeded Bernoulli draw), `threshold`, `dynamic` (keep
-    grey levels and redraw them every epoch in the input pipeline) or `none` (grey levels).
+    `path`: see `find_mnist` (a data directory, a folder of the IDX files or Keras'
+    `mnist.npz`). `binarization`: `static` (one seeded Bernoulli draw), `threshold`,
+    `dynamic` (keep grey levels and redraw them every epoch in the input pipeline) or `none`
+    (grey levels).
     """
-    root = data_dir(path)
-    if os.path.isdir(os.path.join(root, "mnist")):
-        root = os.path.join(root, "mnist")
-
-    def read(stem):
-        return _read_idx(
-            os.path.join(root, f"{stem}.gz")
-            if os.path.isfile(os.path.join(root, f"{stem}.gz"))
-            else os.path.join(root, stem)
-        )
-
+    source = find_mnist(path)
     splits = []
-    for images, labels in (
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    ):
-        x = read(images).reshape(-1, 784).astype(np.float32) / 255.0
-        y = read(labels).astype(np.int64)
+    for x, y in _keras_mnist_splits(source) if os.path.isfile(source) else _idx_splits(source):
+        x = x.reshape(len(x), -1).astype(np.float32) / 255.0
+        y = y.astype(np.int64)
         if len(x) != len(y):
-            raise ValueError(f"{images}: {len(x)} images but {len(y)} labels")
+            raise ValueError(f"MNIST: {len(x)} images but {len(y)} labels")
         if subset:
             x, y = x[:subset], y[:subset]
         splits.append((x, y))
@@ -176,30 +230,75 @@ def load_mnist(
     return Data(x_tr, x_te, (28, 28, 1), y_tr, y_te, binary=method != "none", name="mnist")
 
 
-def load_binarized_mnist(path: Optional[str] = None, use_valid_for_train: bool = False) -> Data:
-    """Larochelle's static binarized MNIST (50000/10000/10000), the likelihood benchmark."""
+_AMAT_ROW = 2 * 784  # "0 1 0 ... 1\n": one digit and one separator per pixel
+
+
+def _read_amat(file: str) -> np.ndarray:
+    """One of Larochelle's `binarized_mnist_*.amat` text files as uint8 `[N, 784]`."""
+    with open(_require_file(file), "rb") as f:
+        raw = np.frombuffer(f.read(), np.uint8)
+    if len(raw) == 0 or len(raw) % _AMAT_ROW:
+        raise ValueError(f"{file!r} is not a binarized MNIST .amat file ({len(raw)} bytes)")
+    rows = raw.reshape(-1, _AMAT_ROW)
+    digits, separators = rows[:, 0::2] - ord("0"), rows[:, 1::2]
+    if (
+        (digits > 1).any()
+        or (separators[:, :-1] != ord(" ")).any()
+        or (separators[:, -1] != ord("\n")).any()
+    ):
+        raise ValueError(f"{file!r} is not a binarized MNIST .amat file (784 0/1 digits a row)")
+    return digits
+
+
+def _binarized_mnist_splits(path: Optional[str]):
+    """(train, valid, test) from `binarized_mnist.npz` or the three .amat files."""
     root = data_dir(path)
-    file = os.path.join(root, "binarized_mnist", "binarized_mnist.npz")
-    if not os.path.isfile(file):
-        file = os.path.join(root, "binarized_mnist.npz")
-    try:
-        with np.load(_require_file(file), allow_pickle=False) as npz:
-            train, valid, test = (npz[k].astype(np.float32) for k in ("train", "valid", "test"))
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"cannot read {file!r} (need keys train/valid/test): {e}") from e
+    npz_file = _first_file(
+        os.path.join(root, "binarized_mnist", "binarized_mnist.npz"),
+        os.path.join(root, "binarized_mnist.npz"),
+    )
+    if npz_file:
+        try:
+            with np.load(npz_file, allow_pickle=False) as npz:
+                return tuple(npz[k] for k in ("train", "valid", "test"))
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"cannot read {npz_file!r} (need keys train/valid/test): {e}") from e
+    names = [f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test")]
+    for folder in (os.path.join(root, "binarized_mnist"), root):
+        if all(os.path.isfile(os.path.join(folder, n)) for n in names):
+            break
+    else:
+        folder = fetch("binarized_mnist", root)
+    return tuple(_read_amat(os.path.join(folder, n)) for n in names)
+
+
+def load_binarized_mnist(path: Optional[str] = None, use_valid_for_train: bool = False) -> Data:
+    """Larochelle's static binarized MNIST (50000/10000/10000), the likelihood benchmark.
+
+    Read from `binarized_mnist/` in the data directory: the three `binarized_mnist_*.amat`
+    files (downloaded there on first use) or one `binarized_mnist.npz` (keys train/valid/test).
+    """
+    train, valid, test = (s.astype(np.float32) for s in _binarized_mnist_splits(path))
     if use_valid_for_train:
         train = np.concatenate([train, valid])
     return Data(train, test, (28, 28, 1), binary=True, name="binarized_mnist")
 
 
 def load_frey_face(path: Optional[str] = None, test_fraction: float = 0.1, seed: int = 0) -> Data:
-    """Frey Face: 1965 grey 28x20 faces scaled to [0, 1], continuous (App. C.2's Gaussian case)."""
+    """Frey Face: 1965 grey 28x20 faces scaled to [0, 1], continuous (App. C.2's Gaussian case).
+
+    `path`: `frey_rawface.mat` itself, or a data directory holding it (in `frey/`, downloaded
+    there on first use).
+    """
     from scipy.io import loadmat
 
-    root = data_dir(path) if path is None or os.path.isdir(path) else None
-    file = path if root is None else os.path.join(root, "frey", "frey_rawface.mat")
-    if root is not None and not os.path.isfile(file):
-        file = os.path.join(root, "frey_rawface.mat")
+    if path is not None and os.path.isfile(path):
+        file = path
+    else:
+        root = data_dir(path)
+        file = _first_file(
+            os.path.join(root, "frey", "frey_rawface.mat"), os.path.join(root, "frey_rawface.mat")
+        ) or os.path.join(fetch("frey", root), "frey_rawface.mat")
     try:
         ff = loadmat(_require_file(file))["ff"]
     except (OSError, KeyError, ValueError) as e:
@@ -262,7 +361,8 @@ def load_array(
 def load_dataset(
     name: str, path: Optional[str] = None, binarization: str = "static", seed: int = 0
 ) -> Data:
-    """A dataset by name: `default`, `mnist`, `binarized_mnist`, `frey`, or a .npy/.npz path."""
+    """A dataset by name: `default`, `mnist`, `binarized_mnist`, `frey`, or a .npy/.npz path
+    (an .npz in Keras' MNIST layout loads as `mnist`)."""
     if name == "default":
         return load_default(binarization=binarization, seed=seed)
     if name == "mnist":
@@ -271,6 +371,8 @@ def load_dataset(
         return load_binarized_mnist(path)
     if name == "frey":
         return load_frey_face(path, seed=seed)
+    if name.endswith(".npz") and is_keras_mnist(name):
+        return load_mnist(name, binarization=binarization, seed=seed)
     if name.endswith((".npy", ".npz")):
         return load_array(name, seed=seed)
     raise ValueError(f"unknown dataset {name!r}: expected one of {DATASETS} or a .npy/.npz path")
