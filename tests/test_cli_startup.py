@@ -71,6 +71,8 @@ def test_importing_tfvae_cli_and_serving_leaves_tensorflow_out():
         (["train", "--epochs", "-1"], 2),
         (["frobnicate"], 2),
         (["evaluate"], 2),
+        (["train", "--dataset", "missing.npy", "--out", "x"], 2),
+        (["train", "--resume", "--out", "not-there"], 2),
     ],
 )
 def test_help_and_argument_errors_do_not_import_tensorflow(args, status, tmp_path):

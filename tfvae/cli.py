@@ -381,11 +381,16 @@ def _choose_dataset(dataset: str, data_dir: Optional[str]) -> str:
     return "mnist"
 
 
+def _check_dataset_file(dataset: str) -> None:
+    """A .npy/.npz --dataset must exist (checked before TensorFlow is imported)."""
+    if dataset.endswith((".npy", ".npz")) and not os.path.isfile(dataset):
+        raise UsageError(f"--dataset: file not found: {dataset!r} (expected a .npy/.npz file)")
+
+
 def _load_data(dataset: str, data_dir: Optional[str], seed: int):
     from tfvae.data import load_dataset
 
-    if dataset.endswith((".npy", ".npz")) and not os.path.isfile(dataset):
-        raise UsageError(f"--dataset: file not found: {dataset!r} (expected a .npy/.npz file)")
+    _check_dataset_file(dataset)
     data = load_dataset(_choose_dataset(dataset, data_dir), data_dir, seed=seed)
     if dataset.endswith((".npy", ".npz")):
         _check_unit_range(dataset, data)
@@ -429,15 +434,17 @@ def _check_new_dir(path: str, overwrite: bool) -> None:
 
 def _train(args, out: str, overwrite: bool):
     """Trains per `args` into `out`; returns (model, data, metrics)."""
-    from tfvae.distribute import make_strategy
-
-    strategy = make_strategy(args.strategy)  # first: multi-worker must precede other TF ops
-    from tfvae.plots import read_history_csv, save_figure, training_curves
-    from tfvae.train import make_callbacks, train_and_evaluate
-
+    # Argument checks that need no TensorFlow come first, so bad input is answered at once.
+    _check_dataset_file(args.dataset)
     args.dataset = _choose_dataset(args.dataset, args.data_dir)  # the preset follows the data
     model_values, train_values = _config_values(args)
     train_config = _build(TrainConfig, **train_values)
+    from tfvae.distribute import make_strategy
+
+    strategy = make_strategy(args.strategy)  # before any TF op: multi-worker requires it
+    from tfvae.plots import read_history_csv, save_figure, training_curves
+    from tfvae.train import make_callbacks, train_and_evaluate
+
     data = _load_data(args.dataset, args.data_dir, train_config.seed)
     model_values.setdefault("decoder", "bernoulli" if data.binary else "gaussian")
     config = _build(
@@ -590,20 +597,21 @@ def _fresh(out: str):
 
     @contextlib.contextmanager
     def guard():
-        from tfvae.checkpointing import CHECKPOINT_DIR
-
         try:
             yield
         except BaseException:
-            checkpoints = os.path.join(out, CHECKPOINT_DIR)
-            if os.path.isdir(checkpoints) and os.listdir(checkpoints):
-                # Epochs already trained are worth keeping (Ctrl-C, a crash mid-run).
-                _note(
-                    f"training state kept in {checkpoints}; continue with "
-                    f"`tfvae train --out {out} --resume` and the same options"
-                )
-            elif not existed:
-                shutil.rmtree(out, ignore_errors=True)
+            if os.path.isdir(out):  # else nothing was written (and TF need not be imported)
+                from tfvae.checkpointing import CHECKPOINT_DIR
+
+                checkpoints = os.path.join(out, CHECKPOINT_DIR)
+                if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+                    # Epochs already trained are worth keeping (Ctrl-C, a crash mid-run).
+                    _note(
+                        f"training state kept in {checkpoints}; continue with "
+                        f"`tfvae train --out {out} --resume` and the same options"
+                    )
+                elif not existed:
+                    shutil.rmtree(out, ignore_errors=True)
             raise
 
     return guard()
@@ -619,6 +627,8 @@ def _cmd_train(args) -> int:
     unless --overwrite or --resume.
     """
     if args.resume:
+        if not os.path.isdir(args.out):
+            raise UsageError(f"--resume: no run directory at {args.out!r}")
         from tfvae.checkpointing import CHECKPOINT_DIR
 
         if os.path.exists(os.path.join(args.out, "model")):
