@@ -18,8 +18,6 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "2", "--hidden-units", "16", "--eval-samples", "5", "--batch-size", "200"]
 
-pytestmark = pytest.mark.slow
-
 
 def tfvae(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
@@ -65,6 +63,7 @@ def workdir(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_run_writes_model_logs_pictures(workdir):
     run = workdir / "runs" / "default"
     for name in (
@@ -111,6 +110,7 @@ def test_run_writes_model_logs_pictures(workdir):
     assert (workdir / "saved_models" / "default" / "1" / "saved_model.pb").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_json_matches_the_training_run(workdir):
     run = workdir / "runs" / "default"
     # Same K and batch size as the run's own evaluation (TINY): evaluation draws are seeded,
@@ -127,6 +127,7 @@ def test_evaluate_json_matches_the_training_run(workdir):
     assert got["num_examples"] == 359 and got["log_likelihood_samples"] == 5
 
 
+@pytest.mark.slow
 def test_sample_reconstruct_latent_write_documented_pngs(workdir, tmp_path):
     from tfvae.plots import grid_size_px
 
@@ -151,6 +152,7 @@ def test_sample_reconstruct_latent_write_documented_pngs(workdir, tmp_path):
         assert image.shape[:2] == size and image[..., :3].std() > 0
 
 
+@pytest.mark.slow
 def test_export_writes_tf_serving_layout(workdir, tmp_path, capsys):
     result = tfvae("export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -166,6 +168,7 @@ def test_export_writes_tf_serving_layout(workdir, tmp_path, capsys):
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_rerun_keeps_earlier_results(workdir, capsys):
     from tfvae.cli import main
 
@@ -191,6 +194,7 @@ def one_line_error(stderr):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
     import shutil
 
@@ -291,6 +295,7 @@ def test_every_subcommand_has_help_describing_it(capsys):
         assert " ".join(description.split())[:60] in out
 
 
+@pytest.mark.slow
 def test_train_resume_continues_an_interrupted_run(workdir, tmp_path):
     """A run whose process died after its checkpoints (no model/ yet) continues with --resume."""
     import shutil

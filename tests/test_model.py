@@ -81,6 +81,7 @@ def test_kl_weight_scales_the_loss(small_config, binary_x):
     assert logs["kl"] > 0
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(small_config, binary_x):
     def run():
         model = VAE(small_config)
@@ -137,6 +138,7 @@ def test_iwae_matches_numpy_log_mean_exp(small_config, binary_x):
     np.testing.assert_allclose(got, expected, atol=0.15)  # different draws, same estimator
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["gaussian", "isotropic", "fixed_variance"])
 def test_gaussian_decoders_train(decoder):
     x = np.random.default_rng(0).random((128, 10)).astype(np.float32)

@@ -21,6 +21,7 @@ def _elbo_gain(config, train_config, data, tmp_path=None):
     return start, metrics, history, model
 
 
+@pytest.mark.slow
 def test_default_dataset_elbo_rises_and_is_saved(tmp_path):
     data = load_default()
     config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(200,))
@@ -40,6 +41,7 @@ def test_default_dataset_elbo_rises_and_is_saved(tmp_path):
         train_and_evaluate(config, TrainConfig(epochs=0), data, str(tmp_path), verbose=0)
 
 
+@pytest.mark.slow
 def test_mnist_test_file_elbo_rises(data_dir):
     mnist = load_mnist(data_dir, binarization="static", seed=0)
     # Train on the 10,000 test images (the file the issue names), evaluate on 1,000 of them.
@@ -49,6 +51,7 @@ def test_mnist_test_file_elbo_rises(data_dir):
     assert start < -500 and metrics["elbo"] > -200  # from ~-543 nats to well under 200
 
 
+@pytest.mark.slow
 def test_gaussian_decoder_on_frey_face_stays_finite(data_dir):
     data = load_frey_face(data_dir)
     config = VAEConfig(input_dim=560, latent_dim=5, decoder="gaussian", hidden_units=(200,))
