@@ -72,6 +72,26 @@ def test_publish_dir_refuses_target_that_appeared(tmp_path):
     assert (target / "y").read_text() == "other writer"
 
 
+def test_published_files_and_dirs_have_the_usual_modes(tmp_path):
+    """Readable by others as with open()/mkdir() (mkstemp alone would make them owner-only)."""
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "f", "x")
+        with atomic.staged_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_remove_stale_temps_keeps_young_ones_when_asked(tmp_path):
+    young = tmp_path / ".m.json.tmp-young"
+    young.write_text("a write in progress")
+    atomic.remove_stale_temps(tmp_path / "m.json", older_than=60)
+    assert young.exists()
+
+
 def test_remove_stale_temps(tmp_path):
     path = tmp_path / "m.json"
     (tmp_path / ".m.json.tmp-abc").write_text("debris")

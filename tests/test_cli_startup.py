@@ -55,6 +55,13 @@ def test_importing_tfvae_cli_and_serving_leaves_tensorflow_out():
         body = rest_body("encode", x=[[0.5, 0.5]], seed=1)
         assert parse_rest_response({"outputs": [1, 2]})["output"].tolist() == [1, 2]
         assert rest_url("vae").endswith("/v1/models/vae:predict"), body
+        assert tfvae.serving.rest_url is rest_url  # submodules reachable as attributes
+        try:
+            tfvae.no_such_name
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("tfvae.no_such_name did not raise AttributeError")
         """
     )
     result = python(code)

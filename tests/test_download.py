@@ -156,12 +156,16 @@ def test_a_killed_download_leaves_nothing_that_looks_complete(data_dir, cache, m
     folder.mkdir(parents=True)
     stale = folder / ".frey_rawface.mat.tmp-killed"  # what atomic.write_with leaves on SIGKILL
     stale.write_bytes(b"half a file")
+    old = time.time() - download.STALE_DOWNLOAD_SECONDS - 1
+    os.utime(stale, (old, old))
+    live = folder / ".frey_rawface.mat.tmp-live"  # another process's download in progress
+    live.write_bytes(b"growing")
     with pytest.raises(DownloadError):  # the closed port of conftest: offline
         data.load_frey_face()
     with serve(data_dir) as server:
         monkeypatch.setenv(download.DATASETS_URL_ENV, server.url)
         fetch("frey")
-    assert listing(cache) == ["frey/frey_rawface.mat"]
+    assert listing(cache) == ["frey/.frey_rawface.mat.tmp-live", "frey/frey_rawface.mat"]
 
 
 def test_default_cache_is_under_home(monkeypatch, tmp_path):

@@ -38,6 +38,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name not in _PUBLIC:
+        try:  # a submodule, as `import tfvae; tfvae.serving` found it when imports were eager
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Callable, Iterator, Union
 
 __all__ = [
@@ -37,6 +38,18 @@ PathLike = Union[str, os.PathLike]
 
 def _temp_prefix(path: str) -> str:
     return f".{os.path.basename(path)}.tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: str, directory: bool) -> None:
+    """Gives a temp file/dir the mode `open`/`mkdir` would (mkstemp/mkdtemp make them owner-only),
+    so another user (a model server) can read what is published."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 def fsync_dir(path: PathLike) -> None:
@@ -62,20 +75,31 @@ def fsync_tree(root: PathLike) -> None:
         fsync_dir(dirpath)
 
 
-def remove_stale_temps(path: PathLike) -> None:
-    """Removes the temporary siblings that killed writes of `path` left behind."""
+def remove_stale_temps(path: PathLike, older_than: float = 0.0) -> None:
+    """Removes the temporary siblings that killed writes of `path` left behind.
+
+    `older_than` (seconds): keep temps modified more recently, which may belong to a write
+    still in progress in another process (two downloads of one file, say).
+    """
     path = os.path.abspath(os.fspath(path))
     parent, prefix = os.path.dirname(path), _temp_prefix(path)
     if not os.path.isdir(parent):
         return
     for name in os.listdir(parent):
-        if name.startswith(prefix):
-            stale = os.path.join(parent, name)
+        stale = os.path.join(parent, name)
+        if name.startswith(prefix) and _age(stale) >= older_than:
             if os.path.isdir(stale) and not os.path.islink(stale):
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):
                     os.remove(stale)
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _check_overwrite(path: str, overwrite: bool) -> None:
@@ -95,6 +119,7 @@ def write_with(path: PathLike, write_fn: Callable[[str], None], overwrite: bool 
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=parent)
     os.close(fd)
+    _usual_mode(tmp, directory=False)
     try:
         write_fn(tmp)
         with open(tmp, "rb") as f:
@@ -180,6 +205,7 @@ def staged_dir(target: PathLike, overwrite: bool = False) -> Iterator[str]:
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=_temp_prefix(target), dir=parent)
+    _usual_mode(tmp, directory=True)
     try:
         yield tmp
         publish_dir(tmp, target, overwrite=overwrite)

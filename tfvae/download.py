@@ -34,6 +34,9 @@ DATA_DIR_ENV = "TFVAE_DATA_DIR"
 DATASETS_URL_ENV = "TFVAE_DATASETS_URL"  # replaces every source's base: BASE/<dataset>/<file>
 DEFAULT_CACHE_DIR = os.path.join("~", ".tfvae", "datasets")
 _CHUNK = 1 << 16
+# A temp file not written to for this long is a killed download's (a live one grows by the
+# chunk); younger ones may be another process's download of the same file, and are kept.
+STALE_DOWNLOAD_SECONDS = 600
 
 
 class DownloadError(FileNotFoundError):
@@ -168,7 +171,8 @@ def _download(url: str, remote: Remote, target: str, timeout: float, progress: b
 
     # Connect first: an unreachable host leaves not even an empty folder behind.
     with urllib.request.urlopen(url, timeout=timeout) as response:
-        atomic.remove_stale_temps(target)  # what a killed download left behind
+        # What a killed download left behind; a younger temp may be another process's download.
+        atomic.remove_stale_temps(target, older_than=STALE_DOWNLOAD_SECONDS)
         atomic.write_with(target, write)  # verified: any copy already there is the same
 
 
