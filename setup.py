@@ -41,6 +41,8 @@ setup(
             "ipykernel>=6.29,<8",
             "ruff>=0.17,<0.18",  # the style check; its formatting changes between minors
             "pytest-xdist>=3.5,<4",
+            "packaging>=23",  # tests/test_packaging.py, scripts/freeze_constraints.py
+            "keras>=3.10,<4",  # tests/test_keras3.py builds Keras 3 objects (TF brings it too)
         ],
         # bench/: the PyTorch reference VAE (CPU build).
         "bench": ["torch>=2.5,<3"],

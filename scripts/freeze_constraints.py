@@ -26,6 +26,7 @@ HEADER = """\
 # setup.py holds the ranges users get; this file only pins, it installs nothing by itself.
 # Written by scripts/freeze_constraints.py from the installed packages; local version labels
 # (torch's +cpu) are dropped so the pins match PyPI's and the CPU wheel index's builds alike.
+# Frozen on CI's Python 3.11: some pins (numpy 2.4) need Python >= 3.11.
 """
 
 

@@ -42,7 +42,7 @@ QUICKSTART = [
     md("""
 # Quickstart: train, evaluate, generate, export
 
-A VAE on the 8x8 digits that ship with scikit-learn (no download), in four steps. The
+A VAE on the 8x8 digits that ship inside tfvae (no download), in four steps. The
 command line does the same in one: `tfvae run`.
 """),
     code(SETUP + '\nEPOCHS = 3 if SMALL else 100\nprint("epochs:", EPOCHS)'),
@@ -95,7 +95,7 @@ plots.latent_scatter(z_mean, data.y_test)
     md("""
 ## 4. Export for TF Serving
 
-`tfvae.export.export` writes a SavedModel in TF Serving's layout `<base>/<name>/<version>`;
+`tfvae.export` writes a SavedModel in TF Serving's layout `<base>/<name>/<version>`;
 the next free version is chosen, an existing one is never replaced.
 """),
     code("""

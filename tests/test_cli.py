@@ -312,3 +312,28 @@ def test_train_resume_continues_an_interrupted_run(workdir, tmp_path):
     again = tfvae("train", *TINY, "--out", str(out), "--resume")
     assert again.returncode == 2 and "finished run" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_dynamic_binarization_trains_on_grey_levels_with_a_bernoulli_decoder(
+    tmp_path, monkeypatch, capsys
+):
+    """--dynamic-binarization loads grey levels (redrawn as pixels each epoch), not a static
+    binarization on which the redraw would change nothing; the decoder stays Bernoulli."""
+    from tfvae import cli, data
+
+    loaded = {}
+    load_dataset = data.load_dataset
+
+    def recording(name, path=None, binarization="static", seed=0):
+        loaded["data"] = load_dataset(name, path, binarization=binarization, seed=seed)
+        return loaded["data"]
+
+    monkeypatch.setattr(data, "load_dataset", recording)
+    out = tmp_path / "dyn"
+    argv = ["train", "--dataset", "default", "--dynamic-binarization", "--epochs", "0"]
+    assert cli.main([*argv, "--hidden-units", "8", "--eval-samples", "2", "--out", str(out)]) == 0
+    x = loaded["data"].x_train
+    assert not np.isin(x, (0.0, 1.0)).all()  # grey levels reach the training pipeline
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["model_config"]["decoder"] == "bernoulli"
+    assert recorded["train_config"]["dynamic_binarization"] is True

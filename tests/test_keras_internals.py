@@ -97,6 +97,13 @@ def test_strategy_and_coordinator_flags():
     assert keras_internals.has_distribution_strategy(mirrored), VERSIONS
 
 
+def test_multi_worker_mode_is_a_method_of_the_strategies_extended():
+    """`_in_multi_worker_mode` must exist (a missing one would silently read as False)."""
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0"])):
+        assert callable(getattr(strategy.extended, "_in_multi_worker_mode", None)), VERSIONS
+        assert keras_internals.in_multi_worker_mode(strategy) is False, VERSIONS
+
+
 def test_fit_calls_the_train_function_that_was_set():
     model = make_model()
     keras_function = model.make_train_function()

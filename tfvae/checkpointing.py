@@ -102,7 +102,7 @@ def prepare_run(workdir: str, model_config, train_config, record: bool = True) -
 
     Raises:
       CheckpointError: `run.json` is corrupt, or records a different config (the message
-        lists every differing field); changing only `epochs`/`eval_samples` is allowed.
+        lists every differing field); only the fields in `RESUMABLE_CHANGES` may change.
     """
     path = os.path.join(workdir, RUN_FILE)
     run = _run_record(model_config, train_config)
@@ -130,7 +130,7 @@ def prepare_run(workdir: str, model_config, train_config, record: bool = True) -
             "discard the saved run."
         )
     if record and saved["train_config"] != run["train_config"]:
-        atomic.write_json(path, run)  # the new epochs/eval_samples
+        atomic.write_json(path, run)  # the new values of RESUMABLE_CHANGES
 
 
 def _normalise(value):

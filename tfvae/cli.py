@@ -12,8 +12,9 @@
 `tfvae.config` (names, choices, help, checks); `--preset` picks their defaults (unless told
 otherwise, the dataset's: `mnist` for MNIST, `digits` for the rest).
 
-A run directory holds `model/` (config + weights), `dataset.json` (which data it was trained
-on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
+A run directory holds `model/` (config + weights), `run.json` (the configs, checked on
+resume), `checkpoints/` (the training state of the last epochs), `dataset.json` (which data
+it was trained on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
 (unknown names, missing files, impossible values, a model that does not fit the data)
 ends with one line on stderr and exit status 2; nothing already written is replaced
 unless `--overwrite` says so.
@@ -28,7 +29,6 @@ import importlib.abc
 import importlib.util
 import inspect
 import json
-import math
 import os
 import re
 import shutil
@@ -387,11 +387,12 @@ def _check_dataset_file(dataset: str) -> None:
         raise UsageError(f"--dataset: file not found: {dataset!r} (expected a .npy/.npz file)")
 
 
-def _load_data(dataset: str, data_dir: Optional[str], seed: int):
+def _load_data(dataset: str, data_dir: Optional[str], seed: int, binarization: str = "static"):
     from tfvae.data import load_dataset
 
     _check_dataset_file(dataset)
-    data = load_dataset(_choose_dataset(dataset, data_dir), data_dir, seed=seed)
+    name = _choose_dataset(dataset, data_dir)
+    data = load_dataset(name, data_dir, binarization=binarization, seed=seed)
     if dataset.endswith((".npy", ".npz")):
         _check_unit_range(dataset, data)
     return data
@@ -445,8 +446,12 @@ def _train(args, out: str, overwrite: bool):
     from tfvae.plots import read_history_csv, save_figure, training_curves
     from tfvae.train import make_callbacks, train_and_evaluate
 
-    data = _load_data(args.dataset, args.data_dir, train_config.seed)
-    model_values.setdefault("decoder", "bernoulli" if data.binary else "gaussian")
+    # --dynamic-binarization keeps grey levels, redrawn as binary pixels every epoch.
+    dynamic = train_config.dynamic_binarization
+    data = _load_data(
+        args.dataset, args.data_dir, train_config.seed, "dynamic" if dynamic else "static"
+    )
+    model_values.setdefault("decoder", "bernoulli" if data.binary or dynamic else "gaussian")
     config = _build(
         VAEConfig, input_dim=data.input_dim, image_shape=data.image_shape, **model_values
     )
@@ -791,7 +796,9 @@ def _cmd_run(args) -> int:
         )
     with _fresh(out):
         model, data, metrics = _train(args, out, overwrite=False)
-    metrics["elbo_bits_per_dim"] = metrics["elbo"] / (-model.config.input_dim * math.log(2))
+    from tfvae.objectives import bits_per_dim
+
+    metrics["elbo_bits_per_dim"] = float(bits_per_dim(-metrics["elbo"], model.config.input_dim))
     pictures = os.path.join(out, "pictures")
     x = data.x_test
     paths = [

@@ -95,8 +95,9 @@ def _check_tf_config(text: str) -> None:
 
 def is_multi_worker(strategy) -> bool:
     """True when `strategy` spans several processes (workers)."""
-    extended = strategy.extended
-    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+    from tfvae.keras_internals import in_multi_worker_mode
+
+    return in_multi_worker_mode(strategy)
 
 
 def is_chief(strategy) -> bool:

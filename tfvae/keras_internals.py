@@ -14,6 +14,7 @@ import tf_keras as tfk
 __all__ = [
     "bernoulli_logits",
     "has_distribution_strategy",
+    "in_multi_worker_mode",
     "is_compiled",
     "refuse_saved_model",
     "set_train_function",
@@ -29,6 +30,12 @@ def steps_per_execution(model: tfk.Model) -> Optional[tf.Variable]:
     Keras keeps it in `_steps_per_execution` and lowers it during an epoch shorter than it.
     """
     return model._steps_per_execution
+
+
+def in_multi_worker_mode(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several processes: TF's `extended._in_multi_worker_mode()`
+    (what Keras itself asks; strategies without it are single-process)."""
+    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
 
 
 def train_counter(model: tfk.Model) -> tf.Variable:
