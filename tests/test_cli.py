@@ -69,7 +69,6 @@ def test_run_writes_model_logs_pictures(workdir):
     for name in (
         "model/manifest.json",
         "model/config.json",
-        "dataset.json",
         "run.json",
         "metrics.json",
     ):
@@ -101,6 +100,10 @@ def test_run_writes_model_logs_pictures(workdir):
         for key, value in given.items():
             assert recorded[section][key] == value, (section, key)
     assert recorded["train_config"]["epochs"] == 2 and recorded["model_config"]["latent_dim"] == 2
+    # ... and the data: how to load it again, and what it was.
+    assert recorded["dataset"]["source"]["dataset"] == "default"
+    assert recorded["dataset"]["train_shape"][1] == 64 and len(recorded["dataset"]["sha256"]) == 64
+    assert not (run / "dataset.json").exists()
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert math.isfinite(metrics["elbo"]) and metrics["elbo"] < 0
     try:
@@ -337,3 +340,17 @@ def test_dynamic_binarization_trains_on_grey_levels_with_a_bernoulli_decoder(
     recorded = json.loads((out / "run.json").read_text())
     assert recorded["model_config"]["decoder"] == "bernoulli"
     assert recorded["train_config"]["dynamic_binarization"] is True
+
+
+def test_run_data_is_read_from_run_json_or_an_older_runs_dataset_json(tmp_path):
+    from tfvae.cli import UsageError, _dataset_source
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"dataset": "old.npy", "seed": 1}))
+    assert _dataset_source(str(tmp_path)) == {"dataset": "old.npy", "seed": 1}
+    source = {"dataset": "mnist", "data_dir": None, "seed": 0}
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"source": source}}))
+    assert _dataset_source(str(tmp_path)) == source
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"source": ["mnist"]}}))
+    with pytest.raises(UsageError, match="pass --dataset"):
+        _dataset_source(str(tmp_path))
+    assert _dataset_source(str(tmp_path / "empty")) == {}

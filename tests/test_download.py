@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import json
 import os
 import threading
 import time
@@ -258,8 +259,8 @@ def test_run_falls_back_to_the_embedded_digits_offline(cache, tmp_path, capsys):
     notes = [line for line in capsys.readouterr().err.splitlines() if "MNIST" in line]
     assert len(notes) == 1 and "embedded 8x8 digits" in notes[0], notes
     assert "train-images-idx3-ubyte.gz" in notes[0] and str(cache / "mnist") in notes[0]
-    recorded = (tmp_path / "runs" / "default" / "dataset.json").read_text()
-    assert '"dataset": "default"' in recorded
+    recorded = json.loads((tmp_path / "runs" / "default" / "run.json").read_text())
+    assert recorded["dataset"]["source"]["dataset"] == "default"
 
 
 def test_offline_named_dataset_is_one_line_error(cache, capsys):

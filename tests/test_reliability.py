@@ -265,3 +265,26 @@ def test_data_loaders_refuse_bad_arrays(tmp_path):
         make_dataset(bad.reshape(4, 6))
     with pytest.raises(TypeError, match="batch_size must be an integer"):
         make_dataset(np.ones((4, 6), np.float32), batch_size=2.5)
+
+
+def test_resume_on_other_training_data_is_refused_naming_both(tmp_path):
+    """run.json records the data (source, shape, sha256): a resume on other data is refused,
+    on the same data (or from a run.json recorded without data) it goes on."""
+    from tfvae import TrainConfig, VAEConfig
+    from tfvae.checkpointing import CheckpointError, dataset_identity, prepare_run
+
+    config, train = VAEConfig(input_dim=4), TrainConfig()
+    x = np.zeros((10, 4), np.float32)
+    first = dataset_identity(x, {"dataset": "a.npy"})
+    prepare_run(str(tmp_path), config, train, dataset=first)
+    prepare_run(str(tmp_path), config, train, dataset=dataset_identity(x.copy(), {"dataset": "b"}))
+    other = x.copy()
+    other[3, 2] = 1.0
+    with pytest.raises(CheckpointError, match="other data") as e:
+        prepare_run(str(tmp_path), config, train, dataset=dataset_identity(other, {"dataset": "c"}))
+    # the same data found at another path updated the recipe; the message names both sides
+    assert "'b'" in str(e.value) and "'c'" in str(e.value)
+    legacy = tmp_path / "legacy"
+    prepare_run(str(legacy), config, train)  # a run recorded before datasets were
+    prepare_run(str(legacy), config, train, dataset=first)
+    assert json.loads((legacy / "run.json").read_text())["dataset"] == first

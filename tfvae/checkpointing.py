@@ -33,6 +33,7 @@ it cannot pair a checkpoint with its history nor name the corrupt file, hence th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ import re
 import shutil
 from typing import Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
@@ -91,21 +93,39 @@ def _read_json(path: str, what: str) -> dict:
 
 
 # ------------------------------------------------------------------------- run identity
-def _run_record(model_config, train_config) -> dict:
-    return {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
+def dataset_identity(x_train, source: Optional[dict] = None) -> dict:
+    """What run.json records of the training data: how to load it again (`source`, e.g. the
+    CLI's dataset name or path), its shape and a sha256 of its float32 values."""
+    x = np.ascontiguousarray(x_train, dtype=np.float32)
+    return {
+        "source": dict(source or {}),
+        "train_shape": list(x.shape),
+        "sha256": hashlib.sha256(x.view(np.uint8)).hexdigest(),
+    }
 
 
-def prepare_run(workdir: str, model_config, train_config, record: bool = True) -> None:
-    """Records the run's configs in `workdir/run.json`, or checks them against the saved ones.
+def _run_record(model_config, train_config, dataset: Optional[dict]) -> dict:
+    run = {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
+    if dataset is not None:
+        run["dataset"] = dataset
+    return run
+
+
+def prepare_run(
+    workdir: str, model_config, train_config, record: bool = True, dataset: Optional[dict] = None
+) -> None:
+    """Records the run in `workdir/run.json` (configs and, if given, the `dataset_identity`),
+    or checks it against the saved one.
 
     With `record=False` (a worker that is not the chief) it only checks, and writes nothing.
 
     Raises:
       CheckpointError: `run.json` is corrupt, or records a different config (the message
-        lists every differing field); only the fields in `RESUMABLE_CHANGES` may change.
+        lists every differing field; only the fields in `RESUMABLE_CHANGES` may change) or
+        different training data (it names both).
     """
     path = os.path.join(workdir, RUN_FILE)
-    run = _run_record(model_config, train_config)
+    run = _run_record(model_config, train_config, dataset)
     if not os.path.exists(path):
         if record:
             os.makedirs(workdir, exist_ok=True)
@@ -129,8 +149,25 @@ def prepare_run(workdir: str, model_config, train_config, record: bool = True) -
             + "). Use another workdir, the saved configuration, or overwrite=True to "
             "discard the saved run."
         )
-    if record and saved["train_config"] != run["train_config"]:
-        atomic.write_json(path, run)  # the new values of RESUMABLE_CHANGES
+    _check_same_data(workdir, saved.get("dataset"), dataset)
+    if record and any(saved.get(k) != run[k] for k in run):
+        atomic.write_json(path, run)  # new values of RESUMABLE_CHANGES, or the dataset
+
+
+def _check_same_data(workdir: str, saved: Optional[dict], now: Optional[dict]) -> None:
+    """Refuses to resume on other training data (runs recorded without a dataset are not
+    checked)."""
+    if not isinstance(saved, dict) or now is None:
+        return
+    keys = ("train_shape", "sha256")
+    if [saved.get(k) for k in keys] != [now.get(k) for k in keys]:
+        raise CheckpointError(
+            f"cannot resume in {workdir!r}: it was trained on other data (saved "
+            f"{saved.get('source') or '?'}, shape {saved.get('train_shape')}, sha256 "
+            f"{str(saved.get('sha256'))[:12]}...; now {now.get('source') or '?'}, shape "
+            f"{now.get('train_shape')}, sha256 {str(now.get('sha256'))[:12]}...). Use the "
+            "run's data, another workdir, or overwrite=True."
+        )
 
 
 def _normalise(value):
@@ -193,14 +230,21 @@ def restore_checkpoint(path: str, model) -> Tuple[int, dict]:
 
 
 def resume_state(
-    model, model_config, train_config, workdir: str, overwrite=False, resume=True, strategy=None
+    model,
+    model_config,
+    train_config,
+    workdir: str,
+    overwrite=False,
+    resume=True,
+    strategy=None,
+    dataset: Optional[dict] = None,
 ) -> Tuple[int, dict]:
     """(epochs already done, their history) for `workdir`: restores the latest checkpoint.
 
-    `overwrite` discards a previous run's checkpoints; otherwise the run's configs must
-    match `run.json`, and an interrupted run is resumed only if `resume` is True. Under a
-    multi-worker `strategy` only the chief writes or clears; then every worker restores the
-    same checkpoint from the shared `workdir`.
+    `overwrite` discards a previous run's checkpoints; otherwise the run's configs (and
+    `dataset`, a `dataset_identity`) must match `run.json`, and an interrupted run is
+    resumed only if `resume` is True. Under a multi-worker `strategy` only the chief writes
+    or clears; then every worker restores the same checkpoint from the shared `workdir`.
 
     Raises:
       CheckpointError: `run.json` or the latest checkpoint is corrupt or from another run.
@@ -211,7 +255,7 @@ def resume_state(
     if overwrite and chief:
         clear_checkpoints(workdir)
     if chief or not overwrite:  # the chief may still be clearing what another worker reads
-        prepare_run(workdir, model_config, train_config, record=chief)
+        prepare_run(workdir, model_config, train_config, record=chief, dataset=dataset)
     distribute.barrier(strategy)  # every worker now sees the chief's files
     latest = latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
     if latest is None:

@@ -12,9 +12,9 @@
 `tfvae.config` (names, choices, help, checks); `--preset` picks their defaults (unless told
 otherwise, the dataset's: `mnist` for MNIST, `digits` for the rest).
 
-A run directory holds `model/` (config + weights), `run.json` (the configs, checked on
-resume), `checkpoints/` (the training state of the last epochs), `dataset.json` (which data
-it was trained on), `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
+A run directory holds `model/` (config + weights), `run.json` (the configs and the data it
+was trained on, checked on resume), `checkpoints/` (the training state of the last epochs),
+`metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
 (unknown names, missing files, impossible values, a model that does not fit the data)
 ends with one line on stderr and exit status 2; nothing already written is replaced
 unless `--overwrite` says so.
@@ -37,7 +37,6 @@ import tempfile
 import warnings
 from typing import Optional, Sequence, Tuple
 
-from tfvae import atomic
 from tfvae.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -52,7 +51,7 @@ from tfvae.config import (
 __all__ = ["main", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
-DATA_FILE = "dataset.json"
+DATA_FILE = "dataset.json"  # what runs recorded their dataset in before run.json did
 NAMED_DATASETS = ("auto", "default", "mnist", "binarized_mnist", "frey")
 
 
@@ -480,16 +479,7 @@ def _train(args, out: str, overwrite: bool):
         overwrite=overwrite,
         callbacks=make_callbacks(out),
         strategy=strategy,
-    )
-    atomic.write_json(
-        os.path.join(out, DATA_FILE),
-        {
-            "dataset": dataset,
-            "data_dir": data_dir,
-            "seed": train_config.seed,
-            "decoder": config.decoder,
-        },
-        sort_keys=False,
+        dataset_source={"dataset": dataset, "data_dir": data_dir, "seed": train_config.seed},
     )
     csv_path = os.path.join(out, "history.csv")
     if os.path.isfile(csv_path):
@@ -514,15 +504,28 @@ def _open_run(run_dir: str):
             f"RUN {run_dir!r} holds no trained model (no 'model' directory): "
             f"expected a directory written by tfvae train"
         )
-    info = {}
-    run_file = os.path.join(run_dir, DATA_FILE)
-    if os.path.isfile(run_file):
+    return load_model(model_dir), _dataset_source(run_dir)
+
+
+def _dataset_source(run_dir: str) -> dict:
+    """How the run's data is loaded again: `dataset.source` of its run.json (or, for runs
+    made before run.json recorded it, its dataset.json); {} if neither says."""
+    from tfvae.checkpointing import RUN_FILE
+
+    for name, read in ((RUN_FILE, lambda d: d.get("dataset", {}).get("source")), (DATA_FILE, dict)):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            continue
         try:
-            with open(run_file, encoding="utf-8") as f:
-                info = json.load(f)
-        except ValueError as e:
-            raise UsageError(f"{run_file!r} is not valid JSON: {e}")
-    return load_model(model_dir), info
+            with open(path, encoding="utf-8") as f:
+                info = read(json.load(f))
+        except (ValueError, AttributeError, TypeError) as e:
+            raise UsageError(f"{path!r} is not valid JSON of a run ({e}); pass --dataset")
+        if info:
+            if not isinstance(info, dict):
+                raise UsageError(f"{path!r} records its dataset as {info!r}; pass --dataset")
+            return info
+    return {}
 
 
 def _run_data(args, info: dict, model):

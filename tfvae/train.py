@@ -84,6 +84,7 @@ def train_and_evaluate(
     resume: bool = True,
     callbacks: Optional[list] = None,
     strategy: Optional[tf.distribute.Strategy] = None,
+    dataset_source: Optional[dict] = None,
 ):
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
 
@@ -107,6 +108,10 @@ def train_and_evaluate(
         this with the same arguments and see the same `workdir` (a shared filesystem); only
         the chief keeps what it writes (checkpoints, model, metrics), the others write to
         temporary directories that are deleted. Every strategy resumes the same way.
+
+      dataset_source: how to load the data again (JSON-able, e.g. the CLI's
+        `{"dataset": "mnist", "data_dir": ..., "seed": 0}`), recorded in `workdir/run.json`
+        with the training data's shape and sha256; resuming on other data is refused.
 
     Returns:
       `(model, history_dict, test_metrics_dict)`; the history covers every epoch of the
@@ -154,8 +159,9 @@ def train_and_evaluate(
         model.optimizer.build(model.trainable_variables)
     initial_epoch, past_history = 0, {}
     if workdir is not None:
+        dataset = checkpointing.dataset_identity(data.x_train, dataset_source)
         initial_epoch, past_history = checkpointing.resume_state(
-            model, model_config, train_config, workdir, overwrite, resume, strategy
+            model, model_config, train_config, workdir, overwrite, resume, strategy, dataset
         )
     # Each epoch's batches a fixed function of (seed, epoch), sharded across workers.
     train_ds, steps = input_pipeline.epoch_dataset(
