@@ -12,7 +12,6 @@ Usage: python bench/bench_cli_startup.py [--runs 10] [--repo PATH] [--out FILE.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -75,8 +74,9 @@ def main(argv=None) -> dict:
         "results": results,
     }
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        from tfvae import atomic  # TF-free: tfvae's package imports lazily
+
+        atomic.write_json(args.out, summary, sort_keys=False)
     return summary
 
 
