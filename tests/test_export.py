@@ -519,3 +519,34 @@ def test_other_decoders_and_conv_give_the_model_parameters(kwargs):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_concurrent_exports_claim_distinct_versions(tmp_path, monkeypatch):
+    """A version that appears while an export with an automatic number is being written (a
+    concurrent `tfvae export`) is left whole, and this export takes the next number; an
+    explicitly asked-for version is refused instead."""
+    from tfvae import atomic
+
+    model, _ = exported("bernoulli")
+    base = tmp_path / "vae"
+    publish = atomic.publish_dir
+    raced = []
+
+    def racing_publish(tmp, target, overwrite=False):
+        if not raced:  # another exporter publishes this very number first
+            os.makedirs(target)
+            with open(os.path.join(target, "theirs.txt"), "w") as f:
+                f.write("theirs")
+            raced.append(target)
+        return publish(tmp, target, overwrite=overwrite)
+
+    monkeypatch.setattr(atomic, "publish_dir", racing_publish)
+    path = export_fn(model, base)
+    assert os.path.basename(path) == "2" and raced == [str(base / "1")]
+    assert os.listdir(base / "1") == ["theirs.txt"]
+    assert load_exported(path)["serving_default"](x=np.zeros((1, INPUT_DIM), np.float32))
+    assert sorted(os.listdir(base)) == ["1", "2"]  # no temp left behind
+    raced.clear()
+    with pytest.raises(FileExistsError, match="appeared"):
+        export_fn(model, base, version=5)
+    assert os.listdir(base / "5") == ["theirs.txt"] and sorted(os.listdir(base)) == ["1", "2", "5"]

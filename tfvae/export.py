@@ -316,6 +316,7 @@ def export(
         raise ValueError(f"version must be a positive integer or None, got {version!r}")
     _prepare_base(base)
     _clean_stale(base)
+    chosen = version is None  # the next free number: taken by another exporter -> the next
     if version is None:
         version = (max(_versions(base), default=0)) + 1
     version = int(version)
@@ -333,7 +334,7 @@ def export(
         _write_metadata(os.path.join(tmp, "assets.extra", METADATA_FILE), model, module)
         if warmup:
             _write_warmup(tmp, module)
-        _move_into_place(tmp, target, version, overwrite)
+        target = _claim_version(tmp, base, version, overwrite and not chosen, chosen)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -366,6 +367,21 @@ def _write_metadata(path: str, model, module: VAEServingModule) -> None:
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic.write_json(path, meta)
+
+
+def _claim_version(tmp: str, base: str, version: int, overwrite: bool, chosen: bool) -> str:
+    """Publishes `tmp` as `base/<version>`; if that version appeared meanwhile (a concurrent
+    export) and the number was `chosen` here, as the next free one: N concurrent exports give
+    N distinct complete versions. Returns the version directory."""
+    while True:
+        target = os.path.join(base, str(version))
+        try:
+            _move_into_place(tmp, target, version, overwrite)
+            return target
+        except FileExistsError:
+            if not chosen:
+                raise
+            version = max(version, *_versions(base)) + 1
 
 
 def _move_into_place(tmp: str, target: str, version: int, overwrite: bool) -> None:
