@@ -55,6 +55,22 @@ def test_nan_injected_into_tf_data_batch_stops_training_naming_epoch_and_batch(d
     assert int(model.optimizer.iterations) == 8  # stopped right there, no epoch 3
 
 
+def test_plain_fit_stops_on_a_non_finite_loss_by_default(digits):
+    """`model.fit` itself (no tfvae callback given) stops at the NaN batch; opting out keeps
+    Keras' behaviour: training runs on, to NaN weights."""
+    x = digits.x_train[:40].copy()
+    x[2 * 8 + 1, 0] = np.nan  # batch 3 of the first epoch
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    model = _tiny_model()
+    with pytest.raises(NonFiniteLossError, match="epoch 1, batch 3"):
+        model.fit(ds, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 3
+    model = _tiny_model()
+    model.fit(ds, epochs=2, verbose=0, stop_on_non_finite=False)
+    assert int(model.optimizer.iterations) == 10
+    assert not all(np.isfinite(w).all() for w in model.get_weights())
+
+
 def test_callback_reports_only_the_term_that_went_non_finite():
     callback = StopOnNonFiniteLoss(raise_error=False)
     callback.set_model(_tiny_model())

@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 import tf_keras as tfk
 
 from tfvae import keras3, keras_internals, objectives
+from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
 from tfvae.export import export
@@ -310,9 +311,18 @@ class VAE(tfk.Model):
         keras_internals.set_train_function(self, fused_train_function(self, self._fused_steps))
         return self.train_function
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored)."""
+    def fit(self, x=None, y=None, *args, validation_data=None, stop_on_non_finite=True, **kwargs):
+        """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored).
+
+        Training stops with `tfvae.callbacks.NonFiniteLossError` (naming epoch, batch and
+        term) at the first NaN/inf loss, instead of training on to NaN weights; pass
+        `stop_on_non_finite=False` for Keras' behaviour.
+        """
         keras3.check(kwargs.get("callbacks"), "fit(callbacks=...)")
+        if stop_on_non_finite:
+            callbacks = list(kwargs.get("callbacks") or [])
+            if not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
+                kwargs["callbacks"] = [StopOnNonFiniteLoss(), *callbacks]
         x = _check_fit_input(x, self.config, "x")
         if validation_data is not None:
             validation_data = _check_fit_input(validation_data, self.config, "validation_data")
