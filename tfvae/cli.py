@@ -492,19 +492,17 @@ def _train(args, out: str, overwrite: bool):
 
 def _open_run(run_dir: str):
     """(model, run_info) of a run directory (or a bare saved-model directory)."""
-    from tfvae.saving import MANIFEST, load_model
+    from tfvae.saving import MANIFEST, RUN_MODEL_DIR, load_model
 
     if not os.path.isdir(run_dir):
         raise UsageError(f"RUN {run_dir!r} not found: expected a directory written by tfvae train")
-    model_dir = os.path.join(run_dir, "model")
-    if not os.path.isdir(model_dir) and os.path.isfile(os.path.join(run_dir, MANIFEST)):
-        model_dir = run_dir
-    if not os.path.isdir(model_dir):
+    is_model = os.path.isfile(os.path.join(run_dir, MANIFEST))
+    if not is_model and not os.path.isdir(os.path.join(run_dir, RUN_MODEL_DIR)):
         raise UsageError(
-            f"RUN {run_dir!r} holds no trained model (no 'model' directory): "
+            f"RUN {run_dir!r} holds no trained model (no {RUN_MODEL_DIR!r} directory): "
             f"expected a directory written by tfvae train"
         )
-    return load_model(model_dir), _dataset_source(run_dir)
+    return load_model(run_dir), _dataset_source(run_dir)  # load_model resolves a run dir
 
 
 def _dataset_source(run_dir: str) -> dict:
@@ -638,8 +636,9 @@ def _cmd_train(args) -> int:
         if not os.path.isdir(args.out):
             raise UsageError(f"--resume: no run directory at {args.out!r}")
         from tfvae.checkpointing import CHECKPOINT_DIR
+        from tfvae.saving import RUN_MODEL_DIR
 
-        if os.path.exists(os.path.join(args.out, "model")):
+        if os.path.exists(os.path.join(args.out, RUN_MODEL_DIR)):
             raise UsageError(f"--resume: {args.out!r} holds a finished run (model/ exists)")
         if not os.path.isdir(os.path.join(args.out, CHECKPOINT_DIR)):
             raise UsageError(

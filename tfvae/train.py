@@ -20,7 +20,7 @@ from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data
 from tfvae.model import VAE
 from tfvae.objectives import bits_per_dim
-from tfvae.saving import save_model
+from tfvae.saving import RUN_MODEL_DIR, save_model
 from tfvae.tensorboard import EvalSummaries
 from tfvae.validation import check_data
 
@@ -132,11 +132,11 @@ def train_and_evaluate(
     keras3.check(callbacks, "train_and_evaluate(callbacks=...)")
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
-    if workdir is not None and os.path.exists(os.path.join(workdir, "model")) and not overwrite:
+    model_dir = None if workdir is None else os.path.join(workdir, RUN_MODEL_DIR)
+    if model_dir is not None and os.path.exists(model_dir) and not overwrite:
         # On every worker (they share the workdir), so none waits for another that stopped.
         raise FileExistsError(
-            f"{os.path.join(workdir, 'model')!r} already exists; choose another"
-            f" workdir or pass overwrite=True"
+            f"{model_dir!r} already exists; choose another workdir or pass overwrite=True"
         )
     jit_compile = train_config.jit_compile
     if jit_compile and _replicas_on_cpu(strategy):
@@ -218,7 +218,7 @@ def _save(model, workdir, history, metrics, train_config, overwrite):
     """Writes `workdir/model` and `workdir/metrics.json`."""
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
-        save_model(model, os.path.join(workdir, "model"), overwrite=overwrite)
+        save_model(model, os.path.join(workdir, RUN_MODEL_DIR), overwrite=overwrite)
         atomic.write_json(
             os.path.join(workdir, "metrics.json"),
             {"test": metrics, "history": history, "train_config": train_config.to_dict()},
