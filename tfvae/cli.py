@@ -38,6 +38,7 @@ import warnings
 from typing import Optional, Sequence, Tuple
 
 from tfvae.config import (
+    DATASETS,
     DEFAULT_PRESET,
     PRESETS,
     TrainConfig,
@@ -52,7 +53,7 @@ __all__ = ["main", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
 DATA_FILE = "dataset.json"  # what runs recorded their dataset in before run.json did
-NAMED_DATASETS = ("auto", "default", "mnist", "binarized_mnist", "frey")
+NAMED_DATASETS = ("auto", *DATASETS)  # auto: MNIST when present or downloadable
 
 
 class UsageError(Exception):

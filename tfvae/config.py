@@ -32,6 +32,7 @@ __all__ = [
     "WEIGHT_INITS",
     "ACTIVATIONS",
     "FUSED_STEPS",
+    "DATASETS",
 ]
 
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
@@ -391,6 +392,9 @@ PRESETS = {
     "library": Preset("the library's defaults, VAEConfig() and TrainConfig() (the paper's MNIST)"),
 }
 DEFAULT_PRESET = "digits"  # what the command line uses unless --preset or the dataset says
+# The datasets known by name (`tfvae.data.load_dataset`; here so the CLI can list them
+# without importing TensorFlow) and the preset each one trains with by default.
+DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 DATASET_PRESETS = {"mnist": "mnist", "binarized_mnist": "mnist"}
 
 

@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from tfvae.config import DATASETS
 from tfvae.download import DATA_DIR_ENV, fetch
 from tfvae.download import cache_dir as data_dir
 from tfvae.input_pipeline import make_dataset  # re-exported: `tfvae.data.make_dataset` works
@@ -39,7 +40,6 @@ __all__ = [
 
 DIGITS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_data", "digits.npz")
 KERAS_MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
-DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 
 
 @dataclasses.dataclass(frozen=True)
