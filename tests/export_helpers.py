@@ -1,4 +1,4 @@
-"""Shared by the export and serving tests: one tiny exported model per decoder, made once."""
+"""Shared by the tests: one tiny exported model per decoder (made once), `python` subprocesses."""
 
 import atexit
 import functools
@@ -28,13 +28,16 @@ def exported(decoder: str = "bernoulli"):
     return model, path
 
 
-def run_python(args, env=None, timeout=240):
-    """Runs `python ARGS` from the repo root with quiet TF logs; returns the CompletedProcess."""
+def run_python(args, env=None, timeout=240, cwd=REPO):
+    """Runs `python ARGS` (in `cwd`, the repo root by default) with quiet TF logs and this
+    checkout on PYTHONPATH; an `env` value of None unsets that variable. Returns the
+    CompletedProcess."""
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     return subprocess.run(
         [sys.executable, *args],
-        cwd=REPO,
+        cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,

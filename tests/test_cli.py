@@ -9,26 +9,16 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from export_helpers import run_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "2", "--hidden-units", "16", "--eval-samples", "5", "--batch-size", "200"]
 
 
 def tfvae(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", "tfvae", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_python(["-m", "tfvae", *args], cwd=cwd, timeout=600)
 
 
 def tree_digest(root):

@@ -9,15 +9,13 @@ bench/bench_cli_startup.py, not here.
 import os
 import platform
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from export_helpers import run_python
 
 from tfvae import cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Prints, at exit, which of these modules the process imported (--help exits early).
 _REPORT = (
     "import atexit, sys; atexit.register(lambda: print('LOADED', "
@@ -28,16 +26,9 @@ ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|absl::Initialize
 
 
 def python(code, *args, env=None, cwd=None):
-    full_env = dict(os.environ, PYTHONPATH=REPO)
-    full_env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=full_env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    """`python -c CODE ARGS` with the user's TF log level unset (the CLI's default applies)."""
+    return run_python(
+        ["-c", code, *args], env={"TF_CPP_MIN_LOG_LEVEL": None, **(env or {})}, cwd=cwd, timeout=300
     )
 
 
