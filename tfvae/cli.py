@@ -564,21 +564,17 @@ def _wrote(path: str) -> str:
 # ---------------------------------------------------------------- pictures
 def draw_samples(model, path: str, num: int = 8, draws: int = 5, seed: int = 0) -> str:
     """PNG of `num` prior latents: each row the decoder mean, then `draws` x ~ p(x|z)."""
-    from tfvae.model import as_seed
-    from tfvae.plots import mean_and_draws, save_figure
+    from tfvae.plots import model_mean_and_draws, save_figure
 
-    px = model.sample_prior(num, seed=seed)
-    means = px.mean().numpy()
-    samples = px.sample(draws, seed=as_seed(seed) + [0, 1]).numpy()
-    return save_figure(mean_and_draws(means, samples, _image_shape(model)), path)
+    return save_figure(model_mean_and_draws(model, num, draws, seed, _image_shape(model)), path)
 
 
 def draw_reconstructions(model, x, path: str, image_shape=None) -> str:
     """PNG of inputs `x` above the decoder means for z = E[q(z|x)]."""
-    from tfvae.plots import reconstructions, save_figure
+    from tfvae.plots import model_reconstructions, save_figure
 
-    recon = model.decode(model.encode(x).mean()).mean().numpy()
-    return save_figure(reconstructions(x, recon, image_shape or _image_shape(model)), path)
+    figure = model_reconstructions(model, x, image_shape or _image_shape(model))
+    return save_figure(figure, path)
 
 
 def draw_latent(model, x, labels, path: str, grid: int = 15, image_shape=None) -> list:

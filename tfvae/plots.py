@@ -27,6 +27,8 @@ __all__ = [
     "image_grid",
     "reconstructions",
     "mean_and_draws",
+    "model_reconstructions",
+    "model_mean_and_draws",
     "prior_samples",
     "latent_scatter",
     "manifold",
@@ -153,6 +155,24 @@ def mean_and_draws(
         col_labels=labels,
         title=title or "one z per row: fixed parameters (mean), random draws of x",
     )
+
+
+def model_reconstructions(model, x: np.ndarray, image_shape: Sequence[int]):
+    """`reconstructions` of a `tfvae.VAE`: inputs `x` above the decoder means for
+    z = E[q(z|x)] (the CLI's reconstructions.png and TensorBoard's picture)."""
+    x = np.asarray(x, np.float32)
+    return reconstructions(x, model.decode(model.encode(x).mean()).mean().numpy(), image_shape)
+
+
+def model_mean_and_draws(model, num: int, draws: int, seed: int, image_shape: Sequence[int]):
+    """`mean_and_draws` of a `tfvae.VAE` for `num` latents z ~ p(z) drawn with `seed`, and
+    `draws` samples x ~ p(x|z) each, drawn with seed `(seed, 1)` (the CLI's samples.png and
+    TensorBoard's picture)."""
+    from tfvae.model import as_seed
+
+    px = model.sample_prior(num, seed=seed)
+    samples = px.sample(draws, seed=as_seed(seed) + [0, 1]).numpy()
+    return mean_and_draws(px.mean().numpy(), samples, image_shape)
 
 
 def prior_samples(samples: np.ndarray, image_shape: Sequence[int], cols: int = 8, title=""):

@@ -138,12 +138,11 @@ class EvalSummaries(tfk.callbacks.Callback):
     def _write_pictures(self):
         model = self.model
         shape = model.config.image_shape or (1, model.config.input_dim, 1)
-        x = np.asarray(self.x_eval[: self.num_images], np.float32)
-        x_hat = model.decode(model.encode(x).mean()).mean().numpy()
-        tf.summary.image("reconstructions", _png_image(plots.reconstructions(x, x_hat, shape)))
-        px = model.sample_prior(self.num_images, seed=self.seed)
-        draws = px.sample(4, seed=tf.constant([self.seed, 1], tf.int32)).numpy()
-        figure = plots.mean_and_draws(px.mean().numpy(), draws, shape)
+        x = self.x_eval[: self.num_images]
+        tf.summary.image(
+            "reconstructions", _png_image(plots.model_reconstructions(model, x, shape))
+        )
+        figure = plots.model_mean_and_draws(model, self.num_images, 4, self.seed, shape)
         tf.summary.image("samples", _png_image(figure))
 
     def on_train_end(self, logs=None):
