@@ -276,28 +276,31 @@ class VAE(tfk.Model):
         )
 
     def _train_step_over_draws(self, x, seed):
-        """`train_step` for the multi-sample ELBO and IWAE (`tfvae.multi_sample`); with
-        `gradient_estimator="dreg"`, the encoder's gradient is Tucker et al.'s."""
+        """`train_step` for the multi-sample ELBO and IWAE (`tfvae.multi_sample`)."""
+        grads, per_example, draws = self._gradients_over_draws(x, seed, training=True)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update_metrics(
+            per_example, **multi_sample.summaries(draws, self.config.objective)
+        )
+
+    def _gradients_over_draws(self, x, seed, training=None):
+        """(gradients for `trainable_variables`, per-example loss, `Draws`) of the objective
+        at the draws of `seed`; with `gradient_estimator="dreg"` the encoder's are Tucker et
+        al.'s (`multi_sample.dreg_correction`)."""
         dreg = self.config.gradient_estimator == "dreg"
         with tf.GradientTape(persistent=dreg) as tape:
-            draws = self._draw_terms(x, seed, training=True, stop_q_gradients=dreg)
+            draws = self._draw_terms(x, seed, training=training, stop_q_gradients=dreg)
             per_example = multi_sample.per_example_loss(
                 draws, self.config.objective, self.kl_weight
             )
             loss, per_example = self._total_loss(per_example)
         variables = self.trainable_variables
-        if dreg:
-            *grads, loss_grad_z = tape.gradient(loss, [*variables, draws.z])
-            extra = multi_sample.dreg_correction(
-                tape, draws, loss_grad_z, variables, self.kl_weight
-            )
-            grads = [g if e is None else e if g is None else g + e for g, e in zip(grads, extra)]
-        else:
-            grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update_metrics(
-            per_example, **multi_sample.summaries(draws, self.config.objective)
-        )
+        if not dreg:
+            return tape.gradient(loss, variables), per_example, draws
+        *grads, loss_grad_z = tape.gradient(loss, [*variables, draws.z])
+        extra = multi_sample.dreg_correction(tape, draws, loss_grad_z, variables, self.kl_weight)
+        grads = [g if e is None else e if g is None else g + e for g, e in zip(grads, extra)]
+        return grads, per_example, draws
 
     def test_step(self, data):
         x = _features(data)

@@ -54,8 +54,9 @@ def draw(
     """`num_samples` reparameterised draws z_k ~ q(z|x) for each row of `x` `[batch, D]`.
 
     `seed` is a stateless `int32[2]`; z_k = mu + sigma * eps_k with eps the standard normal
-    `[K, batch, J]` of that seed. `stop_q_gradients` evaluates log q(z_k|x) with q's
-    parameters held constant (z_k still carries its gradient), as DReG needs.
+    `[K, batch, J]` of that seed. `stop_q_gradients` differentiates log q(z_k|x) with q's
+    parameters held constant (z_k still carries its gradient), as DReG needs; the values
+    are the same.
     """
     q = encoder(x, training=training)
     z = q.sample(num_samples, seed=seed)  # [K, batch, J]
@@ -65,8 +66,12 @@ def draw(
     if kl_method == "analytic":
         kl = tf.broadcast_to(objectives.kl_divergence(q, prior, "analytic"), [num_samples, batch])
     else:
-        q_log = stop_parameter_gradients(q) if stop_q_gradients else q
-        kl = objectives.kl_divergence(q_log, prior, kl_method, z)
+        kl = objectives.kl_divergence(q, prior, kl_method, z)
+    if stop_q_gradients:
+        # The same values as q's own (which reads z's noise back from TFP's cache, hence
+        # rounds differently), the gradient of log q(z|x) at fixed parameters.
+        path = objectives.kl_divergence(stop_parameter_gradients(q), prior, kl_method, z)
+        kl = tf.stop_gradient(kl) + (path - tf.stop_gradient(path))
     return Draws(z, reconstruction, kl)
 
 
