@@ -30,9 +30,10 @@ Every row is computed on its own with the same draws (from the fixed `likelihood
 a given x gets the same values, bit for bit, at any position in any batch.
 
 Every request is checked in the graph (`tfvae.request_checks`): x and z must be rank 2 with
-the model's width, finite, and x in [0, 1] for a Bernoulli decoder, refused with the Python
-API's messages; and its rows x samples (K for `log_likelihood`, 1 for the others;
-`num_samples` for `generate`) must be within `max_request_elements`, set at export.
+the model's width, finite, and x in [0, 1] for a Bernoulli decoder, else they are refused
+with the Python API's messages; and one request may ask for at most `max_request_elements`
+rows x samples (rows x K for `log_likelihood`, `num_samples` for `generate`, rows for the
+others), set at export.
 
 The graph is plain TensorFlow: it loads with `tf.compat.v1.saved_model.loader.load`,
 `saved_model_cli` and the C API, in processes where neither tfvae nor TFP is installed.
