@@ -14,7 +14,7 @@ INPUT_DIM, LATENT_DIM = 4, 2  # the shapes of the README serving examples
 
 
 @functools.lru_cache(maxsize=None)
-def exported(decoder: str = "bernoulli"):
+def exported(decoder: str = "bernoulli", max_request_elements=None):
     """(model, version_dir) of a tiny VAE exported to a temp base dir (removed at exit)."""
     from tfvae import VAE, VAEConfig, export
 
@@ -24,7 +24,12 @@ def exported(decoder: str = "bernoulli"):
     model = VAE(config)
     base = tempfile.mkdtemp(prefix="tfvae-export-test-")
     atexit.register(shutil.rmtree, base, True)
-    path = export(model, os.path.join(base, "vae"), iwae_samples=IWAE_SAMPLES)
+    path = export(
+        model,
+        os.path.join(base, "vae"),
+        iwae_samples=IWAE_SAMPLES,
+        max_request_elements=max_request_elements,
+    )
     return model, path
 
 

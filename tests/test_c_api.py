@@ -58,4 +58,7 @@ def test_c_api_runs_serving_default_and_rejects_bad_shape(c_runner, tmp_path):
 
     bad = _run(c_runner, path, np.zeros((2, INPUT_DIM + 1), np.float32), tmp_path)
     assert bad.returncode == 2
-    assert f"x must be float32 of shape [batch, {INPUT_DIM}]" in bad.stderr
+    assert (
+        f"x must have shape [batch, {INPUT_DIM}] (data), got shape (2, {INPUT_DIM + 1})"
+        in bad.stderr
+    )

@@ -93,12 +93,13 @@ def _references(model):
     else:
         eps = tf.random.stateless_normal(gp["mean"].shape, [SEED, 1]).numpy()
         ref["generate/sample"] = gp["mean"] + gp["stddev"] * eps
-    # ELBO: one draw (seed [0, 1]) and the analytic KL; IWAE: K draws (seed [0, 2]).
-    eps1 = tf.random.stateless_normal(mu.shape, [0, 1]).numpy()
+    # ELBO: one draw (seed [0, 1]) and the analytic KL; IWAE: K draws (seed [0, 2]); every
+    # row gets the same draws.
+    eps1 = tf.random.stateless_normal([1, LATENT_DIM], [0, 1]).numpy()
     kl = 0.5 * np.sum(mu**2 + sd**2 - 1 - 2 * np.log(sd), -1)
     ref["log_likelihood/elbo"] = _log_px_z(model, x, _decoder_params(model, mu + sd * eps1)) - kl
-    eps = tf.random.stateless_normal([IWAE_SAMPLES, len(x), LATENT_DIM], [0, 2]).numpy()
-    zs = mu + sd * eps
+    eps = tf.random.stateless_normal([IWAE_SAMPLES, LATENT_DIM], [0, 2]).numpy()[:, None]
+    zs = mu + sd * eps  # [K, batch, J]
     log_w = np.stack(
         [
             _log_px_z(model, x, _decoder_params(model, zs[k]))
@@ -173,13 +174,14 @@ def test_fresh_process_without_tfvae_or_tfp_matches(tmp_path):
         # The warm-up file replays: one request per signature, all finite.
         assert sorted(w["signature"] for w in report["warmup"]) == sorted(SIGNATURES)
         assert all(w["finite"] for w in report["warmup"])
-        # Bad requests fail inside the graph with the expected shape in the message.
+        # Bad requests fail inside the graph with the Python API's messages.
         bad = report["bad"]
-        expected = f"x must be float32 of shape [batch, {INPUT_DIM}]"
-        for label in ("feature_size", "rank3", "rank1", "nan"):
+        expected = f"x must have shape [batch, {INPUT_DIM}] (data), got shape "
+        for label in ("feature_size", "rank3", "rank1"):
             assert bad[label] is not None and expected in bad[label], (label, bad[label])
-        assert "wrong feature size" in bad["feature_size"]
-        assert "wrong rank" in bad["rank3"] and "wrong rank" in bad["rank1"]
+        assert f"(4, {INPUT_DIM - 1}) and dtype float32" in bad["feature_size"]
+        assert f"got shape ({INPUT_DIM},) and dtype float32" in bad["rank1"]
+        assert "x contains NaN or inf (first at index (0, 0), value nan)" in bad["nan"]
         assert bad["dtype"] is not None and "float" in bad["dtype"]
 
 
@@ -198,8 +200,10 @@ def test_same_seed_same_samples_different_seed_differs():
     np.testing.assert_array_equal(e1["z_sample"], e2["z_sample"])
     with pytest.raises(tf.errors.InvalidArgumentError, match="seed must be one value"):
         loaded["encode"](x=x, seed=[1, 2, 3, 4])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be >= 1"):
+    with pytest.raises(ValueError, match=r"num_samples' must be an integer in \[1, 2147483647\]"):
         loaded["generate"](num_samples=0, seed=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be an integer >= 1"):
+        loaded.signatures["generate"](num_samples=tf.constant(0), seed=tf.constant(1, tf.int64))
 
 
 def test_iwae_bound_is_not_below_elbo_on_average():

@@ -25,8 +25,15 @@ log_likelihood      x float32 [batch, D]                         elbo [batch], i
 Sampling is stateless (`tf.random.stateless_*` seeded from the request's `seed`), so the same
 seed gives the same draws in-process, after `load_exported`, and in TF Serving. `elbo` is
 log p(x|z) at one z ~ q(z|x) minus the analytic KL; `iwae` is the importance-weighted bound
-with K = `iwae_samples` draws (fixed at export, recorded in `assets.extra/tfvae_export.json`),
-both drawn with the fixed `likelihood_seed`, so a given batch always gets the same values.
+with K = `iwae_samples` draws (fixed at export, recorded in `assets.extra/tfvae_export.json`).
+Every row is computed on its own with the same draws (from the fixed `likelihood_seed`), so
+a given x gets the same values, bit for bit, at any position in any batch.
+
+Every request is checked in the graph (`tfvae.request_checks`): x and z must be rank 2 with
+the model's width, finite, and x in [0, 1] for a Bernoulli decoder, else they are refused
+with the Python API's messages; and one request may ask for at most `max_request_elements`
+rows x samples (rows x K for `log_likelihood`, `num_samples` for `generate`, rows for the
+others), set at export.
 
 The graph is plain TensorFlow: it loads with `tf.compat.v1.saved_model.loader.load`,
 `saved_model_cli` and the C API, in processes where neither tfvae nor TFP is installed.
@@ -45,7 +52,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfvae import atomic, objectives
+from tfvae import atomic, objectives, request_checks
+from tfvae.validation import check_positive_int
 
 __all__ = [
     "export",
@@ -57,34 +65,20 @@ __all__ = [
 
 SIGNATURES = ("serving_default", "encode", "decode", "generate", "log_likelihood")
 METADATA_FILE = "tfvae_export.json"  # under assets.extra/ (ignored by the SavedModel loader)
-_MAX_GENERATE = 100_000  # a client-chosen batch size; bounded so one request cannot OOM a server
-
-
-def _one_value(t: tf.Tensor, name: str, dtype) -> tf.Tensor:
-    """A scalar from a request value sent as a scalar, `[1]`, or repeated once per row.
-
-    REST `instances` (row) requests turn every input into a `[rows]` tensor; `inputs`
-    (columnar) requests can send a scalar. All values must be equal.
-    """
-    flat = tf.reshape(tf.cast(t, dtype), [-1])
-    nonempty = tf.debugging.assert_positive(
-        tf.size(flat), message=f"{name} must hold one value (a scalar or [1]), got an empty tensor"
-    )
-    with tf.control_dependencies([nonempty]):
-        first = flat[0]
-    same = tf.debugging.assert_equal(
-        flat,
-        tf.fill(tf.shape(flat), first),
-        message=f"{name} must be one value (a scalar, [1], or the same value repeated per row)",
-    )
-    with tf.control_dependencies([same]):
-        return tf.identity(first)
+# The default budget: one request's float32 working memory (all its tensors at once).
+DEFAULT_REQUEST_BYTES = 2**30
 
 
 class VAEServingModule(tf.Module):
     """The exportable signatures of a VAE; holds the encoder and decoder weights."""
 
-    def __init__(self, model, iwae_samples: int = 100, likelihood_seed: int = 0):
+    def __init__(
+        self,
+        model,
+        iwae_samples: int = 100,
+        likelihood_seed: int = 0,
+        max_request_elements: Optional[int] = None,
+    ):
         super().__init__(name="tfvae_export")
         config = model.config
         self.encoder = model.encoder
@@ -94,6 +88,11 @@ class VAEServingModule(tf.Module):
         self.bernoulli = config.decoder == "bernoulli"
         self.iwae_samples = int(iwae_samples)
         self.likelihood_seed = int(likelihood_seed)
+        self.floats_per_element = _floats_per_element(self)
+        if max_request_elements is None:  # 1 GiB, but never too small for one row's K draws
+            fit = DEFAULT_REQUEST_BYTES // (4 * self.floats_per_element)
+            max_request_elements = max(fit, self.iwae_samples)
+        self.max_request_elements = int(max_request_elements)
         d, j = self.input_dim, self.latent_dim
         x_spec = tf.TensorSpec([None, d], tf.float32, name="x")
         # Bound methods wrapped here, so each signature's first argument is the tensor.
@@ -114,22 +113,18 @@ class VAEServingModule(tf.Module):
         self.log_likelihood = tf.function(self._log_likelihood, input_signature=[x_spec])
 
     # ------------------------------------------------------------------ checks
-    def _check(self, t: tf.Tensor, dim: int, name: str) -> tf.Tensor:
-        """Runtime checks a server needs: clients can send any shape or non-finite values."""
-        expected = f"{name} must be float32 of shape [batch, {dim}]"
-        shape = tf.raw_ops.Shape(input=t)
-        rank_ok = tf.debugging.assert_equal(
-            tf.raw_ops.Size(input=shape), 2, message=f"{expected}: wrong rank"
+    def _checked_x(self, x: tf.Tensor, signature: str, samples: int = 1) -> tf.Tensor:
+        """x as `model.encode` accepts it, in a request within the budget."""
+        x = request_checks.checked_array(x, self.input_dim, "x", "data", self.bernoulli)
+        rows = tf.shape(x)[0]
+        return request_checks.checked_budget(x, signature, rows, samples, self.max_request_elements)
+
+    def _checked_z(self, z: tf.Tensor) -> tf.Tensor:
+        """z as `model.decode` accepts it, in a request within the budget."""
+        z = request_checks.checked_array(z, self.latent_dim, "z", "latent codes")
+        return request_checks.checked_budget(
+            z, "decode", tf.shape(z)[0], 1, self.max_request_elements
         )
-        # The checks gate the tensor: without the data dependency a matmul on a wrong-rank
-        # input may run (and fail with TF's own message) before the assert does.
-        with tf.control_dependencies([rank_ok]):
-            size_ok = tf.debugging.assert_equal(
-                shape[-1], dim, message=f"{expected}: wrong feature size (last dimension)"
-            )
-        with tf.control_dependencies([size_ok]):
-            t = tf.debugging.assert_all_finite(t, message=f"{expected}, with finite values")
-        return t
 
     # ------------------------------------------------------------------ pieces
     def _posterior(self, x):
@@ -160,7 +155,7 @@ class VAEServingModule(tf.Module):
 
     # ------------------------------------------------------------------ signatures
     def _serving_default(self, x):
-        x = self._check(x, self.input_dim, "x")
+        x = self._checked_x(x, "serving_default")
         z_mean, z_stddev = self._posterior(x)
         params = self._decoder_params(z_mean)
         out = {"reconstruction": params["mean"], "z_mean": z_mean, "z_stddev": z_stddev}
@@ -169,62 +164,93 @@ class VAEServingModule(tf.Module):
         return out
 
     def _encode(self, x, seed):
-        x = self._check(x, self.input_dim, "x")
-        seed = _one_value(seed, "seed", tf.int64)
+        x = self._checked_x(x, "encode")
+        seed = request_checks.one_value(seed, "seed", tf.int64)
         z_mean, z_stddev = self._posterior(x)
         eps = tf.random.stateless_normal(tf.shape(z_mean), tf.stack([seed, 0]))
         return {"z_mean": z_mean, "z_stddev": z_stddev, "z_sample": z_mean + z_stddev * eps}
 
     def _decode(self, z):
-        z = self._check(z, self.latent_dim, "z")
+        z = self._checked_z(z)
         return dict(self._decoder_params(z))
 
     def _generate(self, num_samples, seed):
-        n = _one_value(num_samples, "num_samples", tf.int32)
-        seed = _one_value(seed, "seed", tf.int64)
-        checks = [
-            tf.debugging.assert_positive(n, message="num_samples must be >= 1"),
-            tf.debugging.assert_less_equal(
-                n, _MAX_GENERATE, message=f"num_samples must be <= {_MAX_GENERATE}"
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            n = tf.identity(n)
+        n = request_checks.one_value(num_samples, "num_samples", tf.int32)
+        seed = request_checks.one_value(seed, "seed", tf.int64)
+        n = request_checks.checked_positive(n, "num_samples")
+        n = request_checks.checked_budget(
+            n, "generate", n, 1, self.max_request_elements, unit="rows (num_samples)"
+        )
         z = tf.random.stateless_normal(tf.stack([n, self.latent_dim]), tf.stack([seed, 0]))
         params = self._decoder_params(z)
         sample = self._sample_x(params, tf.stack([seed, 1]))
         return {"z": z, "mean": params["mean"], "sample": sample}
 
     def _log_likelihood(self, x):
-        x = self._check(x, self.input_dim, "x")
-        z_mean, z_stddev = self._posterior(x)
-        batch = tf.shape(x)[0]
-        k, j = self.iwae_samples, self.latent_dim
+        x = self._checked_x(x, "log_likelihood", samples=self.iwae_samples)
+        # One row at a time: a batched matmul's last bits depend on the batch size.
+        elbo, iwae = tf.map_fn(self._row_bounds, x, fn_output_signature=(tf.float32, tf.float32))
+        return {"elbo": elbo, "iwae": iwae}
+
+    def _row_bounds(self, x_row):
+        """(ELBO, IWAE bound) of one row `[D]`; its draws depend only on `likelihood_seed`."""
+        x = x_row[None]  # [1, D]
+        k, j, seed = self.iwae_samples, self.latent_dim, self.likelihood_seed
+        z_mean, z_stddev = self._posterior(x)  # [1, J]
         log_var = 2.0 * tf.math.log(z_stddev)
         kl = objectives.analytic_kl(z_mean, log_var)
-        eps1 = tf.random.stateless_normal(tf.shape(z_mean), [self.likelihood_seed, 1])
+        eps1 = tf.random.stateless_normal([1, j], [seed, 1])
         elbo = self._log_px_z(x, self._decoder_params(z_mean + z_stddev * eps1)) - kl
-        eps = tf.random.stateless_normal(tf.stack([k, batch, j]), [self.likelihood_seed, 2])
-        z = z_mean + z_stddev * eps  # [K, batch, J]
-        params = self._decoder_params(tf.reshape(z, [-1, j]))
-        log_px_z = tf.reshape(self._log_px_z(tf.tile(x, [k, 1]), params), [k, batch])
+        z = z_mean + z_stddev * tf.random.stateless_normal([k, j], [seed, 2])  # [K, J]
+        log_px_z = self._log_px_z(x, self._decoder_params(z))  # x broadcast to [K, D]
         log_pz = objectives.standard_normal_log_prob(z)
         log_qz = objectives.gaussian_log_likelihood(z, z_mean, log_var)
-        log_w = log_px_z + log_pz - log_qz
-        return {"elbo": elbo, "iwae": objectives.iwae_bound(log_w, axis=0)}
+        return elbo[0], objectives.iwae_bound(log_px_z + log_pz - log_qz, axis=0)
 
     def signatures(self) -> dict:
         return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
 
 
-def make_serving_module(model, iwae_samples: int = 100, likelihood_seed: int = 0):
+def make_serving_module(
+    model,
+    iwae_samples: int = 100,
+    likelihood_seed: int = 0,
+    max_request_elements: Optional[int] = None,
+):
     """The `tf.Module` that `export` saves (useful to compare in-process results)."""
     _check_model(model)
     if isinstance(iwae_samples, bool) or not isinstance(iwae_samples, (int, np.integer)):
         raise TypeError(f"iwae_samples must be an int, got {iwae_samples!r}")
     if not 1 <= int(iwae_samples) <= 100_000:
         raise ValueError(f"iwae_samples must be in [1, 100000], got {iwae_samples!r}")
-    return VAEServingModule(model, int(iwae_samples), int(likelihood_seed))
+    if max_request_elements is not None:
+        check_positive_int(max_request_elements, "max_request_elements")
+        if not iwae_samples <= max_request_elements < 2**63:
+            raise ValueError(
+                f"max_request_elements must be in [iwae_samples, 2**63) = [{iwae_samples}, "
+                f"2**63) (one log_likelihood row takes iwae_samples), got {max_request_elements}"
+            )
+    return VAEServingModule(model, int(iwae_samples), int(likelihood_seed), max_request_elements)
+
+
+def _floats_per_element(module: VAEServingModule) -> int:
+    """float32 values one example's graph makes (encoder, decoder, log p(x|z)): the tensors
+    of a batch of 2 minus those of a batch of 1, so that the weights do not count."""
+
+    def per_example(x):
+        return module._log_px_z(x, module._decoder_params(module._posterior(x)[0]))
+
+    def floats(batch: int) -> int:
+        spec = tf.TensorSpec([batch, module.input_dim], tf.float32)
+        graph = tf.function(per_example).get_concrete_function(spec).graph
+        return sum(
+            out.shape.num_elements() or 0
+            for op in graph.get_operations()
+            for out in op.outputs
+            if out.dtype.is_floating
+        )
+
+    return max(1, floats(2) - floats(1))
 
 
 def _check_model(model) -> None:
@@ -286,6 +312,7 @@ def export(
     iwae_samples: int = 100,
     likelihood_seed: int = 0,
     warmup: bool = True,
+    max_request_elements: Optional[int] = None,
 ) -> str:
     """Writes `model` as a SavedModel in TF Serving's layout `base_dir/<version>/`.
 
@@ -299,16 +326,21 @@ def export(
       base_dir: the model's base path (what `--model_base_path` points at).
       version: a positive int; default: one more than the largest existing version (1 if none).
       overwrite: replace an existing `version` (otherwise refused with FileExistsError).
-      iwae_samples: K of the `log_likelihood` signature's `iwae` output (its memory grows
-        as K x batch x input_dim: send smaller batches for large K).
+      iwae_samples: K of the `log_likelihood` signature's `iwae` output (a row costs K
+        rows x samples of the budget).
       likelihood_seed: the fixed seed of the `log_likelihood` draws.
       warmup: write `assets.extra/tf_serving_warmup_requests` (one request per signature);
         skipped with a warning if tensorflow-serving-api (the `serving` extra) is missing.
+      max_request_elements: the most rows x samples one request may ask for (rows x K for
+        `log_likelihood`, `num_samples` for `generate`, rows for the others); larger
+        requests are refused with a message naming it. Default: as many as fit in
+        `DEFAULT_REQUEST_BYTES` (1 GiB) of float32 tensors, counted from the traced graph of
+        one example (at least `iwae_samples`). Recorded in `assets.extra/tfvae_export.json`.
 
     Returns:
       The version directory written.
     """
-    module = make_serving_module(model, iwae_samples, likelihood_seed)
+    module = make_serving_module(model, iwae_samples, likelihood_seed, max_request_elements)
     base = os.path.abspath(os.fspath(base_dir))
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1
@@ -363,6 +395,8 @@ def _write_metadata(path: str, model, module: VAEServingModule) -> None:
         "signatures": list(SIGNATURES),
         "iwae_samples": module.iwae_samples,
         "likelihood_seed": module.likelihood_seed,
+        "max_request_elements": module.max_request_elements,
+        "floats_per_element": module.floats_per_element,
         "tensorflow_version": tf.__version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -410,6 +444,8 @@ class Exported:
     def __getitem__(self, name: str):
         if name not in self.signatures:
             raise KeyError(f"no signature {name!r}; this export has {sorted(self.signatures)}")
+        from tfvae import serving
+
         fn = self.signatures[name]
         specs = fn.structured_input_signature[1]
 
@@ -423,6 +459,8 @@ class Exported:
                 )
             feed = {}
             for k, v in inputs.items():
+                if specs[k].dtype.is_integer and k in serving.INPUT_RANGES:
+                    v = serving.check_integer_input(k, v)  # refused, not wrapped, by the cast
                 try:
                     feed[k] = tf.constant(np.asarray(v), dtype=specs[k].dtype)
                 except (TypeError, ValueError) as e:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INPUT_DTYPES",
+    "INPUT_RANGES",
+    "check_integer_input",
     "rest_url",
     "rest_body",
     "parse_rest_response",
@@ -53,6 +55,8 @@ SERVING_EXTRA = 'pip install "tfvae[serving]"'
 
 # The dtype of every input of the exported signatures (see tfvae/export.py).
 INPUT_DTYPES = {"x": np.float32, "z": np.float32, "seed": np.int64, "num_samples": np.int32}
+# The values each integer input may take; outside them a cast to its dtype would wrap.
+INPUT_RANGES = {"num_samples": (1, 2**31 - 1), "seed": (-(2**63), 2**63 - 1)}
 
 
 def _serving_proto(module: str):
@@ -73,7 +77,39 @@ def _serving_proto(module: str):
         ) from e
 
 
+def check_integer_input(name: str, value) -> np.ndarray:
+    """`value` for the integer input `name` as its export dtype, refused where the cast would
+    change it (`num_samples=2**32 + 3` must not become 3).
+
+    Raises:
+      TypeError: not integers (floats with a fraction, bools, strings).
+      ValueError: outside `INPUT_RANGES[name]`, naming the range.
+    """
+    low, high = INPUT_RANGES[name]
+    dtype = np.dtype(INPUT_DTYPES[name])
+    arr = np.asarray(value)
+    if arr.dtype == object:  # Python ints beyond 64 bits
+        values = arr.ravel().tolist()
+    elif arr.dtype.kind in "iu" or (
+        arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+    ):
+        values = [arr.min(), arr.max()] if arr.size else []
+    else:
+        values = [None]
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.number)) for v in values):
+        raise TypeError(f"input {name!r} must hold integers ({dtype.name}), got {value!r}")
+    bad = [v for v in values if not low <= int(v) <= high]
+    if bad:
+        raise ValueError(
+            f"input {name!r} must be an integer in [{low}, {high}] ({dtype.name}), "
+            f"got {int(bad[0])}"
+        )
+    return arr.astype(dtype)
+
+
 def _as_array(name: str, value) -> np.ndarray:
+    if name in INPUT_RANGES:
+        return check_integer_input(name, value)
     dtype = INPUT_DTYPES.get(name)
     arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

@@ -10,6 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "shape_message",
+    "one_example_hint",
+    "flatten_hint",
+    "non_finite_message",
+    "unit_interval_message",
+    "positive_int_message",
     "check_inputs",
     "check_latents",
     "check_dataset",
@@ -18,6 +24,38 @@ __all__ = [
     "check_seed",
     "check_data",
 ]
+
+
+# The messages, one home for each: the Python checks below and the exported signatures'
+# in-graph checks (`tfvae.request_checks`, which passes "{}" for values known at run time).
+def shape_message(name: str, dim, what: str, got: str, hint: str = "") -> str:
+    return f"{name} must have shape [batch, {dim}] ({what}), got {got}{hint}"
+
+
+def one_example_hint(dim) -> str:
+    return f"; for one example use x[None, :] (shape [1, {dim}])"
+
+
+def flatten_hint(dim) -> str:
+    return f"; flatten it with x.reshape(len(x), {dim})"
+
+
+def non_finite_message(name: str, index: str, value: str) -> str:
+    return (
+        f"{name} contains NaN or inf (first at index {index}, value {value}); "
+        "all values must be finite"
+    )
+
+
+def unit_interval_message(name: str, low: str, high: str) -> str:
+    return (
+        f"{name} must lie in [0, 1] for a bernoulli decoder, got values in [{low}, {high}]; "
+        "scale it (e.g. x / 255) or use a gaussian decoder"
+    )
+
+
+def positive_int_message(name: str, minimum, got: str) -> str:
+    return f"{name} must be an integer >= {minimum}, got {got}"
 
 
 def _describe(x) -> str:
@@ -50,7 +88,7 @@ def check_array(
         if x.shape.rank is not None and (
             x.shape.rank != 2 or (x.shape[-1] is not None and x.shape[-1] != dim)
         ):
-            raise ValueError(f"{name} must have shape [batch, {dim}] ({what}), got {_describe(x)}")
+            raise ValueError(shape_message(name, dim, what, _describe(x)))
         return tf.cast(x, tf.float32) if x.dtype != tf.float32 else x
     if isinstance(x, tf.Tensor) or isinstance(x, tf.Variable):
         arr = x.numpy()
@@ -66,26 +104,18 @@ def check_array(
     if arr.ndim != 2 or arr.shape[1] != dim:
         hint = ""
         if arr.ndim > 2 and int(np.prod(arr.shape[1:])) == dim:
-            hint = f"; flatten it with x.reshape(len(x), {dim})"
+            hint = flatten_hint(dim)
         elif arr.ndim == 1 and arr.shape[0] == dim:
-            hint = f"; for one example use x[None, :] (shape [1, {dim}])"
-        raise ValueError(
-            f"{name} must have shape [batch, {dim}] ({what}), got {_describe(arr)}{hint}"
-        )
+            hint = one_example_hint(dim)
+        raise ValueError(shape_message(name, dim, what, _describe(arr), hint))
     if require_examples and arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: got 0 examples of shape [batch, {dim}]")
     if arr.size and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
-            f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)},"
-            f" value {arr[tuple(bad)]}); all values must be finite"
-        )
+        index = tuple(int(i) for i in bad)
+        raise ValueError(non_finite_message(name, str(index), str(arr[index])))
     if unit_interval and arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError(
-            f"{name} must lie in [0, 1] for a bernoulli decoder, got values in "
-            f"[{arr.min():g}, {arr.max():g}]; scale it (e.g. x / 255) or use a "
-            f"gaussian decoder"
-        )
+        raise ValueError(unit_interval_message(name, f"{arr.min():g}", f"{arr.max():g}"))
     return tf.convert_to_tensor(arr, dtype=tf.float32)
 
 
@@ -142,7 +172,7 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
             f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
         )
     if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(value)}")
+        raise ValueError(positive_int_message(name, minimum, str(int(value))))
     return int(value)
 
 

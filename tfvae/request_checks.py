@@ -1,0 +1,157 @@
+"""In-graph checks of a serving request, so one request can neither crash a server nor get
+impossible numbers back: the Python API's input messages, and a budget of rows x samples.
+
+The messages are `tfvae.validation`'s, filled in with graph ops; they reach a client as the
+InvalidArgumentError `assertion failed: [<message>]` (TF Serving, `saved_model_cli`, the C
+API). Each check gates the tensor it returns, so nothing downstream runs on a refused input.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import tensorflow as tf
+
+from tfvae import validation
+
+__all__ = ["checked_array", "checked_budget", "checked_positive", "one_value", "budget_message"]
+
+
+def budget_message(signature: str, rows, samples, total, budget, max_rows, unit: str) -> str:
+    """Why a request was refused by the budget, and how to stay under it or raise it."""
+    return (
+        f"{signature}: this request is {rows} {unit} x {samples} samples per row = {total}, "
+        f"over the budget of {budget} rows x samples set at export (max_request_elements); send "
+        f"at most {max_rows} {unit} per request, or re-export with "
+        f"tfvae.export(..., max_request_elements={total}) or more"
+    )
+
+
+def _fill(message_fn, *values: tf.Tensor) -> tf.Tensor:
+    """`message_fn(*values)` for scalar string tensors `values`, built in the graph."""
+    template = message_fn(*[f"\x00{i}\x00" for i in range(len(values))])
+    pieces = re.split("\x00([0-9]+)\x00", template)  # text, index, text, index, ..., text
+    joined = [pieces[0]]
+    for index, text in zip(pieces[1::2], pieces[2::2]):
+        joined += [values[int(index)], text]
+    return tf.strings.join(joined)
+
+
+def _python_tuple(ints: tf.Tensor) -> tf.Tensor:
+    """An int vector written as Python writes a tuple: `()`, `(4,)`, `(1, 5)`."""
+    inner = tf.strings.reduce_join(tf.strings.as_string(ints), separator=", ")
+    one = tf.equal(tf.raw_ops.Size(input=ints), 1)  # tf.size would fold to the static length
+    return tf.strings.join(["(", inner, tf.where(one, ",)", ")")])
+
+
+def _number(value: tf.Tensor) -> tf.Tensor:
+    """A float as Python's `f"{v:g}"` writes it (NaN without its sign, as numpy prints it)."""
+    return tf.where(tf.math.is_nan(value), "nan", tf.strings.as_string(value, shortest=True))
+
+
+def _gate(t: tf.Tensor, ok: tf.Tensor, message_fn) -> tf.Tensor:
+    """`t`, after asserting `ok`; the message is built only when the check fails.
+
+    tf.Assert prints it C-escaped: the messages hold no quotes or backslashes."""
+    message = tf.cond(ok, lambda: tf.constant(""), message_fn)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+        return tf.identity(t)
+
+
+def checked_array(
+    t: tf.Tensor, dim: int, name: str, what: str, unit_interval: bool = False
+) -> tf.Tensor:
+    """`t` as `tfvae.validation.check_array` would accept it: rank 2, `dim` features, finite,
+    and in [0, 1] if `unit_interval`; otherwise the same message, from the graph."""
+    # raw_ops: tf.size/tf.rank of a tensor with a static rank fold to constants when traced.
+    shape = tf.raw_ops.Shape(input=t)
+    rank = tf.raw_ops.Size(input=shape)
+    last = tf.gather(tf.concat([[-1], shape], 0), rank)  # -1 for a scalar
+    shape_ok = tf.logical_and(tf.equal(rank, 2), tf.equal(last, dim))
+
+    def shape_error():
+        flat = tf.reduce_prod(shape[1:])
+        hint = tf.where(
+            tf.logical_and(rank > 2, tf.equal(flat, dim)),
+            validation.flatten_hint(dim),
+            tf.where(
+                tf.logical_and(tf.equal(rank, 1), tf.equal(last, dim)),
+                validation.one_example_hint(dim),
+                "",
+            ),
+        )
+        got = tf.strings.join(["shape ", _python_tuple(shape), " and dtype float32"])
+        return _fill(functools.partial(validation.shape_message, name, dim, what), got, hint)
+
+    t = _gate(t, shape_ok, shape_error)
+    finite = tf.math.is_finite(t)
+
+    def finite_error():
+        index = tf.where(tf.logical_not(finite))[0]
+        value = _number(tf.gather_nd(t, index))
+        message_fn = functools.partial(validation.non_finite_message, name)
+        return _fill(message_fn, _python_tuple(index), value)
+
+    t = _gate(t, tf.reduce_all(finite), finite_error)
+    if unit_interval:
+        low, high = tf.reduce_min(t), tf.reduce_max(t)
+        empty = tf.equal(tf.raw_ops.Size(input=t), 0)  # min and max of nothing: +-inf
+        inside = tf.logical_or(empty, tf.logical_and(low >= 0, high <= 1))
+        t = _gate(
+            t,
+            inside,
+            lambda: _fill(
+                functools.partial(validation.unit_interval_message, name),
+                _number(low),
+                _number(high),
+            ),
+        )
+    return t
+
+
+def checked_positive(n: tf.Tensor, name: str) -> tf.Tensor:
+    """A scalar int `n` >= 1, refused with `tfvae.validation.check_positive_int`'s message."""
+    return _gate(
+        n,
+        n >= 1,
+        lambda: _fill(
+            functools.partial(validation.positive_int_message, name, 1), tf.strings.as_string(n)
+        ),
+    )
+
+
+def checked_budget(
+    t: tf.Tensor, signature: str, rows, samples: int, budget: int, unit: str = "rows"
+) -> tf.Tensor:
+    """`t`, after checking that `rows` x `samples` (the request's size) is within `budget`."""
+    total = tf.cast(rows, tf.int64) * samples  # int64: rows x K overflows int32
+
+    def error():
+        values = [rows, samples, total, budget, budget // samples]
+        strings = [tf.strings.as_string(tf.cast(v, tf.int64)) for v in values]
+        message_fn = functools.partial(budget_message, signature, unit=unit)
+        return _fill(message_fn, *strings)
+
+    return _gate(t, total <= budget, error)
+
+
+def one_value(t: tf.Tensor, name: str, dtype) -> tf.Tensor:
+    """A scalar from a request value sent as a scalar, `[1]`, or repeated once per row.
+
+    REST `instances` (row) requests turn every input into a `[rows]` tensor; `inputs`
+    (columnar) requests can send a scalar. All values must be equal.
+    """
+    flat = tf.reshape(tf.cast(t, dtype), [-1])
+    nonempty = tf.debugging.assert_positive(
+        tf.size(flat), message=f"{name} must hold one value (a scalar or [1]), got an empty tensor"
+    )
+    with tf.control_dependencies([nonempty]):
+        first = flat[0]
+    same = tf.debugging.assert_equal(
+        flat,
+        tf.fill(tf.shape(flat), first),
+        message=f"{name} must be one value (a scalar, [1], or the same value repeated per row)",
+    )
+    with tf.control_dependencies([same]):
+        return tf.identity(first)
