@@ -57,6 +57,8 @@ __all__ = [
 
 SIGNATURES = ("serving_default", "encode", "decode", "generate", "log_likelihood")
 METADATA_FILE = "tfvae_export.json"  # under assets.extra/ (ignored by the SavedModel loader)
+MAX_VERSION = 2**63 - 1  # TF Serving reads versions as int64
+MAX_SEED = 2**63 - 1  # `likelihood_seed` becomes an int64 seed
 _MAX_GENERATE = 100_000  # a client-chosen batch size; bounded so one request cannot OOM a server
 
 
@@ -224,6 +226,12 @@ def make_serving_module(model, iwae_samples: int = 100, likelihood_seed: int = 0
         raise TypeError(f"iwae_samples must be an int, got {iwae_samples!r}")
     if not 1 <= int(iwae_samples) <= 100_000:
         raise ValueError(f"iwae_samples must be in [1, 100000], got {iwae_samples!r}")
+    if isinstance(likelihood_seed, bool) or not isinstance(likelihood_seed, (int, np.integer)):
+        raise TypeError(f"likelihood_seed must be an int, got {likelihood_seed!r}")
+    if not 0 <= int(likelihood_seed) <= MAX_SEED:
+        raise ValueError(
+            f"likelihood_seed must be in [0, 2**63 - 1] (an int64 seed), got {likelihood_seed!r}"
+        )
     return VAEServingModule(model, int(iwae_samples), int(likelihood_seed))
 
 
@@ -311,9 +319,13 @@ def export(
     module = make_serving_module(model, iwae_samples, likelihood_seed)
     base = os.path.abspath(os.fspath(base_dir))
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1
+        isinstance(version, bool)
+        or not isinstance(version, (int, np.integer))
+        or not 1 <= version <= MAX_VERSION
     ):
-        raise ValueError(f"version must be a positive integer or None, got {version!r}")
+        raise ValueError(
+            f"version must be a positive integer (at most {MAX_VERSION}) or None, got {version!r}"
+        )
     _prepare_base(base)
     _clean_stale(base)
     chosen = version is None  # the next free number: taken by another exporter -> the next
@@ -335,8 +347,10 @@ def export(
         if warmup:
             _write_warmup(tmp, module)
         target = _claim_version(tmp, base, version, overwrite and not chosen, chosen)
-    except BaseException:
+    except BaseException as e:
+        written = atomic.bytes_in(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        atomic.raise_if_disk_full(e, target, written=written, temp=tmp)  # TF's is no OSError
         raise
     return target
 
