@@ -35,6 +35,7 @@ A SavedModel is a program: load only exports you trust.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -275,6 +276,15 @@ def _clean_stale(base: str) -> None:
             pass
 
 
+def _missing_folders(path: str) -> list:
+    """`path` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def _prepare_base(base: str) -> None:
     if os.path.exists(base) and not os.path.isdir(base):
         raise NotADirectoryError(f"base_dir {base!r} exists and is not a directory")
@@ -326,6 +336,7 @@ def export(
         raise ValueError(
             f"version must be a positive integer (at most {MAX_VERSION}) or None, got {version!r}"
         )
+    created = _missing_folders(base)
     _prepare_base(base)
     _clean_stale(base)
     chosen = version is None  # the next free number: taken by another exporter -> the next
@@ -350,6 +361,9 @@ def export(
     except BaseException as e:
         written = atomic.bytes_in(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # folders made for this export alone go too (if still empty)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
         atomic.raise_if_disk_full(e, target, written=written, temp=tmp)  # TF's is no OSError
         raise
     return target
