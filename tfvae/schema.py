@@ -96,9 +96,13 @@ def exactly(value: Any) -> Spec:
 
 def nullable(spec: Spec) -> Spec:
     """`spec` or null."""
-    return Spec(
-        f"{spec.expected} or null", lambda v, where: None if v is None else spec.problem(v, where)
-    )
+    expected = f"{spec.expected} or null"
+
+    def test(v, where):
+        found = None if v is None else spec.problem(v, where)
+        return (where, expected, v) if found and found[0] == where else found
+
+    return Spec(expected, test)
 
 
 def _item(where: str, key) -> str:
@@ -111,9 +115,8 @@ def _item(where: str, key) -> str:
 
 def list_of(item: Spec, max_length: Optional[int] = None) -> Spec:
     """A JSON array of `item`s (at most `max_length` of them)."""
-    expected = f"a list of {item.expected}" + (
-        f" (at most {max_length})" if max_length is not None else ""
-    )
+    most = "" if max_length is None else f" of at most {max_length} items"
+    expected = f"a list{most}, each {item.expected}"
 
     def test(v, where):
         if not isinstance(v, list) or (max_length is not None and len(v) > max_length):
@@ -129,7 +132,7 @@ def list_of(item: Spec, max_length: Optional[int] = None) -> Spec:
 
 def mapping(value: Spec, key: Optional[Spec] = None) -> Spec:
     """A JSON object whose keys match `key` (any string by default) and values `value`."""
-    expected = f"an object of {value.expected}"
+    expected = f"an object, each value {value.expected}"
 
     def test(v, where):
         if not isinstance(v, dict):
@@ -149,9 +152,9 @@ def obj(required: Mapping[str, Spec], optional: Optional[Mapping[str, Spec]] = N
     """A JSON object with the `required` keys (and maybe the `optional` ones) as specified;
     other keys are allowed (later versions may add some)."""
     optional = optional or {}
-    expected = "an object with " + (
-        ", ".join(repr(k) for k in required) if required else "optional keys"
-    )
+    expected = "an object" + (" with " + ", ".join(map(repr, required)) if required else "")
+    if optional:
+        expected += f" (optional: {', '.join(map(repr, optional))})"
 
     def test(v, where):
         if not isinstance(v, dict):
