@@ -147,6 +147,21 @@ def _value_parser(owners: list, element: bool = False):
     return parse
 
 
+def _whole_tuple_check(owners: list):
+    """argparse action for a tuple flag: after each element's own check, the whole tuple's
+    (how many sizes, e.g. at most `MAX_LAYERS` hidden layers)."""
+
+    class CheckedTuple(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for cls, field in owners:
+                problem = check_field(cls, field.name, tuple(values))
+                if problem:
+                    raise argparse.ArgumentError(self, f"{problem} ({cls.__name__}.{field.name})")
+            setattr(namespace, self.dest, values)
+
+    return CheckedTuple
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """`--preset` and one flag per user-set field of the configs."""
     g = p.add_argument_group("configuration")
@@ -172,7 +187,12 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         elif field.metadata["choices"]:
             kwargs["choices"] = field.metadata["choices"]
         elif field.type.startswith("Tuple"):
-            kwargs.update(nargs="+", metavar="N", type=_value_parser(owners, element=True))
+            kwargs.update(
+                nargs="+",
+                metavar="N",
+                type=_value_parser(owners, element=True),
+                action=_whole_tuple_check(owners),
+            )
         else:
             metavar = "N" if field.type == "int" else "X"
             kwargs.update(type=_value_parser(owners), metavar=metavar)
