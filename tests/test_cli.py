@@ -333,14 +333,18 @@ def test_dynamic_binarization_trains_on_grey_levels_with_a_bernoulli_decoder(
 
 
 def test_run_data_is_read_from_run_json_or_an_older_runs_dataset_json(tmp_path):
+    from tfvae import TrainConfig, VAEConfig
     from tfvae.cli import UsageError, _dataset_source
 
     (tmp_path / "dataset.json").write_text(json.dumps({"dataset": "old.npy", "seed": 1}))
     assert _dataset_source(str(tmp_path)) == {"dataset": "old.npy", "seed": 1}
     source = {"dataset": "mnist", "data_dir": None, "seed": 0}
-    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"source": source}}))
+    configs = {"model_config": VAEConfig().to_dict(), "train_config": TrainConfig().to_dict()}
+    dataset = {"source": source, "train_shape": [60000, 784], "sha256": "0" * 64}
+    (tmp_path / "run.json").write_text(json.dumps({**configs, "dataset": dataset}))
     assert _dataset_source(str(tmp_path)) == source
-    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"source": ["mnist"]}}))
-    with pytest.raises(UsageError, match="pass --dataset"):
+    dataset["source"] = ["mnist"]
+    (tmp_path / "run.json").write_text(json.dumps({**configs, "dataset": dataset}))
+    with pytest.raises(UsageError, match=r"run\.json' is corrupt: dataset\.source must be an obj"):
         _dataset_source(str(tmp_path))
     assert _dataset_source(str(tmp_path / "empty")) == {}

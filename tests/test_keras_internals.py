@@ -141,3 +141,34 @@ def test_saved_model_save_lists_children_as_savedmodel_and_can_be_refused(tmp_pa
     assert not (tmp_path / "sm" / "saved_model.pb").exists(), VERSIONS
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt" / "c"))
     tf.train.Checkpoint(model=make_model(compiled=False)).read(path).assert_consumed()
+
+
+def test_weights_h5_bytes_are_what_save_weights_writes(tmp_path):
+    """The in-memory HDF5 (tf_keras' `saving_lib.H5IOStore` and `_save_state`) holds the same
+    datasets and values as `save_weights`' file, and `load_weights` reads it back."""
+    import h5py
+
+    from tfvae import VAE, VAEConfig
+
+    model = VAE(VAEConfig(input_dim=6, latent_dim=2, hidden_units=(5,), decoder="gaussian"))
+    (tmp_path / "mem.weights.h5").write_bytes(keras_internals.weights_h5_bytes(model.decoder))
+    model.decoder.save_weights(str(tmp_path / "disk.weights.h5"))
+
+    def datasets(path):
+        found = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(
+                lambda name, obj: (
+                    found.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None
+                )
+            )
+        return found
+
+    memory, disk = datasets(tmp_path / "mem.weights.h5"), datasets(tmp_path / "disk.weights.h5")
+    assert sorted(memory) == sorted(disk) and len(disk) == len(model.decoder.weights), VERSIONS
+    for name in disk:
+        np.testing.assert_array_equal(memory[name], disk[name], err_msg=VERSIONS)
+    other = VAE(VAEConfig(input_dim=6, latent_dim=2, hidden_units=(5,), decoder="gaussian", seed=9))
+    other.decoder.load_weights(str(tmp_path / "mem.weights.h5"))
+    for a, b in zip(other.decoder.get_weights(), model.decoder.get_weights()):
+        np.testing.assert_array_equal(a, b, err_msg=VERSIONS)

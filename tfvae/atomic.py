@@ -4,7 +4,10 @@ One recipe for all of them: write into a hidden temporary sibling, fsync it, ren
 the final name (atomic on POSIX within one filesystem), fsync the parent. A crash at any
 moment leaves either the old content or the new, plus at most a hidden `.NAME.tmp-*`
 sibling that the next write of the same name removes. Nothing existing is replaced unless
-the caller says `overwrite=True`.
+the caller says `overwrite=True`. A write that fails for lack of space (an `OSError` ENOSPC,
+or TensorFlow's `ResourceExhaustedError` from a file write) removes its temporary and raises
+`DiskFullError`, one line naming the final file, the space free in its folder and what it
+needed.
 
     write_json("run/metrics.json", {"elbo": -24.4})
     with staged_dir("runs/a/model") as tmp:   # build the directory in tmp ...
@@ -14,12 +17,14 @@ the caller says `overwrite=True`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Optional, Union
 
 __all__ = [
     "write_bytes",
@@ -31,11 +36,152 @@ __all__ = [
     "fsync_dir",
     "fsync_tree",
     "remove_stale_temps",
+    "DiskFullError",
+    "is_disk_full",
+    "as_disk_full",
+    "raise_if_disk_full",
+    "check_space",
+    "check_overwrite",
+    "free_space",
+    "bytes_in",
 ]
 
 PathLike = Union[str, os.PathLike]
 
 
+# ------------------------------------------------------------------------- a full disk
+# What the C library says for ENOSPC / EDQUOT; TensorFlow's file errors carry this text.
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+_TF_FULL_PATH = re.compile(r"(/\S+?);? (?:No space left on device|Disk quota exceeded)")
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} bytes"
+
+
+def _existing_folder(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def free_space(folder: PathLike) -> Optional[int]:
+    """Bytes this process may still write in `folder`'s filesystem (root may also use the
+    blocks reserved for it), or None where the filesystem does not say."""
+    try:
+        st = os.statvfs(os.fspath(folder))
+    except (OSError, AttributeError):
+        return None
+    if st.f_blocks == 0:  # a pseudo or network filesystem that keeps no count
+        return None
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+class DiskFullError(OSError):
+    """A write failed, or would fail, for lack of space (errno ENOSPC).
+
+    The message is one line: the file that was being written (its final name), the space
+    free in its folder, and the bytes it needs where known. `path`, `free` and `needed`
+    (None where unknown) hold the same facts.
+    """
+
+    def __init__(self, path: Optional[PathLike], needed: Optional[int] = None, written: int = 0):
+        self.path = None if path is None else os.path.abspath(os.fspath(path))
+        self.needed = needed
+        if self.path is None:
+            self.free, where = None, "a file it did not name"
+        else:
+            folder = _existing_folder(self.path)
+            self.free = free_space(folder)
+            free = "unknown" if self.free is None else _human(self.free)
+            where = f"{self.path!r} ({free} free in {folder!r}"
+            if needed is not None:
+                where += f", {_human(needed)} needed)"
+            elif written:
+                where += f"; {_human(written)} were written before it filled)"
+            else:
+                where += ")"
+        super().__init__(errno.ENOSPC, f"no space left on device to write {where}", self.path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says the disk (or the user's quota) is full: an OSError ENOSPC/EDQUOT
+    (Python's writes, h5py, matplotlib) or TensorFlow's `ResourceExhaustedError` from a file
+    write, which is not an OSError (the same class also reports out-of-memory, whose message
+    differs)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return type(error).__name__ == "ResourceExhaustedError" and any(
+        text in str(error) for text in _FULL_TEXTS
+    )
+
+
+def as_disk_full(error: BaseException, path: Optional[PathLike] = None) -> DiskFullError:
+    """`error` (see `is_disk_full`) as a `DiskFullError` naming `path`, else the file the
+    error names (an OSError's filename, the path in TensorFlow's message)."""
+    if isinstance(error, DiskFullError):
+        return error
+    if path is None:
+        path = getattr(error, "filename", None)
+    if path is None:
+        found = _TF_FULL_PATH.search(str(error))
+        path = found.group(1) if found else None
+    return DiskFullError(path)
+
+
+def raise_if_disk_full(
+    error: BaseException,
+    path: PathLike,
+    needed: Optional[int] = None,
+    written: int = 0,
+    temp: Optional[str] = None,
+) -> None:
+    """Raises `DiskFullError(path, needed, written)` from `error` if it says the disk is full.
+
+    A `DiskFullError` already raised for another file is raised as it is, unless that file
+    lies in `temp`, the temporary being written for `path` (then `path` is named).
+    """
+    if isinstance(error, DiskFullError):
+        temp = None if temp is None else os.path.abspath(temp)
+        inner = temp is not None and error.path is not None
+        if not (inner and os.path.commonpath([error.path, temp]) == temp):
+            raise error
+    if is_disk_full(error):
+        raise DiskFullError(path, needed, written) from error
+
+
+def check_space(path: PathLike, needed: int) -> None:
+    """Raises `DiskFullError` before writing `needed` bytes to `path` if its folder has less
+    free (filesystems that report no count are not checked)."""
+    free = free_space(_existing_folder(os.fspath(path)))
+    if free is not None and needed > free:
+        raise DiskFullError(path, needed)
+
+
+def bytes_in(path: Optional[PathLike]) -> int:
+    """Bytes in the file or directory tree `path` (0 if absent)."""
+    if path is None or not os.path.lexists(path):
+        return 0
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(dirpath, name))
+    return total
+
+
+# ------------------------------------------------------------------------- temporaries
 def _temp_prefix(path: str) -> str:
     return f".{os.path.basename(path)}.tmp-"
 
@@ -102,25 +248,33 @@ def _age(path: str) -> float:
         return 0.0
 
 
-def _check_overwrite(path: str, overwrite: bool) -> None:
+def check_overwrite(path: str, overwrite: bool) -> None:
+    """Raises FileExistsError if `path` exists and `overwrite` is False."""
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path!r} already exists; pass overwrite=True to replace it")
 
 
-def write_with(path: PathLike, write_fn: Callable[[str], None], overwrite: bool = True) -> str:
+def write_with(
+    path: PathLike,
+    write_fn: Callable[[str], None],
+    overwrite: bool = True,
+    needed: Optional[int] = None,
+) -> str:
     """Calls `write_fn(tmp_path)` to write a file, then moves it atomically onto `path`.
 
     For writers that want a file name (matplotlib's `savefig`, h5py, TFRecord writers).
+    `needed`, the file's size if known, goes into the `DiskFullError` of a full disk.
     Returns the absolute path written.
     """
     path = os.path.abspath(os.fspath(path))
-    _check_overwrite(path, overwrite)
+    check_overwrite(path, overwrite)
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=parent)
-    os.close(fd)
-    _usual_mode(tmp, directory=False)
+    tmp = None
     try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=parent)
+        os.close(fd)
+        _usual_mode(tmp, directory=False)
         write_fn(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -130,9 +284,12 @@ def write_with(path: PathLike, write_fn: Callable[[str], None], overwrite: bool 
             os.link(tmp, path)
             os.remove(tmp)
         fsync_dir(parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+    except BaseException as e:
+        written = bytes_in(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        raise_if_disk_full(e, path, needed, written, tmp)
         raise
     return path
 
@@ -144,7 +301,7 @@ def write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> str:
         with open(tmp, "wb") as f:
             f.write(data)
 
-    return write_with(path, write, overwrite)
+    return write_with(path, write, overwrite, needed=len(data))
 
 
 def write_text(path: PathLike, text: str, overwrite: bool = True) -> str:
@@ -195,20 +352,27 @@ def publish_dir(tmp: PathLike, target: PathLike, overwrite: bool = False) -> str
 
 
 @contextlib.contextmanager
-def staged_dir(target: PathLike, overwrite: bool = False) -> Iterator[str]:
+def staged_dir(
+    target: PathLike, overwrite: bool = False, needed: Optional[int] = None
+) -> Iterator[str]:
     """Yields a hidden temporary sibling of `target` to fill; publishes it on success.
 
-    On an exception the temporary directory is removed and `target` is untouched.
+    On an exception the temporary directory is removed and `target` is untouched; a full
+    disk is raised as `DiskFullError` naming `target` (and `needed`, its size if known).
     """
     target = os.path.abspath(os.fspath(target))
-    _check_overwrite(target, overwrite)
+    check_overwrite(target, overwrite)
     parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=_temp_prefix(target), dir=parent)
-    _usual_mode(tmp, directory=True)
+    tmp = None
     try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=_temp_prefix(target), dir=parent)
+        _usual_mode(tmp, directory=True)
         yield tmp
         publish_dir(tmp, target, overwrite=overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        written = bytes_in(tmp)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(e, target, needed, written, tmp)
         raise

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -47,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import atomic, distribute
+from tfvae import atomic, distribute, schema
 from tfvae.saving import sha256_file, verify_files
 
 logger = logging.getLogger(__name__)
@@ -81,16 +80,20 @@ class CheckpointError(ValueError):
 
 # ------------------------------------------------------------------------ files on disk
 def _read_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{what} {path!r} is missing") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{what} {path!r} is corrupt or truncated: {e}") from e
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{what} {path!r} is corrupt: expected a JSON object")
-    return obj
+    """The JSON document at `path`, checked against the schema of its file type
+    (`tfvae.schema`): `run.json`, or a checkpoint's `state.json`, whose epoch must be its
+    directory's; `CheckpointError` names the file, the key and what was expected."""
+    return schema.read_json(path, _schema(path), what, CheckpointError)
+
+
+def _schema(path: str) -> schema.Spec:
+    name = os.path.basename(path)
+    if name == RUN_FILE:
+        return schema.RUN
+    if name == STATE_FILE:
+        found = _EPOCH_DIR.match(os.path.basename(os.path.dirname(os.path.abspath(path))))
+        return schema.checkpoint_state(_FORMAT, int(found.group(1)) if found else None)
+    return schema.obj({})
 
 
 # ------------------------------------------------------------------------- run identity
@@ -221,14 +224,7 @@ def restore_checkpoint(path: str, model) -> Tuple[int, dict]:
       CheckpointError: a file is missing, truncated or corrupt, or does not fit the model.
     """
     state = _read_json(os.path.join(path, STATE_FILE), "checkpoint state")
-    try:
-        if state.get("format") != _FORMAT:
-            raise KeyError("format")
-        epoch, history, digests = int(state["epoch"]), dict(state["history"]), state["sha256"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint state {os.path.join(path, STATE_FILE)!r} is corrupt: bad field {e}"
-        ) from e
+    epoch, history, digests = state["epoch"], state["history"], state["sha256"]
     verify_files(path, digests, STATE_FILE, "checkpoint file", CheckpointError, CheckpointError)
     _build_optimizer(model)
     try:

@@ -37,9 +37,14 @@ import tempfile
 import warnings
 from typing import Optional, Sequence, Tuple
 
+from tfvae.atomic import as_disk_full, is_disk_full
 from tfvae.config import (
     DATASETS,
     DEFAULT_PRESET,
+    MAX_BATCH_SIZE,
+    MAX_PICTURE,
+    MAX_SAMPLES,
+    MAX_SEED,
     PRESETS,
     TrainConfig,
     VAEConfig,
@@ -49,9 +54,11 @@ from tfvae.config import (
     preset_for,
 )
 
-__all__ = ["main", "EXIT_USAGE"]
+__all__ = ["main", "EXIT_USAGE", "EXIT_FAILED"]
 
+EXIT_FAILED = 1  # the run failed (a full disk): the input was fine
 EXIT_USAGE = 2
+MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
 DATA_FILE = "dataset.json"  # what runs recorded their dataset in before run.json did
 NAMED_DATASETS = ("auto", *DATASETS)  # auto: MNIST when present or downloadable
 
@@ -68,7 +75,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------- value checks
-def _int_at_least(minimum: int):
+def _int_in(minimum: int, maximum: int):
+    """argparse `type`: an integer in [minimum, maximum] (the upper bound is tfvae's limit)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -76,14 +85,14 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {maximum} (tfvae's limit), got {text!r}"
+            )
         return value
 
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = f"integer in [{minimum}, {maximum}]"
     return parse
-
-
-_positive = _int_at_least(1)
-_non_negative = _int_at_least(0)
 
 
 def _dataset(text: str) -> str:
@@ -138,6 +147,21 @@ def _value_parser(owners: list, element: bool = False):
     return parse
 
 
+def _whole_tuple_check(owners: list):
+    """argparse action for a tuple flag: after each element's own check, the whole tuple's
+    (how many sizes, e.g. at most `MAX_LAYERS` hidden layers)."""
+
+    class CheckedTuple(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for cls, field in owners:
+                problem = check_field(cls, field.name, tuple(values))
+                if problem:
+                    raise argparse.ArgumentError(self, f"{problem} ({cls.__name__}.{field.name})")
+            setattr(namespace, self.dest, values)
+
+    return CheckedTuple
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """`--preset` and one flag per user-set field of the configs."""
     g = p.add_argument_group("configuration")
@@ -163,7 +187,12 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         elif field.metadata["choices"]:
             kwargs["choices"] = field.metadata["choices"]
         elif field.type.startswith("Tuple"):
-            kwargs.update(nargs="+", metavar="N", type=_value_parser(owners, element=True))
+            kwargs.update(
+                nargs="+",
+                metavar="N",
+                type=_value_parser(owners, element=True),
+                action=_whole_tuple_check(owners),
+            )
         else:
             metavar = "N" if field.type == "int" else "X"
             kwargs.update(type=_value_parser(owners), metavar=metavar)
@@ -300,8 +329,8 @@ def _parser() -> argparse.ArgumentParser:
         the rest its --help description.
 
         `reads_run` adds the RUN argument, `reads_data` --dataset/--data-dir; `picture`,
-        a tuple (file name, default NUM, what NUM counts), adds RUN, --out (default
-        RUN/pictures/<file name>) and --num.
+        a tuple (file name, default NUM, what NUM counts, its limit), adds RUN, --out
+        (default RUN/pictures/<file name>) and --num.
         """
         summary, _, description = inspect.getdoc(command).partition("\n\n")
         p = sub.add_parser(name, help=summary.rstrip("."), description=description)
@@ -312,11 +341,16 @@ def _parser() -> argparse.ArgumentParser:
         if reads_data:
             _add_data_override(p)
         if picture:
-            file_name, num, counts = picture
+            file_name, num, counts, limit = picture
             p.add_argument(
                 "--out", default=None, help=f"PNG path (default: RUN/pictures/{file_name})"
             )
-            p.add_argument("--num", type=_positive, default=num, help=f"{counts} (default: {num})")
+            p.add_argument(
+                "--num",
+                type=_int_in(1, limit),
+                default=num,
+                help=f"{counts} (default: {num}; at most {limit})",
+            )
         return p
 
     p = add("run", _cmd_run)
@@ -337,27 +371,56 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_options(p, "default")
 
     p = add("evaluate", _cmd_evaluate, reads_run=True, reads_data=True)
-    p.add_argument("--samples", type=_positive, default=1000, help="K importance samples (1000)")
-    p.add_argument("--batch-size", type=_positive, default=100, help="(default: 100)")
+    p.add_argument(
+        "--samples",
+        type=_int_in(1, MAX_SAMPLES),
+        default=1000,
+        help=f"K importance samples (default: 1000; at most {MAX_SAMPLES})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_int_in(1, MAX_BATCH_SIZE),
+        default=100,
+        help=f"(default: 100; at most {MAX_BATCH_SIZE})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = add("export", _cmd_export, reads_run=True)
     _add_export_target(p, None, "model name (default: the run directory's name)")
-    p.add_argument("--version", type=_positive, default=None, help="(default: next free)")
+    p.add_argument(
+        "--version", type=_int_in(1, MAX_VERSION), default=None, help="(default: next free)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
 
-    p = add("sample", _cmd_sample, picture=("samples.png", 8, "rows: latents z"))
-    p.add_argument("--draws", type=_positive, default=5, help="draws per z (default: 5)")
-    p.add_argument("--seed", type=_non_negative, default=0, help="(default: 0)")
+    p = add("sample", _cmd_sample, picture=("samples.png", 8, "rows: latents z", MAX_PICTURE))
+    p.add_argument(
+        "--draws",
+        type=_int_in(1, MAX_PICTURE),
+        default=5,
+        help=f"draws per z (default: 5; at most {MAX_PICTURE})",
+    )
+    p.add_argument(
+        "--seed", type=_int_in(0, MAX_SEED), default=0, help=f"(default: 0; at most {MAX_SEED})"
+    )
 
     add(
         "reconstruct",
         _cmd_reconstruct,
         reads_data=True,
-        picture=("reconstructions.png", 10, "examples"),
+        picture=("reconstructions.png", 10, "examples", MAX_PICTURE),
     )
-    p = add("latent", _cmd_latent, reads_data=True, picture=("latent.png", 2000, "examples"))
-    p.add_argument("--grid", type=_int_at_least(2), default=15, help="manifold grid (default: 15)")
+    p = add(
+        "latent",
+        _cmd_latent,
+        reads_data=True,
+        picture=("latent.png", 2000, "examples", MAX_SAMPLES),
+    )
+    p.add_argument(
+        "--grid",
+        type=_int_in(2, MAX_PICTURE),
+        default=15,
+        help=f"manifold grid (default: 15; at most {MAX_PICTURE})",
+    )
     return parser
 
 
@@ -508,21 +571,21 @@ def _open_run(run_dir: str):
 
 def _dataset_source(run_dir: str) -> dict:
     """How the run's data is loaded again: `dataset.source` of its run.json (or, for runs
-    made before run.json recorded it, its dataset.json); {} if neither says."""
+    made before run.json recorded it, its dataset.json); {} if neither says. Each file is
+    checked against its schema (`tfvae.schema`)."""
+    from tfvae import schema
     from tfvae.checkpointing import RUN_FILE
 
-    for name, read in ((RUN_FILE, lambda d: d.get("dataset", {}).get("source")), (DATA_FILE, dict)):
+    for name, spec, what in (
+        (RUN_FILE, schema.RUN, "run file"),
+        (DATA_FILE, schema.DATASET_SOURCE, "dataset file"),
+    ):
         path = os.path.join(run_dir, name)
         if not os.path.isfile(path):
             continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                info = read(json.load(f))
-        except (ValueError, AttributeError, TypeError) as e:
-            raise UsageError(f"{path!r} is not valid JSON of a run ({e}); pass --dataset")
+        document = schema.read_json(path, spec, what, UsageError)
+        info = document.get("dataset", {}).get("source") if name == RUN_FILE else document
         if info:
-            if not isinstance(info, dict):
-                raise UsageError(f"{path!r} records its dataset as {info!r}; pass --dataset")
             return info
     return {}
 
@@ -892,7 +955,8 @@ def _filtered_stderr(level: int):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the `tfvae` command; returns the exit status (0 ok, 2 bad input)."""
+    """Runs the `tfvae` command; returns the exit status (0 ok, 1 failed: a full disk, 2 bad
+    input)."""
     args = _parser().parse_args(argv)
     _tensorflow_log_level(args.verbose)
     # tf-keras warns that TFP's layers hold lambdas whenever a model config is serialized
@@ -900,10 +964,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.filterwarnings("ignore", message="The object being serialized includes a `lambda`")
     try:
         return args.command_fn(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"tfvae {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:  # unreadable files, permissions, a full disk
-        print(f"tfvae {args.command}: error: {e.strerror or e}: {e.filename!r}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as e:
+        status, message = _failure(e)
+        print(f"tfvae {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        return status
+
+
+def _failure(error: Exception) -> Tuple[int, str]:
+    """(exit status, one-line message) for an error a command ended with; re-raises the
+    unexpected ones (a bug's traceback is worth seeing)."""
+    if is_disk_full(error):  # tfvae's writes say which file; TensorFlow's own are parsed
+        return EXIT_FAILED, str(as_disk_full(error))
+    if isinstance(error, (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError)):
+        return EXIT_USAGE, str(error) or type(error).__name__
+    if isinstance(error, OSError):  # unreadable files, permissions
+        where = f": {error.filename!r}" if error.filename is not None else ""
+        return EXIT_USAGE, f"{error.strerror or error}{where}"
+    raise error

@@ -35,6 +35,20 @@ __all__ = [
     "ACTIVATIONS",
     "FUSED_STEPS",
     "DATASETS",
+    "LIMITS",
+    "MAX_LATENT_DIM",
+    "MAX_UNITS",
+    "MAX_LAYERS",
+    "MAX_WEIGHTS",
+    "MAX_EPOCHS",
+    "MAX_BATCH_SIZE",
+    "MAX_SAMPLES",
+    "MAX_STEPS_PER_EXECUTION",
+    "MAX_FUSED_STEPS",
+    "MAX_SEED",
+    "MAX_PICTURE",
+    "MAX_ARRAY_BYTES",
+    "weight_count",
 ]
 
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
@@ -50,6 +64,38 @@ FUSED_STEPS = 32
 
 CONFIG_NAME = "VAEConfig"
 
+# ----------------------------------------------------------------- upper bounds
+# Far above any use of a VAE on one machine, low enough that a slip of the keyboard (three
+# extra zeros) is refused in one line before anything is allocated, instead of a process
+# killed for memory, a TensorFlow shape overflow or a loop that runs for hours. The field
+# help (so `--help`) and README ("Reliability and security") show them.
+MAX_LATENT_DIM = 10_000  # J
+MAX_UNITS = 100_000  # width of one hidden layer, filters of one conv layer
+MAX_LAYERS = 100  # hidden layers, conv layers
+MAX_WEIGHTS = 10**9  # Dense and conv kernels of one VAE: 4 GB of float32, x3 with Adam's moments
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 100_000
+MAX_SAMPLES = 100_000  # importance samples K (evaluation), examples generated in one call
+MAX_STEPS_PER_EXECUTION = 1_000_000
+MAX_FUSED_STEPS = 1_024  # steps traced into one XLA program: its compile time grows with it
+MAX_SEED = 2**29 - 1  # VAEConfig.seed * 4 + 3 must fit TensorFlow's int32 seeds
+MAX_PICTURE = 100  # rows / columns of a picture: the CLI's --num, --draws, --grid
+MAX_ARRAY_BYTES = 8 * 2**30  # one array read from a .npy/.npz file (8 GiB)
+LIMITS = {
+    "latent_dim": MAX_LATENT_DIM,
+    "hidden_units, conv_filters (each)": MAX_UNITS,
+    "hidden_units, conv_filters (layers)": MAX_LAYERS,
+    "weights of the model": MAX_WEIGHTS,
+    "epochs, kl_warmup_epochs, eval_every_epochs": MAX_EPOCHS,
+    "batch_size": MAX_BATCH_SIZE,
+    "eval_samples, num_samples": MAX_SAMPLES,
+    "steps_per_execution": MAX_STEPS_PER_EXECUTION,
+    "fused_steps": MAX_FUSED_STEPS,
+    "seed": MAX_SEED,
+    "pictures (--num, --draws, --grid)": MAX_PICTURE,
+    "bytes of an array file": MAX_ARRAY_BYTES,
+}
+
 Check = Callable[[Any], Optional[str]]  # a field's value -> what is wrong with it, or None
 
 
@@ -62,11 +108,14 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _int_at_least(minimum: int) -> Check:
+def _int_at_least(minimum: int, maximum: Optional[int] = None) -> Check:
     def check(value):
         if not (_is_int(value) and value >= minimum):
             return f"must be an integer >= {minimum}, got {value!r}"
+        if maximum is not None and value > maximum:
+            return f"must be at most {maximum} (tfvae's limit), got {value!r}"
 
+    check.limit = None if maximum is None else f"at most {maximum}"
     return check
 
 
@@ -109,6 +158,19 @@ def _flag(value) -> Optional[str]:
 def _sizes(value) -> Optional[str]:
     if not (len(value) > 0 and all(v > 0 for v in value)):
         return f"must be one or more positive sizes, got {value!r}"
+    if len(value) > MAX_LAYERS or max(value) > MAX_UNITS:
+        return (
+            f"must be at most {MAX_LAYERS} sizes of at most {MAX_UNITS} each (tfvae's limit), "
+            f"got {_shorten(value)}"
+        )
+
+
+_sizes.limit = f"at most {MAX_LAYERS} layers of at most {MAX_UNITS}"
+
+
+def _shorten(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(value)} values)"
 
 
 def _image_shape(value) -> Optional[str]:
@@ -118,8 +180,13 @@ def _image_shape(value) -> Optional[str]:
 
 def _field(default: Any, help: str, check: Optional[Check] = None, choices=None, from_data=False):
     """A config field carrying its help text, its check (by default: one of `choices`), its
-    choices and whether the data determines it (then the command line has no flag for it)."""
+    choices and whether the data determines it (then the command line has no flag for it).
+
+    A check's upper bound (`check.limit`) is added to the help text.
+    """
     check = check or _one_of(choices)
+    if getattr(check, "limit", None):
+        help = f"{help} ({check.limit})"
     metadata = {"help": help, "check": check, "choices": choices, "from_data": from_data}
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -213,7 +280,7 @@ class VAEConfig(_Config):
         _int_at_least(1),
         from_data=True,
     )
-    latent_dim: int = _field(2, "J, the size of z", _int_at_least(1))
+    latent_dim: int = _field(2, "J, the size of z", _int_at_least(1, MAX_LATENT_DIM))
     decoder: str = _field(
         "bernoulli",
         "p(x|z): bernoulli (App. C.1, data in [0, 1]), gaussian (App. C.2, two parallel Dense "
@@ -277,7 +344,9 @@ class VAEConfig(_Config):
         choices=WEIGHT_INITS,
     )
     seed: int = _field(
-        0, "seeds weight initialisation and the model's sampling generator", _int_at_least(0)
+        0,
+        "seeds weight initialisation and the model's sampling generator",
+        _int_at_least(0, MAX_SEED),
     )
     objective: str = _field(
         "elbo",
@@ -291,7 +360,7 @@ class VAEConfig(_Config):
         1,
         "K, the draws z ~ q(z|x) per example in the TRAINING objective (memory grows as "
         "K x batch); not TrainConfig.eval_samples, the K of the test log p(x) estimate",
-        _int_at_least(1),
+        _int_at_least(1, MAX_SAMPLES),
     )
     gradient_estimator: str = _field(
         "reparameterized",
@@ -338,6 +407,14 @@ class VAEConfig(_Config):
                 f"height and width of {self.image_shape} must be divisible by "
                 f"2**len(conv_filters) = {factor}",
             )
+        weights = weight_count(self)
+        check(
+            weights <= MAX_WEIGHTS,
+            "hidden_units",
+            f"a VAE of {weights:.3g} weights (input_dim {self.input_dim}, hidden_units "
+            f"{_shorten(self.hidden_units)}, latent_dim {self.latent_dim}) is more than tfvae's "
+            f"limit of {MAX_WEIGHTS:.0e}; use fewer or smaller hidden layers",
+        )
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "name": CONFIG_NAME}
@@ -352,18 +429,18 @@ class TrainConfig(_Config):
     `to_json()` adds `"name": "TrainConfig"`, checked by `from_dict`.
     """
 
-    epochs: int = _field(10, "passes over the training data", _int_at_least(0))
+    epochs: int = _field(10, "passes over the training data", _int_at_least(0, MAX_EPOCHS))
     batch_size: int = _field(
         100,
         "examples per step (the global batch, split over replicas, under a distribution strategy)",
-        _int_at_least(1),
+        _int_at_least(1, MAX_BATCH_SIZE),
     )
     learning_rate: float = _field(1e-3, "the step size of Adam", _number(above=0))
     kl_warmup_epochs: int = _field(
         0,
         "beta rises linearly from 0 to VAEConfig.kl_weight over this many epochs (0: no "
         "warm-up; Bowman et al. 2016)",
-        _int_at_least(0),
+        _int_at_least(0, MAX_EPOCHS),
     )
     dynamic_binarization: bool = _field(
         False, "redraw binary x from grey levels every epoch", _flag
@@ -375,32 +452,54 @@ class TrainConfig(_Config):
         _optional(_number(above=0)),
     )
     eval_samples: int = _field(
-        100, "K of the importance-weighted log p(x) estimate at evaluation", _int_at_least(1)
+        100,
+        "K of the importance-weighted log p(x) estimate at evaluation",
+        _int_at_least(1, MAX_SAMPLES),
     )
     eval_every_epochs: int = _field(
         1,
         "evaluate the test split every this many epochs for TensorBoard's val_elbo, "
         "val_reconstruction and val_kl (0: never; only with tfvae.tensorboard.EvalSummaries, "
         "which tfvae train and run use); training is the same whatever its value",
-        _int_at_least(0),
+        _int_at_least(0, MAX_EPOCHS),
     )
     jit_compile: bool = _field(True, "compile the training step with XLA", _flag)
     steps_per_execution: int = _field(
         128,
         "train steps run per call into the compiled graph: amortises Keras' per-call Python "
         "and dispatch over many steps; batch callbacks then fire once per call",
-        _int_at_least(1),
+        _int_at_least(1, MAX_STEPS_PER_EXECUTION),
     )
     fused_steps: int = _field(
         FUSED_STEPS,
         "with XLA, train steps per compiled program (VAE.compile): the same steps with fewer "
         "launches (1 keeps Keras' one program per step); leftover steps run in smaller "
         "groups (tfvae.fused_steps)",
-        _int_at_least(1),
+        _int_at_least(1, MAX_FUSED_STEPS),
     )
     seed: int = _field(
-        0, "seeds the data order (and the dynamic binarization noise)", _int_at_least(0)
+        0, "seeds the data order (and the dynamic binarization noise)", _int_at_least(0, MAX_SEED)
     )
+
+
+def weight_count(config: VAEConfig) -> int:
+    """The weights in the Dense and conv kernels of a VAE built from `config` (what
+    `MAX_WEIGHTS` bounds; biases and one-unit heads aside, a few percent at most)."""
+    d, j, hidden = config.input_dim, config.latent_dim, config.hidden_units
+    out = 2 * d if config.decoder == "gaussian" else d  # the decoder's parameters per pixel
+    if config.architecture != "conv":
+        pairs = sum(a * b for a, b in zip(hidden, hidden[1:]))
+        return 2 * pairs + d * hidden[0] + 2 * hidden[-1] * j + j * hidden[-1] + hidden[0] * out
+    h, w, c = config.image_shape
+    filters = config.conv_filters
+    factor = 2 ** len(filters)
+    flat = (h // factor) * (w // factor) * filters[-1]
+    back = filters[::-1]
+    convs = sum(a * b for a, b in zip((c, *filters), filters))  # the encoder's
+    convs += sum(a * b for a, b in zip((back[0], *back), back))  # the decoder's, transposed
+    convs += filters[0] * c * out // d  # the decoder's head
+    # 3x3 kernels; Dense flat -> h0 -> 2J in the encoder, J -> h0 -> flat in the decoder
+    return 9 * convs + 2 * flat * hidden[0] + 3 * hidden[0] * j
 
 
 # ----------------------------------------------------------------- presets

@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from tfvae import arrayfile
 from tfvae.config import DATASETS
 from tfvae.download import DATA_DIR_ENV, fetch
 from tfvae.download import cache_dir as data_dir
@@ -153,31 +154,26 @@ def _idx_splits(folder: str):
 def _keras_mnist_splits(file: str):
     """The same from Keras' `mnist.npz` (`x_train`, `y_train`, `x_test`, `y_test`, uint8)."""
     try:
-        with np.load(file, allow_pickle=False) as npz:
-            missing = [k for k in KERAS_MNIST_KEYS if k not in npz.files]
-            if missing:
-                raise ValueError(f"needs the keys {KERAS_MNIST_KEYS}, has {npz.files}")
-            splits = [(npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])]
+        npz = arrayfile.load_npz(file, KERAS_MNIST_KEYS)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read Keras-style MNIST {file!r}: {e}") from e
-    for x, _ in splits:
+    splits = [(npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])]
+    for x, y in splits:
         if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
             raise ValueError(
                 f"{file!r}: expected uint8 images [N, 28, 28], got {x.dtype} {x.shape}"
             )
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{file!r}: expected integer labels [N], got {y.dtype} {y.shape}")
     return splits
 
 
 def is_keras_mnist(path: str) -> bool:
     """Whether `path` is an .npz in Keras' MNIST layout (`x_train`, `y_train`, ...)."""
     try:
-        loaded = np.load(path, allow_pickle=False)
+        return "x_train" in arrayfile.npz_keys(path)
     except (OSError, ValueError):
         return False
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        return False
-    with loaded:
-        return "x_train" in loaded.files
 
 
 def find_mnist(path: Optional[str] = None) -> str:
@@ -259,10 +255,13 @@ def _binarized_mnist_splits(path: Optional[str]):
     )
     if npz_file:
         try:
-            with np.load(npz_file, allow_pickle=False) as npz:
-                return tuple(npz[k] for k in ("train", "valid", "test"))
-        except (OSError, KeyError, ValueError) as e:
+            npz = arrayfile.load_npz(npz_file, ("train", "valid", "test"))
+        except (OSError, ValueError) as e:
             raise ValueError(f"cannot read {npz_file!r} (need keys train/valid/test): {e}") from e
+        for key, x in npz.items():
+            if x.ndim != 2 or x.shape[1] != 784:
+                raise ValueError(f"{npz_file!r}[{key!r}]: expected [N, 784], got shape {x.shape}")
+        return tuple(npz[k] for k in ("train", "valid", "test"))
     names = [f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test")]
     for folder in (os.path.join(root, "binarized_mnist"), root):
         if all(os.path.isfile(os.path.join(folder, n)) for n in names):
@@ -316,24 +315,24 @@ def load_array(
     seed: int = 0,
     image_shape: Optional[Tuple[int, int, int]] = None,
 ) -> Data:
-    """A `.npy` array `[N, ...]` or `.npz` with `train` (and `test`) keys, values in [0, 1]."""
+    """A `.npy` array `[N, D]`, `[N, H, W]` or `[N, H, W, C]`, or an `.npz` with `train` (and
+    `test`) arrays, values in [0, 1]. Headers are checked before loading (`tfvae.arrayfile`)."""
     _require_file(path)
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        if arrayfile.file_kind(path) == "npz":
+            arrays = arrayfile.load_npz(path, ("train",), ("test",))
+            x_train, x_test = arrays["train"], arrays.get("test")
+        else:
+            x_train, x_test = arrayfile.load_npy(path), None
+    except OSError as e:
         raise ValueError(f"cannot read array file {path!r}: {e}") from e
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            if "train" not in loaded:
-                raise ValueError(f"{path!r}: an .npz needs a 'train' array, has {loaded.files}")
-            x_train = loaded["train"]
-            x_test = loaded["test"] if "test" in loaded else None
-    else:
-        x_train, x_test = loaded, None
-    if x_train.ndim < 2 or len(x_train) == 0:
-        raise ValueError(
-            f"{path!r}: expected an array [num_examples, ...], got shape {x_train.shape}"
-        )
+    for split, x in (("train", x_train), ("test", x_test)):
+        if x is not None and not (2 <= x.ndim <= 4 and len(x) > 0):
+            raise ValueError(
+                f"{path!r}[{split}]: expected a non-empty array [num_examples, D], "
+                f"[num_examples, H, W] or [num_examples, H, W, C], got shape {x.shape} "
+                f"(rank {x.ndim})"
+            )
     shape = image_shape or (
         tuple(x_train.shape[1:]) + (1,)
         if x_train.ndim == 3

@@ -169,11 +169,13 @@ def _download(url: str, remote: Remote, target: str, timeout: float, progress: b
                 "corrupt file"
             )
 
+    atomic.check_space(target, remote.size)  # a full disk is known before the download
     # Connect first: an unreachable host leaves not even an empty folder behind.
     with urllib.request.urlopen(url, timeout=timeout) as response:
         # What a killed download left behind; a younger temp may be another process's download.
         atomic.remove_stale_temps(target, older_than=STALE_DOWNLOAD_SECONDS)
-        atomic.write_with(target, write)  # verified: any copy already there is the same
+        # verified: any copy already there is the same
+        atomic.write_with(target, write, needed=remote.size)
 
 
 def _by_hand(dataset: str, folder: str, missing) -> str:
@@ -201,6 +203,8 @@ def fetch(
     Raises:
       DownloadError: a file could not be fetched or verified; the one-line message names the
         files, their URL and the folder to place them in by hand. Nothing is left in place.
+      tfvae.atomic.DiskFullError: the disk has no room for a file (checked before the
+        download, and raised if it fills meanwhile); the temporary is removed.
     """
     if dataset not in SOURCES:
         raise ValueError(f"no download for dataset {dataset!r}: expected one of {tuple(SOURCES)}")
@@ -214,6 +218,8 @@ def fetch(
         url = _base_url(dataset) + remote.name
         try:
             _download(url, remote, os.path.join(folder, remote.name), timeout, progress)
+        except atomic.DiskFullError:
+            raise  # one line naming the file and the space it needs, not "cannot download"
         except (OSError, ValueError, http.client.HTTPException) as e:
             reason = " ".join(str(getattr(e, "reason", None) or e).split()) or type(e).__name__
             raise DownloadError(

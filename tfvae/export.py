@@ -42,6 +42,7 @@ A SavedModel is a program: load only exports you trust.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -67,6 +68,8 @@ SIGNATURES = ("serving_default", "encode", "decode", "generate", "log_likelihood
 METADATA_FILE = "tfvae_export.json"  # under assets.extra/ (ignored by the SavedModel loader)
 # The default budget: one request's float32 working memory (all its tensors at once).
 DEFAULT_REQUEST_BYTES = 2**30
+MAX_VERSION = 2**63 - 1  # TF Serving reads versions as int64
+MAX_SEED = 2**63 - 1  # `likelihood_seed` becomes an int64 seed
 
 
 class VAEServingModule(tf.Module):
@@ -223,6 +226,12 @@ def make_serving_module(
         raise TypeError(f"iwae_samples must be an int, got {iwae_samples!r}")
     if not 1 <= int(iwae_samples) <= 100_000:
         raise ValueError(f"iwae_samples must be in [1, 100000], got {iwae_samples!r}")
+    if isinstance(likelihood_seed, bool) or not isinstance(likelihood_seed, (int, np.integer)):
+        raise TypeError(f"likelihood_seed must be an int, got {likelihood_seed!r}")
+    if not 0 <= int(likelihood_seed) <= MAX_SEED:
+        raise ValueError(
+            f"likelihood_seed must be in [0, 2**63 - 1] (an int64 seed), got {likelihood_seed!r}"
+        )
     if max_request_elements is not None:
         check_positive_int(max_request_elements, "max_request_elements")
         if not iwae_samples <= max_request_elements < 2**63:
@@ -293,6 +302,15 @@ def _clean_stale(base: str) -> None:
             pass
 
 
+def _missing_folders(path: str) -> list:
+    """`path` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def _prepare_base(base: str) -> None:
     if os.path.exists(base) and not os.path.isdir(base):
         raise NotADirectoryError(f"base_dir {base!r} exists and is not a directory")
@@ -343,9 +361,14 @@ def export(
     module = make_serving_module(model, iwae_samples, likelihood_seed, max_request_elements)
     base = os.path.abspath(os.fspath(base_dir))
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1
+        isinstance(version, bool)
+        or not isinstance(version, (int, np.integer))
+        or not 1 <= version <= MAX_VERSION
     ):
-        raise ValueError(f"version must be a positive integer or None, got {version!r}")
+        raise ValueError(
+            f"version must be a positive integer (at most {MAX_VERSION}) or None, got {version!r}"
+        )
+    created = _missing_folders(base)
     _prepare_base(base)
     _clean_stale(base)
     chosen = version is None  # the next free number: taken by another exporter -> the next
@@ -367,8 +390,13 @@ def export(
         if warmup:
             _write_warmup(tmp, module)
         target = _claim_version(tmp, base, version, overwrite and not chosen, chosen)
-    except BaseException:
+    except BaseException as e:
+        written = atomic.bytes_in(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # folders made for this export alone go too (if still empty)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        atomic.raise_if_disk_full(e, target, written=written, temp=tmp)  # TF's is no OSError
         raise
     return target
 

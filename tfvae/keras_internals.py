@@ -21,6 +21,7 @@ __all__ = [
     "steps_per_execution",
     "train_counter",
     "uses_cluster_coordinator",
+    "weights_h5_bytes",
 ]
 
 
@@ -86,3 +87,26 @@ def refuse_saved_model(cls: type, message: str) -> type:
 
     cls._trackable_children = _trackable_children
     return cls
+
+
+def weights_h5_bytes(model: tfk.Model) -> bytes:
+    """What `model.save_weights("m.weights.h5")` writes, built in memory, as bytes.
+
+    tf_keras's own `saving_lib.save_weights_only`, given an in-memory file (h5py takes one)
+    instead of a path. HDF5 then never writes to disk itself: on a full disk h5py 3.14 /
+    HDF5 1.14 fail to flush at `File.close` and the process segfaults, leaving its temporary
+    behind; Python's own writes of these bytes raise a plain ENOSPC `OSError` instead.
+    """
+    import io
+
+    from tf_keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    try:
+        saving_lib._save_state(
+            model, weights_store=store, assets_store=None, inner_path="", visited_trackables=set()
+        )
+    finally:
+        store.close()
+    return buffer.getvalue()

@@ -20,7 +20,7 @@ import tf_keras as tfk
 
 from tfvae import keras3, keras_internals, multi_sample, objectives
 from tfvae.callbacks import StopOnNonFiniteLoss
-from tfvae.config import FUSED_STEPS, VAEConfig
+from tfvae.config import FUSED_STEPS, MAX_BATCH_SIZE, MAX_FUSED_STEPS, MAX_SAMPLES, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
 from tfvae.export import export
 from tfvae.fused_steps import can_fuse, fused_train_function, is_fused
@@ -161,13 +161,17 @@ class VAE(tfk.Model):
         return self.decoder(z, training=training)
 
     def sample_prior(self, num_samples: int, seed=0) -> tfd.Distribution:
-        """p(x|z) for `num_samples` draws z ~ p(z): `.sample()` gives new data, `.mean()` x-hat."""
-        num_samples = check_positive_int(num_samples, "num_samples")
+        """p(x|z) for `num_samples` draws z ~ p(z): `.sample()` gives new data, `.mean()` x-hat.
+
+        At most `tfvae.config.MAX_SAMPLES` (100000) per call: draw more in several calls.
+        """
+        num_samples = check_positive_int(num_samples, "num_samples", maximum=MAX_SAMPLES)
         z = self.prior.sample(num_samples, seed=as_seed(check_seed(seed)))
         return self.decoder(z)
 
     def generate(self, num_samples: int, seed=0, output: str = "sample") -> np.ndarray:
-        """New data as a numpy array: draws x ~ p(x|z), z ~ p(z) (or the `mean` per z)."""
+        """New data as a numpy array: draws x ~ p(x|z), z ~ p(z) (or the `mean` per z); at
+        most `tfvae.config.MAX_SAMPLES` (100000) examples per call."""
         if output not in PREDICT_OUTPUTS:
             raise ValueError(f"output must be one of {PREDICT_OUTPUTS}, got {output!r}")
         px = self.sample_prior(num_samples, seed)
@@ -364,7 +368,7 @@ class VAE(tfk.Model):
             keras3.check(kwargs.get(key), f"compile({key}=...)")
         optimizer = keras3.as_tf_keras_optimizer(optimizer)
         kwargs.setdefault("jit_compile", True)
-        self._fused_steps = check_positive_int(fused_steps, "fused_steps")
+        self._fused_steps = check_positive_int(fused_steps, "fused_steps", maximum=MAX_FUSED_STEPS)
         super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
 
     def make_train_function(self, force=False):
@@ -480,14 +484,16 @@ class VAE(tfk.Model):
 
         log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). K=1 is the
         ELBO; the bound tightens as K grows. Draws are taken `chunk_size` at a time and
-        combined with a running logsumexp, so memory is bounded whatever K is.
+        combined with a running logsumexp, so memory is bounded whatever K is. K and
+        `chunk_size` are at most `tfvae.config.MAX_SAMPLES` (100000), `batch_size` at most
+        `MAX_BATCH_SIZE` (100000).
 
         Returns:
           `float64[num_examples]`.
         """
-        num_samples = check_positive_int(num_samples, "num_samples")
-        batch_size = check_positive_int(batch_size, "batch_size")
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        num_samples = check_positive_int(num_samples, "num_samples", maximum=MAX_SAMPLES)
+        batch_size = check_positive_int(batch_size, "batch_size", maximum=MAX_BATCH_SIZE)
+        chunk_size = check_positive_int(chunk_size, "chunk_size", maximum=MAX_SAMPLES)
         x = check_inputs(x, self.config, "x", require_examples=True)
         base = as_seed(check_seed(seed))
         out = []

@@ -3,6 +3,8 @@
 Written atomically (a temporary sibling directory renamed into place), never over an
 existing directory unless `overwrite=True`; on load every file is checked against the
 manifest so a truncated or corrupt file is reported by name instead of loading garbage.
+Every file is built in memory first, so the space needed is known (and checked) before
+anything is written, and a disk that fills anyway ends in `tfvae.atomic.DiskFullError`.
 A path ending in `.keras` holds Keras' own zip instead (written atomically too); `load_model`
 reads both, and a run directory (its `model/`).
 """
@@ -13,7 +15,7 @@ import hashlib
 import json
 import os
 
-from tfvae import atomic
+from tfvae import atomic, schema
 from tfvae.config import VAEConfig
 
 __all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE", "KERAS_SUFFIX"]
@@ -73,15 +75,32 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     directory = os.path.abspath(_path(directory, "directory"))
     if directory.endswith(KERAS_SUFFIX):
         return atomic.write_with(directory, lambda tmp: _save_keras_zip(model, tmp), overwrite)
-    with atomic.staged_dir(directory, overwrite=overwrite) as tmp:
-        model.config.save(os.path.join(tmp, CONFIG_FILE))
-        for part, file in _WEIGHTS.items():
-            getattr(model, part).save_weights(os.path.join(tmp, file))
-        files = {
-            name: sha256_file(os.path.join(tmp, name)) for name in (CONFIG_FILE, *_WEIGHTS.values())
-        }
-        atomic.write_json(os.path.join(tmp, MANIFEST), {"format": _FORMAT, "sha256": files})
+    files = _model_files(model)
+    needed = sum(len(data) for data in files.values())
+    atomic.check_overwrite(directory, overwrite)  # before the space: exists is the answer
+    atomic.check_space(directory, needed)
+    with atomic.staged_dir(directory, overwrite=overwrite, needed=needed) as tmp:
+        for name, data in files.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
     return directory
+
+
+def _model_files(model) -> dict:
+    """{file name: bytes} of a saved model: config, weights and the manifest of their sha256.
+
+    The weights are HDF5 built in memory (`keras_internals.weights_h5_bytes`), the same
+    file `save_weights` writes, but never written to disk by HDF5 itself.
+    """
+    from tfvae import keras_internals
+
+    files = {CONFIG_FILE: model.config.to_json().encode("utf-8")}
+    for part, file in _WEIGHTS.items():
+        files[file] = keras_internals.weights_h5_bytes(getattr(model, part))
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    manifest = json.dumps({"format": _FORMAT, "sha256": digests}, indent=2, sort_keys=True)
+    files[MANIFEST] = (manifest + "\n").encode("utf-8")
+    return files
 
 
 def _save_keras_zip(model, tmp: str) -> None:
@@ -137,13 +156,9 @@ def load_model(directory: str | os.PathLike):
             f"{directory!r} is not a saved tfvae model ({MANIFEST} missing) nor a run "
             f"directory (no {RUN_MODEL_DIR}/{MANIFEST})"
         )
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        expected = manifest["sha256"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{manifest_path!r} is corrupt: {e}") from e
-    verify_files(directory, expected, MANIFEST, "saved model file")
+    spec = schema.model_manifest(_FORMAT, (CONFIG_FILE, *_WEIGHTS.values()))
+    manifest = schema.read_json(manifest_path, spec, "saved model manifest")
+    verify_files(directory, manifest["sha256"], MANIFEST, "saved model file")
     config = VAEConfig.load(os.path.join(directory, CONFIG_FILE))
     model = VAE(config)
     for part, file in _WEIGHTS.items():

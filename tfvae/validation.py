@@ -6,6 +6,8 @@ these checks fail first, with a message that says what to change.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import tensorflow as tf
 
@@ -165,14 +167,17 @@ def check_dataset(ds: tf.data.Dataset, config, name: str = "x") -> tf.data.Datas
     return ds
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """An integer >= `minimum` (numpy integers accepted; bools, floats and strings refused)."""
+def check_positive_int(value, name: str, minimum: int = 1, maximum: Optional[int] = None) -> int:
+    """An integer >= `minimum` and <= `maximum` (tfvae's limit for that size; see
+    `tfvae.config.LIMITS`). numpy integers accepted; bools, floats and strings refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(
             f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
         )
     if int(value) < minimum:
         raise ValueError(positive_int_message(name, minimum, str(int(value))))
+    if maximum is not None and int(value) > maximum:
+        raise ValueError(f"{name} must be at most {maximum} (tfvae's limit), got {int(value)}")
     return int(value)
 
 
