@@ -240,7 +240,8 @@ def resume_state(
     strategy=None,
     dataset: Optional[dict] = None,
 ) -> Tuple[int, dict]:
-    """(epochs already done, their history) for `workdir`: restores the latest checkpoint.
+    """(epochs already done, their history) for `workdir`: restores the newest intact
+    checkpoint (`restore_latest`).
 
     `overwrite` discards a previous run's checkpoints; otherwise the run's configs (and
     `dataset`, a `dataset_identity`) must match `run.json`, and an interrupted run is
@@ -248,7 +249,8 @@ def resume_state(
     or clears; then every worker restores the same checkpoint from the shared `workdir`.
 
     Raises:
-      CheckpointError: `run.json` or the latest checkpoint is corrupt or from another run.
+      CheckpointError: `run.json` is corrupt or from another run, or no checkpoint is
+        intact.
       FileExistsError: the workdir holds an interrupted run and `resume` is False.
     """
     strategy = strategy or tf.distribute.get_strategy()
