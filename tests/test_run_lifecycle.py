@@ -256,6 +256,30 @@ def test_a_run_killed_after_saving_its_model_is_finished_by_resume(cli_run, tmp_
     assert "finished" in line and "--resume" not in line
 
 
+def test_a_failure_worth_resuming_names_the_command_that_finishes_the_run(
+    tmp_path, capsys, monkeypatch
+):
+    """A full disk after epoch 1's checkpoint: the note names `--resume`, which finishes
+    the run with both rows of history.csv."""
+    from tfvae import checkpointing
+
+    save = checkpointing.TrainingCheckpoint.save
+
+    def save_then_fail(self, epochs_done):
+        save(self, epochs_done)
+        raise OSError(28, "No space left on device", "history.csv")
+
+    monkeypatch.setattr(checkpointing.TrainingCheckpoint, "save", save_then_fail)
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *CLI_TINY]) != 0
+    err = capsys.readouterr().err
+    assert f"finish the run with `tfvae train --out {run} --resume`" in err
+    monkeypatch.undo()
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    rows = (run / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+
 def test_train_and_evaluate_finishes_a_run_killed_after_saving_its_model(tmp_path, digits):
     model, history, metrics = _api_run(tmp_path, digits)
     os.remove(tmp_path / "metrics.json")

@@ -504,8 +504,8 @@ def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] 
 
     With `overwrite`, the new run trains in a hidden sibling directory that replaces `out`
     only once complete (`tfvae.atomic.publish_dir`: an atomic swap where the OS allows);
-    until then `out` is untouched. `recorded` (--resume): the run's
-    run.json, whose configs and data are used unless options say otherwise.
+    until then `out` is untouched. `recorded` (--resume): the run's run.json, whose configs
+    and data are used unless options say otherwise.
     """
     # Argument checks that need no TensorFlow come first, so bad input is answered at once.
     if recorded is not None and not _given(args, "dataset"):
@@ -720,14 +720,15 @@ def _owned(out: str, chief: bool = True):
         except BaseException as e:
             if chief and os.path.isdir(out):
                 checkpoints = os.path.join(out, rundir.CHECKPOINT_DIR)
-                if rundir.is_interrupted(out) and os.path.isdir(checkpoints):
-                    if _resumable(e):  # Ctrl-C, a full disk...: not what would fail again
-                        _note(
-                            f"training state kept in {out}; finish the run with "
-                            f"`tfvae train --out {out} --resume`"
-                        )
-                elif not existed:
+                trained = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
+                if not existed and not trained:
                     shutil.rmtree(out, ignore_errors=True)
+                elif rundir.is_interrupted(out) and _resumable(e):
+                    # Ctrl-C, a full disk...: not what a resume would meet again
+                    _note(
+                        f"training state kept in {out}; finish the run with "
+                        f"`tfvae train --out {out} --resume`"
+                    )
             raise
 
 
