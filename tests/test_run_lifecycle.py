@@ -173,16 +173,19 @@ def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run
     parent = cli_run.parent
     np.save(parent / "one.npy", np.full((1, 64), 0.5, np.float32))  # no example left to train
     np.save(parent / "flat.npy", np.full((20, 6), 0.5, np.float32))
+    x = np.full((20, 64), 0.5, np.float32)
+    np.savez(parent / "split.npz", train=x, test=x[:5, :32])  # a test split of 32 features
     refused = [
+        (["--dataset", str(parent / "split.npz")], "x_test must have shape [batch, 64]"),
         (["--dataset", str(parent / "one.npy")], "x_train is empty"),
         (["--dataset", str(parent / "flat.npy"), "--architecture", "conv"], "image_shape"),
         (["--dataset", str(parent / "missing.npy")], "file not found"),
     ]
     for extra, expected in refused:
         status = main(["train", "--out", str(cli_run), "--overwrite", *CLI_TINY, *extra])
+        assert tree_digest(cli_run) == before, extra
         assert status == 2
         assert expected in one_line_error(capsys.readouterr().err)
-        assert tree_digest(cli_run) == before, extra
     try:  # a new run that diverges during training never replaces the old one
         status = main(["train", "--out", str(cli_run), "--overwrite", *CLI_TINY,
                        "--learning-rate", "1e30"])  # fmt: skip
@@ -190,7 +193,7 @@ def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run
         status = 1
     assert status != 0
     assert tree_digest(cli_run) == before
-    assert sorted(os.listdir(parent)) == ["flat.npy", "one.npy", "run"]  # no staging left
+    assert sorted(os.listdir(parent)) == ["flat.npy", "one.npy", "run", "split.npz"]  # no staging
     from tfvae.cli import _dataset_source
 
     model = load_model(cli_run)  # the old run still evaluates
@@ -225,11 +228,13 @@ def test_history_csv_is_rebuilt_from_the_checkpoints_on_resume(tmp_path, digits)
     assert len(want.splitlines()) == 4
     run = tmp_path / "run"
     _api_run(run, digits)  # 2 epochs, then as if killed before its final writes
+    shutil.rmtree(run / "model")
     os.remove(run / "metrics.json")
     rows = (run / "history.csv").read_text().splitlines()
     (run / "history.csv").write_text("\n".join(rows[:2]) + "\n")  # epoch 2's row never came
     _api_run(run, digits)  # nothing left to train: the final writes only
     assert (run / "history.csv").read_text() == "\n".join(want.splitlines()[:3]) + "\n"
+    shutil.rmtree(run / "model")
     os.remove(run / "metrics.json")
     cut = (run / "history.csv").read_text()
     (run / "history.csv").write_text(cut[: len(cut) - 25])  # cut mid-row
