@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,24 @@ def test_remove_stale_temps(tmp_path):
     (tmp_path / "keep").write_text("k")
     atomic.remove_stale_temps(path)
     assert os.listdir(tmp_path) == ["keep"]
+
+
+def test_exchange_swaps_two_directories_in_one_step(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "new").write_text("n")
+    (b / "old").write_text("o")
+    if not atomic.exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    assert os.listdir(b) == ["new"] and os.listdir(a) == ["old"]
+
+
+def test_publish_dir_over_a_target_without_exchange_moves_it_aside(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)  # an OS without it
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "old").write_text("o")
+    with atomic.staged_dir(target, overwrite=True) as tmp:
+        (Path(tmp) / "new").write_text("n")
+    assert os.listdir(target) == ["new"] and os.listdir(tmp_path) == ["run"]

@@ -195,11 +195,15 @@ def test_resume_refuses_a_different_config_and_continues_a_longer_one(digits, tm
 @pytest.mark.slow
 def test_corrupt_checkpoint_and_run_files_are_detected(digits, tmp_path):
     _interrupted_run(digits, tmp_path)
-    latest = tmp_path / "checkpoints" / "epoch-000002"
-    data_file = next(p for p in latest.iterdir() if ".data-" in p.name)
-    with open(data_file, "r+b") as f:
-        f.truncate(os.path.getsize(data_file) // 2)
-    with pytest.raises(ValueError, match=r"ckpt\.data-.* is corrupt or truncated"):
+    for name in ("epoch-000001", "epoch-000002"):  # a corrupt latest alone is skipped
+        checkpoint = tmp_path / "checkpoints" / name
+        data_file = next(p for p in checkpoint.iterdir() if ".data-" in p.name)
+        with open(data_file, "r+b") as f:
+            f.truncate(os.path.getsize(data_file) // 2)
+    latest = checkpoint
+    with pytest.raises(
+        ValueError, match=r"no intact checkpoint.*epoch-000002: .*ckpt\.data-.* is corrupt or trunc"
+    ):
         train_and_evaluate(TINY, TrainConfig(epochs=2, **FAST), digits, str(tmp_path))
     (latest / "state.json").write_text('{"format": "tfvae-train')
     with pytest.raises(ValueError, match=r"state\.json.* is corrupt or truncated"):

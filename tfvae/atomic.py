@@ -17,6 +17,7 @@ needed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "write_with",
     "staged_dir",
     "publish_dir",
+    "exchange",
     "fsync_dir",
     "fsync_tree",
     "remove_stale_temps",
@@ -316,11 +318,30 @@ def write_json(path: PathLike, obj, overwrite: bool = True, **dump_kwargs) -> st
     return write_text(path, json.dumps(obj, **dump_kwargs) + "\n", overwrite)
 
 
+def exchange(a: PathLike, b: PathLike) -> bool:
+    """Swaps the paths `a` and `b` in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`);
+    returns False, touching nothing, where the OS or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(a), None, os.fspath(b))
+
+
 def publish_dir(tmp: PathLike, target: PathLike, overwrite: bool = False) -> str:
     """Moves the complete directory `tmp` onto `target` (fsynced first).
 
-    An existing `target` is refused (FileExistsError) unless `overwrite`; then it is moved
-    aside, the new one renamed in, and the old one deleted only after that succeeded.
+    An existing `target` is refused (FileExistsError) unless `overwrite`; then the two are
+    swapped atomically (`exchange`; where that is not possible, the old one is moved aside
+    and the new one renamed in) and the old one is deleted only after that succeeded.
     """
     tmp, target = os.path.abspath(os.fspath(tmp)), os.path.abspath(os.fspath(target))
     fsync_tree(tmp)
@@ -328,15 +349,18 @@ def publish_dir(tmp: PathLike, target: PathLike, overwrite: bool = False) -> str
     if os.path.lexists(target):
         if not overwrite:
             raise FileExistsError(f"{target!r} already exists; pass overwrite=True to replace it")
-        backup = tempfile.mkdtemp(prefix=_temp_prefix(target), dir=parent)
-        os.rmdir(backup)  # only the unique name is wanted
-        os.rename(target, backup)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            os.rename(backup, target)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
+        if exchange(tmp, target):  # one atomic step: `target` is never missing
+            shutil.rmtree(tmp, ignore_errors=True)  # the old content, now at `tmp`
+        else:
+            backup = tempfile.mkdtemp(prefix=_temp_prefix(target), dir=parent)
+            os.rmdir(backup)  # only the unique name is wanted
+            os.rename(target, backup)
+            try:
+                os.rename(tmp, target)
+            except BaseException:
+                os.rename(backup, target)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
     else:
         try:
             os.rename(tmp, target)

@@ -120,16 +120,38 @@ class HistoryCSV(tfk.callbacks.Callback):
     """One CSV row per epoch, `epoch` numbered from 1 as the console counts.
 
     Only columns that have values appear. The file is rewritten whole at the end of every
-    epoch (`tfvae.atomic`), so it is never cut mid-row; rows already in it are kept, so a
-    resumed run continues its history (rows of epochs it trains again are replaced).
+    epoch (`tfvae.atomic`), so it is never cut mid-row. `train_and_evaluate` rebuilds it
+    from the checkpointed history when a run resumes and when it ends (`rewrite`), so a row
+    lost to a kill, or a file cut short, is restored; used alone, rows already in the file
+    are kept, so a resumed `fit` continues them (rows of epochs trained again are replaced).
     """
 
     def __init__(self, path: str):
         super().__init__()
         self.path = os.fspath(path)
         self.rows: list = []
+        self._rewritten = False
+
+    def rewrite(self, history: dict, write: bool = True) -> None:
+        """Makes the rows those of `history` ({name: one value per epoch}, e.g. the
+        checkpointed history of a run) and, if `write`, rewrites the file from them (it is
+        removed when `history` has no epoch)."""
+        epochs = max((len(v) for v in history.values()), default=0)
+        self.rows = [
+            {"epoch": e + 1, **{k: float(v[e]) for k, v in history.items() if e < len(v)}}
+            for e in range(epochs)
+        ]
+        self._rewritten = True
+        if not write:
+            return
+        if self.rows:
+            atomic.write_text(self.path, _csv_text(self.rows))
+        elif os.path.isfile(self.path):
+            os.remove(self.path)
 
     def on_train_begin(self, logs=None):
+        if self._rewritten:  # rows already set from the checkpointed history
+            return
         self.rows = []
         if os.path.isfile(self.path):
             with open(self.path, newline="", encoding="utf-8") as f:

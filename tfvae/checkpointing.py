@@ -26,7 +26,8 @@ Layout of `<workdir>/`:
 
 A checkpoint directory is published whole or not at all (`tfvae.atomic.staged_dir`), so
 a crash mid-write leaves the previous checkpoint as the latest; on restore every file is
-checked against `state.json`, and a truncated or corrupt one is reported by name.
+checked against `state.json`, and a checkpoint with a truncated or corrupt file is skipped,
+with a warning naming the file, for the newest intact one (`restore_latest`).
 (`tf.train.CheckpointManager` keeps its files in one directory with one "latest" pointer;
 it cannot pair a checkpoint with its history nor name the corrupt file, hence this layout.)
 """
@@ -47,6 +48,7 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import atomic, distribute, schema
+from tfvae.rundir import CHECKPOINT_DIR, RUN_FILE
 from tfvae.saving import sha256_file, verify_files
 
 logger = logging.getLogger(__name__)
@@ -60,10 +62,9 @@ __all__ = [
     "prepare_run",
     "latest_checkpoint",
     "restore_checkpoint",
+    "restore_latest",
 ]
 
-RUN_FILE = "run.json"
-CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 _PREFIX = "ckpt"
 _FORMAT = "tfvae-train-state-v1"
@@ -248,7 +249,8 @@ def resume_state(
     strategy=None,
     dataset: Optional[dict] = None,
 ) -> Tuple[int, dict]:
-    """(epochs already done, their history) for `workdir`: restores the latest checkpoint.
+    """(epochs already done, their history) for `workdir`: restores the newest intact
+    checkpoint (`restore_latest`).
 
     `overwrite` discards a previous run's checkpoints; otherwise the run's configs (and
     `dataset`, a `dataset_identity`) must match `run.json`, and an interrupted run is
@@ -256,7 +258,8 @@ def resume_state(
     or clears; then every worker restores the same checkpoint from the shared `workdir`.
 
     Raises:
-      CheckpointError: `run.json` or the latest checkpoint is corrupt or from another run.
+      CheckpointError: `run.json` is corrupt or from another run, or no checkpoint is
+        intact.
       FileExistsError: the workdir holds an interrupted run and `resume` is False.
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -274,9 +277,38 @@ def resume_state(
             f"{workdir!r} holds checkpoints of an interrupted run (latest {latest!r}); pass "
             f"resume=True to continue it or overwrite=True to start over"
         )
-    epoch, history = restore_checkpoint(latest, model)
-    logger.info("resuming %s from %s (epoch %d)", workdir, latest, epoch)
+    path, epoch, history = restore_latest(os.path.join(workdir, CHECKPOINT_DIR), model)
+    logger.info("resuming %s from %s (epoch %d)", workdir, path, epoch)
     return epoch, history
+
+
+def restore_latest(directory: str, model) -> Tuple[str, int, dict]:
+    """Restores the newest intact checkpoint under `directory` into `model`; returns (its
+    path, epochs done, history).
+
+    A checkpoint that is corrupt, truncated or incomplete is skipped for the one before it,
+    with one logged warning naming it and why (the epochs after the one restored are
+    trained again, to the same weights).
+
+    Raises:
+      CheckpointError: no checkpoint there is intact (the message lists what is wrong with
+        each).
+    """
+    skipped = []
+    for _, path in reversed(_epoch_dirs(directory)):
+        try:
+            epoch, history = restore_checkpoint(path, model)
+        except CheckpointError as e:
+            skipped.append((path, e))
+            continue
+        for bad, why in skipped:
+            logger.warning("skipping checkpoint %r (%s); resuming from %r", bad, why, path)
+        return path, epoch, history
+    problems = [f"{os.path.basename(path)}: {why}" for path, why in skipped]
+    raise CheckpointError(
+        f"no intact checkpoint in {directory!r} to resume from ({'; '.join(problems)}); the "
+        "run can only start afresh (overwrite=True, or tfvae train --overwrite)"
+    )
 
 
 def clear_checkpoints(workdir: str) -> None:

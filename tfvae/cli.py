@@ -14,10 +14,11 @@ otherwise, the dataset's: `mnist` for MNIST, `digits` for the rest).
 
 A run directory holds `model/` (config + weights), `run.json` (the configs and the data it
 was trained on, checked on resume), `checkpoints/` (the training state of the last epochs),
-`metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. Bad input
-(unknown names, missing files, impossible values, a model that does not fit the data)
-ends with one line on stderr and exit status 2; nothing already written is replaced
-unless `--overwrite` says so.
+`metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. One process at a time
+trains in a run directory (`tfvae.runlock`). Bad input (unknown names, missing files,
+impossible values, a model that does not fit the data, a directory in use) ends with one
+line on stderr and exit status 2; nothing already written is replaced unless `--overwrite`
+says so, and then only once the new run is complete.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ NAMED_DATASETS = ("auto", *DATASETS)  # auto: MNIST when present or downloadable
 
 class UsageError(Exception):
     """Bad input found by the CLI itself: reported as one line, exit status 2."""
+
+
+class _Given(argparse.Action):
+    """Stores the option's value and records that it was given (`_given`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"given_{self.dest}", True)
+
+
+def _given(args, name: str) -> bool:
+    return bool(getattr(args, f"given_{name}", False))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -230,17 +243,24 @@ def _dataset_kind(dataset: str) -> str:
     return dataset
 
 
-def _config_values(args) -> Tuple[dict, dict]:
-    """The VAEConfig and TrainConfig fields `args` sets: its preset's, then the flags given.
+def _config_values(args, recorded: Optional[dict] = None) -> Tuple[dict, dict]:
+    """The VAEConfig and TrainConfig fields `args` sets: its preset's (or, for --resume,
+    those the run `recorded` in its run.json), then the flags given.
 
     Fields left out take the dataclass defaults; `decoder` (unless given) and the fields
     the data determines are the caller's to add.
     """
-    chosen = preset(args.preset or preset_for(_dataset_kind(args.dataset)))
+    if recorded is None:
+        chosen = preset(args.preset or preset_for(_dataset_kind(args.dataset)))
+        model, train = dict(chosen.model), dict(chosen.train)
+    else:
+        fields = [{f.name for f in cli_fields(cls)} for cls in (VAEConfig, TrainConfig)]
+        model, train = (
+            {k: v for k, v in recorded[section].items() if k in names}
+            for section, names in zip(("model_config", "train_config"), fields)
+        )
     given = vars(args)
-    model = dict(chosen.model)
     model.update({f.name: given[f.name] for f in cli_fields(VAEConfig) if f.name in given})
-    train = dict(chosen.train)
     train.update({f.name: given[f.name] for f in cli_fields(TrainConfig) if f.name in given})
     return model, train
 
@@ -264,6 +284,7 @@ def _add_train_options(p: argparse.ArgumentParser, dataset: str) -> None:
         "--dataset",
         type=_dataset,
         default=dataset,
+        action=_Given,
         help="default (8x8 digits shipped inside tfvae, no download), mnist, binarized_mnist, "
         "frey (these three download into --data-dir on first use), auto (mnist if present or "
         "downloadable, else default), a .npy/.npz file of values in [0, 1], or Keras' "
@@ -361,12 +382,17 @@ def _parser() -> argparse.ArgumentParser:
     p = add("train", _cmd_train)
     p.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    how.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in OUT: the new run trains beside it and replaces it once "
+        "complete (a failed or refused one leaves it as it was)",
+    )
     how.add_argument(
         "--resume",
         action="store_true",
-        help="continue the interrupted run in OUT from its last completed epoch "
-        "(same options as that run; --epochs may grow)",
+        help="finish the run in OUT, killed at whatever point, from its last intact "
+        "checkpoint; its options and data are those in OUT/run.json (--epochs may grow)",
     )
     _add_train_options(p, "default")
 
@@ -466,8 +492,10 @@ def _check_unit_range(path: str, data) -> None:
     Gaussian's variance bounds) are made for it, and 8-bit pixels would train silently."""
     import numpy as np
 
-    low = min(float(data.x_train.min()), float(data.x_test.min()))
-    high = max(float(data.x_train.max()), float(data.x_test.max()))
+    splits = [x for x in (data.x_train, data.x_test) if x.size]  # an empty one: said later
+    if not splits:
+        return
+    low, high = min(float(x.min()) for x in splits), max(float(x.max()) for x in splits)
     if low >= 0 and high <= 1:
         return
     pixels = (
@@ -487,45 +515,119 @@ def _check_unit_range(path: str, data) -> None:
 
 
 def _check_new_dir(path: str, overwrite: bool) -> None:
+    """--out must be new or empty; with --overwrite, a run directory (nothing else in it)."""
+    from tfvae import rundir
+    from tfvae.runlock import LOCK_FILE
+
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--out {path!r} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+    if not os.path.isdir(path) or not [n for n in os.listdir(path) if n != LOCK_FILE]:
+        return
+    if not overwrite:
+        finish = " or --resume to finish its run" if rundir.is_interrupted(path) else ""
         raise UsageError(
             f"--out {path!r} already exists and is not empty; choose another --out "
-            f"or pass --overwrite to replace it"
+            f"or pass --overwrite to replace it{finish}"
+        )
+    foreign = rundir.foreign_entries(path)
+    if foreign:
+        raise UsageError(
+            f"--overwrite: {path!r} holds files not written by tfvae ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}), and --overwrite replaces only a run "
+            "directory: move them away or choose another --out"
         )
 
 
-def _train(args, out: str, overwrite: bool):
-    """Trains per `args` into `out`; returns (model, data, metrics)."""
+def _recorded_run(out: str) -> dict:
+    """What `out/run.json` records (the configs, the data) for --resume."""
+    from tfvae.rundir import RUN_FILE
+
+    if not os.path.isdir(out):
+        raise UsageError(f"--resume: no run directory at {out!r}")
+    path = os.path.join(out, RUN_FILE)
+    again = f"start it again with `tfvae train --out {out} --overwrite` and its options"
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--resume: {out!r} records no run ({RUN_FILE} missing); {again}")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--resume: {path!r} is unreadable or corrupt ({e}); {again}")
+    if not isinstance(run, dict) or not all(
+        isinstance(run.get(k), dict) for k in ("model_config", "train_config")
+    ):
+        raise UsageError(f"--resume: {path!r} records no model_config/train_config; {again}")
+    return run
+
+
+@contextlib.contextmanager
+def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] = None):
+    """Trains per `args` into `out`, holding its lock; yields (model, data, metrics) with
+    the lock still held.
+
+    With `overwrite`, the new run trains in a hidden sibling directory that replaces `out`
+    only once complete (`tfvae.atomic.publish_dir`: an atomic swap where the OS allows);
+    until then `out` is untouched. `recorded` (--resume): the run's run.json, whose configs
+    and data are used unless options say otherwise.
+    """
     # Argument checks that need no TensorFlow come first, so bad input is answered at once.
+    if recorded is not None and not _given(args, "dataset"):
+        source = _dataset_source(out)
+        args.dataset = source.get("dataset") or args.dataset
+        args.data_dir = args.data_dir or source.get("data_dir")
     _check_dataset_file(args.dataset)
     args.dataset = _choose_dataset(args.dataset, args.data_dir)  # the preset follows the data
-    model_values, train_values = _config_values(args)
+    model_values, train_values = _config_values(args, recorded)
     train_config = _build(TrainConfig, **train_values)
-    from tfvae.distribute import make_strategy
+    from tfvae.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.strategy)  # before any TF op: multi-worker requires it
-    from tfvae.plots import read_history_csv, save_figure, training_curves
+    chief = is_chief(strategy)
+    with _owned(out, chief):
+        if recorded is None and chief:
+            _check_new_dir(out, overwrite)  # again: now no other process writes there
+        # --dynamic-binarization keeps grey levels, redrawn as binary pixels every epoch.
+        dynamic = train_config.dynamic_binarization
+        data = _load_data(
+            args.dataset, args.data_dir, train_config.seed, "dynamic" if dynamic else "static"
+        )
+        model_values.setdefault("decoder", "bernoulli" if data.binary or dynamic else "gaussian")
+        config = _build(
+            VAEConfig, input_dim=data.input_dim, image_shape=data.image_shape, **model_values
+        )
+        workdir = _staging_dir(out, strategy, chief) if overwrite else out
+        try:
+            model, metrics = _fit(args, config, train_config, data, workdir, strategy)
+            if overwrite and chief:
+                from tfvae.atomic import publish_dir
+
+                publish_dir(workdir, out, overwrite=True)
+        except BaseException:
+            if overwrite and chief:
+                shutil.rmtree(workdir, ignore_errors=True)
+                _note(f"{out} was not replaced: it is as it was")
+            raise
+        yield model, data, metrics
+
+
+def _staging_dir(out: str, strategy, chief: bool) -> str:
+    """The empty hidden sibling of `out` where --overwrite trains (one name for all workers)."""
+    from tfvae.distribute import barrier
+
+    out = os.path.abspath(out)
+    path = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp-overwrite")
+    if chief:  # holding out's lock: a staging directory there is a killed --overwrite's
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+    barrier(strategy)  # the other workers find it made
+    return path
+
+
+def _fit(args, config, train_config, data, workdir: str, strategy):
+    """`train_and_evaluate` into `workdir` with the CLI's logs and curves; (model, metrics)."""
+    from tfvae.distribute import is_chief
     from tfvae.train import make_callbacks, train_and_evaluate
 
-    # --dynamic-binarization keeps grey levels, redrawn as binary pixels every epoch.
-    dynamic = train_config.dynamic_binarization
-    data = _load_data(
-        args.dataset, args.data_dir, train_config.seed, "dynamic" if dynamic else "static"
-    )
-    model_values.setdefault("decoder", "bernoulli" if data.binary or dynamic else "gaussian")
-    config = _build(
-        VAEConfig, input_dim=data.input_dim, image_shape=data.image_shape, **model_values
-    )
-    if overwrite:  # asked for: the old logs would otherwise mix with the new run's
-        for stale in ("history.csv", "logs", "pictures", DATA_FILE):
-            path = os.path.join(out, stale)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-    os.makedirs(out, exist_ok=True)
     dataset = os.path.abspath(args.dataset) if os.path.isfile(args.dataset) else args.dataset
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
@@ -534,24 +636,31 @@ def _train(args, out: str, overwrite: bool):
         f"{list(config.hidden_units)}) on {data.name}: {len(data.x_train)} train / "
         f"{len(data.x_test)} test examples, D={data.input_dim}, {train_config.epochs} epochs"
     )
-    model, history, metrics = train_and_evaluate(
+    model, _, metrics = train_and_evaluate(
         config,
         train_config,
         data,
-        out,
+        workdir,
         verbose=verbose,
-        overwrite=overwrite,
-        callbacks=make_callbacks(out),
+        callbacks=make_callbacks(workdir),
         strategy=strategy,
         dataset_source={"dataset": dataset, "data_dir": data_dir, "seed": train_config.seed},
     )
-    csv_path = os.path.join(out, "history.csv")
+    if is_chief(strategy):
+        _draw_curves(workdir)
+    return model, metrics
+
+
+def _draw_curves(run_dir: str) -> None:
+    """RUN/pictures/curves.png from RUN/history.csv."""
+    from tfvae.plots import read_history_csv, save_figure, training_curves
+
+    csv_path = os.path.join(run_dir, "history.csv")
     if os.path.isfile(csv_path):
         save_figure(
             training_curves(read_history_csv(csv_path)),
-            os.path.join(out, "pictures", "curves.png"),
+            os.path.join(run_dir, "pictures", "curves.png"),
         )
-    return model, data, metrics
 
 
 def _open_run(run_dir: str):
@@ -654,33 +763,44 @@ def draw_latent(model, x, labels, path: str, grid: int = 15, image_shape=None) -
 
 
 # ---------------------------------------------------------------- commands
-def _fresh(out: str):
-    """A context that removes `out` if the block fails and `out` did not exist before:
-    a failed run leaves no half-written directory, and never touches an earlier one."""
-    import contextlib
+@contextlib.contextmanager
+def _owned(out: str, chief: bool = True):
+    """Holds the lock of run directory `out` for the block (`tfvae.runlock`; on the chief
+    only: the workers of a multi-worker run share `out`). If the block fails, an `out` this
+    command created is removed, unless it holds trained epochs: those are kept, and the
+    command that finishes them is named when it would work."""
+    from tfvae import rundir, runlock
 
     existed = os.path.exists(out)
-
-    @contextlib.contextmanager
-    def guard():
+    with contextlib.ExitStack() as stack:
+        if chief:
+            try:
+                stack.enter_context(runlock.hold(out))
+            except runlock.RunLockedError as e:
+                raise UsageError(str(e)) from None
         try:
             yield
-        except BaseException:
-            if os.path.isdir(out):  # else nothing was written (and TF need not be imported)
-                from tfvae.checkpointing import CHECKPOINT_DIR
-
-                checkpoints = os.path.join(out, CHECKPOINT_DIR)
-                if os.path.isdir(checkpoints) and os.listdir(checkpoints):
-                    # Epochs already trained are worth keeping (Ctrl-C, a crash mid-run).
-                    _note(
-                        f"training state kept in {checkpoints}; continue with "
-                        f"`tfvae train --out {out} --resume` and the same options"
-                    )
-                elif not existed:
+        except BaseException as e:
+            if chief and os.path.isdir(out):
+                checkpoints = os.path.join(out, rundir.CHECKPOINT_DIR)
+                trained = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
+                if not existed and not trained:
                     shutil.rmtree(out, ignore_errors=True)
+                elif rundir.is_interrupted(out) and _resumable(e):
+                    # Ctrl-C, a full disk...: not what a resume would meet again
+                    _note(
+                        f"training state kept in {out}; finish the run with "
+                        f"`tfvae train --out {out} --resume`"
+                    )
             raise
 
-    return guard()
+
+def _resumable(error: BaseException) -> bool:
+    """Whether resuming after `error` can work: not after bad input, a diverged loss or a
+    corrupt file, which a resume would meet again."""
+    return not isinstance(
+        error, (UsageError, ValueError, TypeError, ArithmeticError, FileExistsError)
+    )
 
 
 def _cmd_train(args) -> int:
@@ -689,27 +809,48 @@ def _cmd_train(args) -> int:
     Train a VAE and save config + weights (OUT/model), test metrics (OUT/metrics.json), one
     CSV row per epoch (OUT/history.csv), TensorBoard logs (OUT/logs) and the training curves
     (OUT/pictures/curves.png). The training state is checkpointed every epoch
-    (OUT/checkpoints): an interrupted run continues with --resume. Refuses an existing OUT
-    unless --overwrite or --resume.
+    (OUT/checkpoints): a run killed at any point is finished by `tfvae train --out OUT
+    --resume`. Refuses an existing OUT unless --overwrite or --resume, and an OUT in which
+    another process trains.
     """
-    if args.resume:
-        if not os.path.isdir(args.out):
-            raise UsageError(f"--resume: no run directory at {args.out!r}")
-        from tfvae.checkpointing import CHECKPOINT_DIR
-        from tfvae.saving import RUN_MODEL_DIR
+    from tfvae import rundir, runlock
 
-        if os.path.exists(os.path.join(args.out, RUN_MODEL_DIR)):
-            raise UsageError(f"--resume: {args.out!r} holds a finished run (model/ exists)")
-        if not os.path.isdir(os.path.join(args.out, CHECKPOINT_DIR)):
-            raise UsageError(
-                f"--resume: {args.out!r} has no checkpoints of an interrupted run "
-                f"({CHECKPOINT_DIR}/ missing)"
-            )
+    if args.strategy != "multi-worker":  # (there the chief holds the lock its workers share)
+        try:
+            runlock.check(args.out)  # first: "in use" says more than what is found there
+        except runlock.RunLockedError as e:
+            raise UsageError(str(e)) from None
+    recorded = None
+    if args.resume:
+        recorded = _recorded_run(args.out)
+        if rundir.is_finished(args.out):
+            return _resume_finished(args, recorded)
     else:
         _check_new_dir(args.out, args.overwrite)
-    with _fresh(args.out):
-        _, _, metrics = _train(args, args.out, args.overwrite)
+    with _training(args, args.out, args.overwrite, recorded) as (_, _, metrics):
+        pass
     print(json.dumps(metrics, indent=2))
+    print(f"saved {os.path.join(args.out, 'model')}")
+    return 0
+
+
+def _resume_finished(args, recorded: dict) -> int:
+    """--resume of a finished run: nothing to train. Draws the curves if a kill came before
+    them; refuses more epochs (a finished run is not continued)."""
+    from tfvae.rundir import METRICS_FILE
+
+    epochs = recorded["train_config"].get("epochs")
+    if getattr(args, "epochs", epochs) != epochs:
+        raise UsageError(
+            f"{args.out!r} holds a finished run of {epochs} epochs, which is not continued "
+            f"to {args.epochs}: start a new run (another --out, or --overwrite)"
+        )
+    with _owned(args.out):
+        if not os.path.isfile(os.path.join(args.out, "pictures", "curves.png")):
+            _draw_curves(args.out)
+    _note(f"{args.out} holds a finished run: already finished, nothing to resume")
+    with open(os.path.join(args.out, METRICS_FILE), encoding="utf-8") as f:
+        print(json.dumps(json.load(f).get("test"), indent=2))
     print(f"saved {os.path.join(args.out, 'model')}")
     return 0
 
@@ -857,19 +998,18 @@ def _cmd_run(args) -> int:
             f" already exists and is kept; this run writes {out} and exports to "
             f"{os.path.join(args.base_dir, run_name)}"
         )
-    with _fresh(out):
-        model, data, metrics = _train(args, out, overwrite=False)
+    with _training(args, out) as (model, data, metrics):
+        pictures = os.path.join(out, "pictures")
+        x = data.x_test
+        paths = [
+            draw_reconstructions(model, x[:10], os.path.join(pictures, "reconstructions.png")),
+            draw_samples(model, os.path.join(pictures, "samples.png"), seed=model.config.seed),
+        ]
+        labels = None if data.y_test is None else data.y_test[:2000]
+        paths += draw_latent(model, x[:2000], labels, os.path.join(pictures, "latent.png"))
     from tfvae.objectives import bits_per_dim
 
     metrics["elbo_bits_per_dim"] = float(bits_per_dim(-metrics["elbo"], model.config.input_dim))
-    pictures = os.path.join(out, "pictures")
-    x = data.x_test
-    paths = [
-        draw_reconstructions(model, x[:10], os.path.join(pictures, "reconstructions.png")),
-        draw_samples(model, os.path.join(pictures, "samples.png"), seed=model.config.seed),
-    ]
-    labels = None if data.y_test is None else data.y_test[:2000]
-    paths += draw_latent(model, x[:2000], labels, os.path.join(pictures, "latent.png"))
     if os.path.isfile(os.path.join(pictures, "curves.png")):
         paths.append(os.path.join(pictures, "curves.png"))
     print(

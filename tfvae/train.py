@@ -6,6 +6,7 @@ importance-weighted log p(x), and saves config + weights + metrics under `workdi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Optional
@@ -14,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import atomic, checkpointing, distribute, input_pipeline, keras3
+from tfvae import atomic, checkpointing, distribute, input_pipeline, keras3, rundir, runlock
 from tfvae.callbacks import EpochLine, HistoryCSV, StopOnNonFiniteLoss
 from tfvae.config import TrainConfig, VAEConfig
 from tfvae.data import Data
@@ -92,8 +93,11 @@ def train_and_evaluate(
     (`tfvae.checkpointing`), and a rerun with the same workdir and configuration resumes
     from the last completed epoch (`resume=True`, the default): a run killed at any moment
     loses at most the epoch in progress and ends with the same weights as an uninterrupted
-    one. A workdir whose run differs in configuration is refused, as is one that already
-    holds a finished model, unless `overwrite=True` (which starts afresh).
+    one (a run killed after saving its model but before `metrics.json` is finished the same
+    way; a corrupt latest checkpoint is skipped for the one before). A workdir whose run
+    differs in configuration is refused, as is one that already holds a finished run,
+    unless `overwrite=True` (which starts afresh). The workdir is locked while this runs
+    (`tfvae.runlock.RunLockedError` if another process trains there).
 
     Training stops with `tfvae.callbacks.NonFiniteLossError` (epoch, batch and term) if
     the loss becomes NaN/inf. `callbacks` are extra Keras callbacks for `fit` (e.g.
@@ -132,12 +136,57 @@ def train_and_evaluate(
     keras3.check(callbacks, "train_and_evaluate(callbacks=...)")
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
+    # One process trains in a workdir (`tfvae.runlock`); a multi-worker run's other workers
+    # share the chief's on purpose and take no lock.
+    locked = runlock.hold(workdir) if workdir is not None and chief else contextlib.nullcontext()
+    with locked:
+        return _train_and_evaluate(
+            model_config,
+            train_config,
+            data,
+            workdir,
+            verbose,
+            overwrite,
+            resume,
+            callbacks,
+            strategy,
+            dataset_source,
+        )
+
+
+def _train_and_evaluate(
+    model_config,
+    train_config,
+    data,
+    workdir,
+    verbose,
+    overwrite,
+    resume,
+    callbacks,
+    strategy,
+    dataset_source,
+):
+    """`train_and_evaluate` once its arguments are checked and its workdir locked."""
+    chief = distribute.is_chief(strategy)
     model_dir = None if workdir is None else os.path.join(workdir, RUN_MODEL_DIR)
-    if model_dir is not None and os.path.exists(model_dir) and not overwrite:
+    # model/ without metrics.json: killed during the final writes, which a resume redoes.
+    resave = model_dir is not None and os.path.exists(model_dir) and not overwrite
+    if resave and (rundir.is_finished(workdir) or not rundir.is_interrupted(workdir)):
         # On every worker (they share the workdir), so none waits for another that stopped.
         raise FileExistsError(
-            f"{model_dir!r} already exists; choose another workdir or pass overwrite=True"
+            f"{workdir!r} holds a finished run ({model_dir!r} and its metrics); choose "
+            "another workdir or pass overwrite=True"
         )
+    if resave and not resume:
+        raise FileExistsError(
+            f"{workdir!r} holds a run interrupted during its final writes; pass resume=True "
+            "to finish it or overwrite=True to start over"
+        )
+    if workdir is not None and chief:
+        rundir.remove_temps(workdir)  # of writes killed half-way; none is in progress now
+        if overwrite:  # no longer a finished run, should this one be killed
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(workdir, rundir.METRICS_FILE))
     jit_compile = train_config.jit_compile
     if jit_compile and _replicas_on_cpu(strategy):
         # XLA compiles a CPU cluster for one device: replicas on logical CPUs then fail with
@@ -163,6 +212,10 @@ def train_and_evaluate(
         initial_epoch, past_history = checkpointing.resume_state(
             model, model_config, train_config, workdir, overwrite, resume, strategy, dataset
         )
+    # history.csv from the checkpointed history: a row lost to a kill, or a cut file, return.
+    history_logs = [c for c in callbacks or [] if isinstance(c, HistoryCSV)]
+    for log in history_logs if workdir is not None else []:
+        log.rewrite(past_history, write=chief)
     # Each epoch's batches a fixed function of (seed, epoch), sharded across workers.
     train_ds, steps = input_pipeline.epoch_dataset(
         data.x_train,
@@ -200,9 +253,11 @@ def train_and_evaluate(
                 history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
     model.kl_weight.assign(model_config.kl_weight)
     metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
+    for log in history_logs if workdir is not None else []:
+        log.rewrite(history, write=chief)
     with distribute.write_dir(workdir, strategy) as out:
         if out is not None:
-            _save(model, out, history, metrics, train_config, overwrite)
+            _save(model, out, history, metrics, train_config, overwrite or resave)
     return model, history, metrics
 
 
@@ -215,12 +270,13 @@ def _replicas_on_cpu(strategy) -> bool:
 
 
 def _save(model, workdir, history, metrics, train_config, overwrite):
-    """Writes `workdir/model` and `workdir/metrics.json`."""
+    """Writes `workdir/model`, then `workdir/metrics.json`: the last file of a run, which
+    marks it finished (`tfvae.rundir`)."""
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         save_model(model, os.path.join(workdir, RUN_MODEL_DIR), overwrite=overwrite)
         atomic.write_json(
-            os.path.join(workdir, "metrics.json"),
+            os.path.join(workdir, rundir.METRICS_FILE),
             {"test": metrics, "history": history, "train_config": train_config.to_dict()},
             sort_keys=False,
         )

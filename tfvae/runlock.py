@@ -1,0 +1,178 @@
+"""One trainer per run directory: an exclusive `flock` on `RUN/.lock` that names its holder.
+
+    with runlock.hold("runs/a"):   # RunLockedError if another process trains there
+        ...
+
+The kernel releases the lock when the holding process ends, however it ends (SIGKILL
+included), so a crashed run never leaves its directory locked. The file records who holds
+it (pid, host, start time, command) for the message a second process gets; a clean release
+deletes it. Holding is re-entrant within one process (the CLI and `train_and_evaluate`
+both take it). A filesystem without locks (some network mounts) gets a warning, no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Iterator
+
+__all__ = ["LOCK_FILE", "RunLockedError", "hold", "check"]
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_TRIES = 4  # a lock found taken is tried again 3 times, 50 ms apart (`check` takes it briefly)
+
+_held: dict = {}  # lock file path -> [fd or None, depth] of the locks this process holds
+_guard = threading.Lock()
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the lock of the run directory; `holder` is what it recorded."""
+
+    def __init__(self, message: str, path: str, holder: dict):
+        super().__init__(message)
+        self.path = path
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def hold(workdir) -> Iterator[str]:
+    """Holds the lock of `workdir` (created if missing) for the block; yields the lock path.
+
+    Raises:
+      RunLockedError: another process holds it; the message names that process.
+    """
+    path = _acquire(os.fspath(workdir))
+    try:
+        yield path
+    finally:
+        _release(path)
+
+
+def check(workdir) -> None:
+    """Raises `RunLockedError` if another process holds the lock of `workdir`; creates
+    nothing (for a quick answer before any other check)."""
+    path = os.path.join(os.path.realpath(os.fspath(workdir)), LOCK_FILE)
+    with _guard:
+        if path in _held:
+            return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return  # no lock file: nobody holds it (or it cannot be read, and `hold` will say)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read(fd)
+        raise RunLockedError(_message(path, holder), path, holder) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _acquire(workdir: str) -> str:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(os.path.realpath(workdir), LOCK_FILE)
+    with _guard:
+        if path in _held:
+            _held[path][1] += 1
+            return path
+        _held[path] = [_lock(path), 1]
+    return path
+
+
+def _lock(path: str):
+    """An fd of `path` holding its exclusive flock, with our record written; None without
+    filesystem locks."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _flock(fd)
+        except BlockingIOError:
+            holder = _read(fd)
+            os.close(fd)
+            raise RunLockedError(_message(path, holder), path, holder) from None
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in _NO_LOCKS:
+                raise
+            logger.warning("cannot lock %s (%s): a second trainer would not be stopped", path, e)
+            return None
+        try:  # the previous holder may have deleted the file between our open and flock
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    return fd
+
+
+def _flock(fd: int) -> None:
+    for attempt in range(_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == _TRIES - 1:
+                raise
+            time.sleep(0.05)
+
+
+def _release(path: str) -> None:
+    with _guard:
+        entry = _held[path]
+        entry[1] -= 1
+        if entry[1]:
+            return
+        del _held[path]
+    fd = entry[0]
+    if fd is None:
+        return
+    try:  # delete it only while it is still ours (a replaced run directory has another)
+        if os.path.samestat(os.fstat(fd), os.stat(path)):
+            os.remove(path)
+    except OSError:
+        pass
+    os.close(fd)  # releases the flock
+
+
+def _read(fd: int) -> dict:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _message(path: str, holder: dict) -> str:
+    run = os.path.dirname(path)
+    if not holder:
+        who = "another process (it has not written its name yet)"
+    else:
+        who = (
+            f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since "
+            f"{holder.get('since', '?')} ({holder.get('command', '?')})"
+        )
+    return (
+        f"run directory {run!r} is in use by {who}; lock file {path!r}. Wait for it to end, "
+        "or use another directory"
+    )
