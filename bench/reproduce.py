@@ -1,4 +1,4 @@
-"""Reproduces published log-likelihoods: Burda et al. (2015) Table 1 and Kingma & Welling's Frey Face.
+"""Reproduces published log-likelihoods: Burda et al. 2015 (Table 1) and K&W's Frey Face.
 
 Burda, Grosse & Salakhutdinov (2015), "Importance Weighted Autoencoders", MNIST with one
 stochastic layer: 784-200-200-50 tanh encoder, 50-200-200-784 tanh Bernoulli decoder,
