@@ -84,12 +84,17 @@ def test_mirrored_step_equals_single_device_step_on_the_global_batch():
     single device with the SAME per-example noise: examples 0-3 (replica 0's half) draw
     with fold_in(seed, 0), examples 4-7 with fold_in(seed, 1), and the loss is the plain mean
     over all 8 of -log p(x|z) + beta*KL (beta=0.5 to check the KL term's scaling, analytic
-    and Monte Carlo KL). With SGD(lr=1) the weight change of the real `fit` step is the
-    gradient. The same machinery reproduces the unchanged 1-device step, and the reference
-    with identical noise on both halves must NOT match (replicas draw different noise).
+    and Monte Carlo KL), or of the IWAE loss (K = 3; DReG's encoder gradient too). With
+    SGD(lr=1) the weight change of the real `fit` step is the gradient. The same machinery
+    reproduces the unchanged 1-device step, and the reference with identical noise on both
+    halves must NOT match (replicas draw different noise).
     """
     out = subprocess.run(
-        [sys.executable, os.path.join(SCRIPTS, "one_step.py"), "analytic", "monte_carlo"],
+        [
+            sys.executable,
+            os.path.join(SCRIPTS, "one_step.py"),
+            *("analytic", "monte_carlo", "iwae", "iwae_dreg"),
+        ],
         env=_env(),
         capture_output=True,
         text=True,

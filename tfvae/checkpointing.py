@@ -33,6 +33,7 @@ it cannot pair a checkpoint with its history nor name the corrupt file, hence th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -133,10 +134,13 @@ def prepare_run(
         return
     saved = _read_json(path, "run file")
     diffs = []
+    configs = {"model_config": model_config, "train_config": train_config}
     for section in ("model_config", "train_config"):
         old, new = saved.get(section), run[section]
         if not isinstance(old, dict):
             raise CheckpointError(f"run file {path!r} is corrupt: no {section!r} object")
+        # A field added since the run was recorded had its default then.
+        old = {**_defaults(configs[section]), **old}
         for key in sorted(set(old) | set(new)):
             if section == "train_config" and key in RESUMABLE_CHANGES:
                 continue
@@ -168,6 +172,15 @@ def _check_same_data(workdir: str, saved: Optional[dict], now: Optional[dict]) -
             f"{now.get('train_shape')}, sha256 {str(now.get('sha256'))[:12]}...). Use the "
             "run's data, another workdir, or overwrite=True."
         )
+
+
+def _defaults(config) -> dict:
+    """The default of every field of the config dataclass `config` (those that have one)."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(config)
+        if f.default is not dataclasses.MISSING
+    }
 
 
 def _normalise(value):

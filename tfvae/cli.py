@@ -664,8 +664,9 @@ def _metrics(model, data, samples: int, batch_size: int) -> dict:
 def _cmd_evaluate(args) -> int:
     """Test ELBO and importance-weighted log p(x).
 
-    ELBO (one z per example) and the importance-weighted bound on log p(x) (Burda et al.
-    2015) on the test split, in nats per example and bits per dimension.
+    ELBO (one z per example; the mean over K draws for a model trained with --num-samples K)
+    and the importance-weighted bound on log p(x) (Burda et al. 2015) on the test split, in
+    nats per example and bits per dimension.
     """
     model, info = _open_run(args.run_dir)
     data = _run_data(args, info, model)

@@ -29,6 +29,8 @@ __all__ = [
     "DECODERS",
     "ARCHITECTURES",
     "KL_METHODS",
+    "OBJECTIVES",
+    "GRADIENT_ESTIMATORS",
     "WEIGHT_INITS",
     "ACTIVATIONS",
     "FUSED_STEPS",
@@ -38,6 +40,8 @@ __all__ = [
 DECODERS = ("bernoulli", "gaussian", "isotropic", "fixed_variance")
 ARCHITECTURES = ("mlp", "conv")
 KL_METHODS = ("analytic", "monte_carlo")
+OBJECTIVES = ("elbo", "iwae")
+GRADIENT_ESTIMATORS = ("reparameterized", "dreg")
 WEIGHT_INITS = ("fan_in_uniform", "glorot_uniform")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
 
@@ -246,12 +250,15 @@ class VAEConfig(_Config):
     )
     kl_method: str = _field(
         "analytic",
-        "analytic (closed form, App. B) or monte_carlo (log q(z|x) - log p(z))",
+        "analytic (closed form, App. B) or monte_carlo (log q(z|x) - log p(z)); objective "
+        "elbo only: iwae's weights always use log q(z_k|x) - log p(z_k) per draw",
         choices=KL_METHODS,
     )
     kl_weight: float = _field(
         1.0,
-        "beta, the weight of KL(q(z|x) || p(z)) in the loss (1 is the ELBO)",
+        "beta, the weight of KL(q(z|x) || p(z)) in the loss (1 is the ELBO); with objective "
+        "iwae each draw's log-weight is log p(x|z_k) - beta (log q(z_k|x) - log p(z_k)) "
+        "(1 is the IWAE bound)",
         _number(at_least=0),
     )
     min_log_var: float = _field(
@@ -272,6 +279,28 @@ class VAEConfig(_Config):
     seed: int = _field(
         0, "seeds weight initialisation and the model's sampling generator", _int_at_least(0)
     )
+    objective: str = _field(
+        "elbo",
+        "the training loss over num_samples draws z_k ~ q(z|x) per example: elbo (the mean "
+        "over the draws of log p(x|z_k) - KL: one draw is the paper's ELBO, K draws Burda et "
+        "al.'s 'VAE k=K') or iwae (the importance-weighted bound log (1/K) sum_k "
+        "p(x|z_k) p(z_k) / q(z_k|x), Burda et al. 2015); fit's validation and evaluate use it too",
+        choices=OBJECTIVES,
+    )
+    num_samples: int = _field(
+        1,
+        "K, the draws z ~ q(z|x) per example in the TRAINING objective (memory grows as "
+        "K x batch); not TrainConfig.eval_samples, the K of the test log p(x) estimate",
+        _int_at_least(1),
+    )
+    gradient_estimator: str = _field(
+        "reparameterized",
+        "the encoder's gradient of objective iwae: reparameterized (autodiff of the bound) or "
+        "dreg (doubly reparameterized, Tucker et al. 2018: the same expectation without the "
+        "score-function term whose noise drowns the encoder's signal as K grows; the "
+        "decoder's gradient is unchanged)",
+        choices=GRADIENT_ESTIMATORS,
+    )
 
     def _check_together(self) -> None:
         def check(condition: bool, field: str, message: str) -> None:
@@ -283,6 +312,12 @@ class VAEConfig(_Config):
             "min_log_var",
             f"min_log_var ({self.min_log_var!r}) must be finite and below "
             f"max_log_var ({self.max_log_var!r})",
+        )
+        check(
+            self.gradient_estimator == "reparameterized" or self.objective == "iwae",
+            "gradient_estimator",
+            f"{self.gradient_estimator!r} applies to objective='iwae' only, "
+            f"got objective={self.objective!r}",
         )
         if self.image_shape is not None:
             check(

@@ -4,6 +4,8 @@
 is what tutorials call the reconstruction x-hat, `.sample()` draws an x, `.log_prob(x)` is
 the likelihood term of the loss -log p(x|z) + beta * KL(q(z|x) || p(z)).
 `fit`/`evaluate` log `elbo`, `reconstruction` (log p(x|z)) and `kl` in nats per example.
+`VAEConfig.objective`/`num_samples` choose the multi-sample ELBO or the IWAE bound instead
+(`tfvae.multi_sample`; with `iwae` they also log the bound, `iwae`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import keras3, keras_internals, objectives
+from tfvae import keras3, keras_internals, multi_sample, objectives
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import FUSED_STEPS, VAEConfig
 from tfvae.distribute import replica_average, replica_seed
@@ -51,6 +53,11 @@ class VAE(tfk.Model):
       decoder: `tf_keras.Model`, z `[batch, latent_dim]` -> p(x|z) (Bernoulli or Gaussian).
       prior: p(z) = N(0, I), a `tfd.MultivariateNormalDiag`.
       kl_weight: a non-trainable variable holding beta (changed by `KLWarmup`).
+
+    The loss is `config.objective` over `config.num_samples` draws per example: by default
+    the paper's one-draw ELBO; K draws average the ELBO ("VAE k=K") or, with `iwae`, form
+    the bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (`tfvae.multi_sample`). Validation and
+    `evaluate` use the same objective on their own draws.
 
     Sampling is stateless and seeded: training step `t` draws with seed
     `(4 * config.seed, t)` (evaluation and prediction use streams 4 * seed + 1, + 2), so the
@@ -117,9 +124,13 @@ class VAE(tfk.Model):
         self._fit_data_may_fuse = True
         self._predict_output = "mean"
         self._predict_latent = "sample"
-        self._trackers = {
-            name: tfk.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
-        }
+        # The one-draw ELBO keeps the paper's path (`_elbo_terms`); everything else is
+        # `tfvae.multi_sample`'s.
+        self._one_draw_elbo = (self.config.objective, self.config.num_samples) == ("elbo", 1)
+        tracked = ("loss", "elbo", "reconstruction", "kl")
+        if self.config.objective == "iwae":
+            tracked += ("iwae",)
+        self._trackers = {name: tfk.metrics.Mean(name=name) for name in tracked}
         self.built = True  # encoder and decoder are built: every weight exists already
 
     # ----------------------------------------------------------------- construction
@@ -195,12 +206,14 @@ class VAE(tfk.Model):
         reconstruction, kl = self.elbo_terms(x, seed)
         return reconstruction - kl
 
-    def _update_metrics(self, loss, reconstruction, kl):
+    def _update_metrics(self, loss, reconstruction, kl, iwae=None):
         # Per-example values: Keras sums each Mean's total and count over replicas.
         self._trackers["loss"].update_state(loss)
         self._trackers["elbo"].update_state(reconstruction - kl)
         self._trackers["reconstruction"].update_state(reconstruction)
         self._trackers["kl"].update_state(kl)
+        if iwae is not None:
+            self._trackers["iwae"].update_state(iwae)
         return {name: t.result() for name, t in self._trackers.items()}
 
     @property
@@ -215,7 +228,10 @@ class VAE(tfk.Model):
         N replicas take the same step as one device on the same global batch. Regularizers
         (`self.losses`) are added once per replica, hence scaled by 1/num_replicas.
         """
-        per_example = -reconstruction + self.kl_weight * kl
+        return self._total_loss(-reconstruction + self.kl_weight * kl)
+
+    def _total_loss(self, per_example):
+        """`_loss` from the per-example loss of the objective (regularizers added here)."""
         loss = replica_average(per_example)
         if self.losses:
             regularization = tf.add_n(self.losses)
@@ -235,6 +251,8 @@ class VAE(tfk.Model):
                 ]
             )
         )
+        if not self._one_draw_elbo:
+            return self._train_step_over_draws(x, seed)
         with tf.GradientTape() as tape:
             reconstruction, kl = self._elbo_terms(x, seed, training=True)
             loss, per_example = self._loss(reconstruction, kl)
@@ -242,8 +260,57 @@ class VAE(tfk.Model):
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return self._update_metrics(per_example, reconstruction, kl)
 
+    def _draw_terms(self, x, seed, training=None, stop_q_gradients=False):
+        """`config.num_samples` draws per example for the objective (`multi_sample.draw`)."""
+        kl_method = "monte_carlo" if self.config.objective == "iwae" else self.config.kl_method
+        return multi_sample.draw(
+            self.encoder,
+            self.decoder,
+            self.prior,
+            x,
+            seed,
+            self.config.num_samples,
+            kl_method,
+            training=training,
+            stop_q_gradients=stop_q_gradients,
+        )
+
+    def _train_step_over_draws(self, x, seed):
+        """`train_step` for the multi-sample ELBO and IWAE (`tfvae.multi_sample`)."""
+        grads, per_example, draws = self._gradients_over_draws(x, seed, training=True)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update_metrics(
+            per_example, **multi_sample.summaries(draws, self.config.objective)
+        )
+
+    def _gradients_over_draws(self, x, seed, training=None):
+        """(gradients for `trainable_variables`, per-example loss, `Draws`) of the objective
+        at the draws of `seed`; with `gradient_estimator="dreg"` the encoder's are Tucker et
+        al.'s (`multi_sample.dreg_correction`)."""
+        dreg = self.config.gradient_estimator == "dreg"
+        with tf.GradientTape(persistent=dreg) as tape:
+            draws = self._draw_terms(x, seed, training=training, stop_q_gradients=dreg)
+            per_example = multi_sample.per_example_loss(
+                draws, self.config.objective, self.kl_weight
+            )
+            loss, per_example = self._total_loss(per_example)
+        variables = self.trainable_variables
+        if not dreg:
+            return tape.gradient(loss, variables), per_example, draws
+        *grads, loss_grad_z = tape.gradient(loss, [*variables, draws.z])
+        extra = multi_sample.dreg_correction(tape, draws, loss_grad_z, variables, self.kl_weight)
+        grads = [g if e is None else e if g is None else g + e for g, e in zip(grads, extra)]
+        return grads, per_example, draws
+
     def test_step(self, data):
         x = _features(data)
+        if not self._one_draw_elbo:
+            draws = self._draw_terms(x, self._next_seed(_EVAL_STREAM))
+            per_example = multi_sample.per_example_loss(
+                draws, self.config.objective, self.kl_weight
+            )
+            summaries = multi_sample.summaries(draws, self.config.objective)
+            return self._update_metrics(self._total_loss(per_example)[1], **summaries)
         reconstruction, kl = self._elbo_terms(x, self._next_seed(_EVAL_STREAM))
         return self._update_metrics(self._loss(reconstruction, kl)[1], reconstruction, kl)
 

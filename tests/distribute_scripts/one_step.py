@@ -37,6 +37,13 @@ def reference(config, x, seeds):
     r (the examples replica r holds) draws z with `seeds[r]`."""
     model = VAE(config)
     blocks = np.split(x, len(seeds))
+    if config.objective == "iwae":  # K draws (and DReG): the blocks' one-device gradients
+        losses, grads = [], []
+        for block, seed in zip(blocks, seeds):
+            g, per_example, _ = model._gradients_over_draws(tf.constant(block), seed, True)
+            losses.append(per_example.numpy())
+            grads.append([v.numpy() for v in g])
+        return float(np.mean(np.concatenate(losses))), [np.mean(v, 0) for v in zip(*grads)]
     with tf.GradientTape() as tape:
         per_example = []
         for block, seed in zip(blocks, seeds):
@@ -51,14 +58,19 @@ def max_diff(a, b):
     return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
 
 
-def compare(kl_method):
+def compare(mode):
+    """`mode`: a kl_method (the one-draw ELBO), or `iwae` / `iwae_dreg` (K = 3)."""
+    objective = {"kl_method": mode}
+    if mode.startswith("iwae"):
+        estimator = "dreg" if mode == "iwae_dreg" else "reparameterized"
+        objective = {"objective": "iwae", "num_samples": 3, "gradient_estimator": estimator}
     config = VAEConfig(
         input_dim=16,
         latent_dim=3,
         hidden_units=(12,),
-        kl_method=kl_method,
         kl_weight=0.5,
         seed=3,
+        **objective,
     )
     x = (np.random.default_rng(0).random((GLOBAL_BATCH, 16)) > 0.5).astype(np.float32)
     base = tf.constant([config.seed * 4, 0], tf.int32)  # train stream, step 0

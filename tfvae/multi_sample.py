@@ -1,0 +1,138 @@
+"""Training objectives over K draws z_k ~ q(z|x) per example (`VAEConfig.objective`).
+
+- `elbo`, the multi-sample ELBO (Burda et al.'s "VAE k=K"): mean_k log p(x|z_k) - KL.
+- `iwae`, the importance-weighted bound (Burda et al. 2015): log (1/K) sum_k w_k with
+  log w_k = log p(x|z_k) - beta (log q(z_k|x) - log p(z_k)); beta = 1 is the bound itself.
+
+`dreg_correction` turns IWAE's encoder gradient into the doubly reparameterised one (Tucker
+et al. 2018). `VAE` uses these for every objective but the one-draw ELBO, which keeps its
+own path (`VAE._elbo_terms`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import objectives
+
+tfd = tfp.distributions
+
+__all__ = [
+    "Draws",
+    "draw",
+    "stop_parameter_gradients",
+    "per_example_loss",
+    "summaries",
+    "dreg_correction",
+]
+
+
+class Draws(NamedTuple):
+    """K draws per example: `z` `[K, batch, J]` (reparameterised), `reconstruction`
+    log p(x|z_k) and `kl` (log q(z_k|x) - log p(z_k), or the analytic KL repeated), both
+    `[K, batch]`."""
+
+    z: tf.Tensor
+    reconstruction: tf.Tensor
+    kl: tf.Tensor
+
+
+def draw(
+    encoder,
+    decoder,
+    prior,
+    x,
+    seed,
+    num_samples: int,
+    kl_method: str = "monte_carlo",
+    training=None,
+    stop_q_gradients: bool = False,
+) -> Draws:
+    """`num_samples` reparameterised draws z_k ~ q(z|x) for each row of `x` `[batch, D]`.
+
+    `seed` is a stateless `int32[2]`; z_k = mu + sigma * eps_k with eps the standard normal
+    `[K, batch, J]` of that seed. `stop_q_gradients` differentiates log q(z_k|x) with q's
+    parameters held constant (z_k still carries its gradient), as DReG needs; the values
+    are the same.
+    """
+    q = encoder(x, training=training)
+    z = q.sample(num_samples, seed=seed)  # [K, batch, J]
+    batch = tf.shape(x)[0]
+    px = decoder(tf.reshape(z, [-1, z.shape[-1]]), training=training)
+    reconstruction = tf.reshape(px.log_prob(tf.tile(x, [num_samples, 1])), [num_samples, batch])
+    if kl_method == "analytic":
+        kl = tf.broadcast_to(objectives.kl_divergence(q, prior, "analytic"), [num_samples, batch])
+    else:
+        kl = objectives.kl_divergence(q, prior, kl_method, z)
+    if stop_q_gradients:
+        # The same values as q's own (which reads z's noise back from TFP's cache, hence
+        # rounds differently), the gradient of log q(z|x) at fixed parameters.
+        path = objectives.kl_divergence(stop_parameter_gradients(q), prior, kl_method, z)
+        kl = tf.stop_gradient(kl) + (path - tf.stop_gradient(path))
+    return Draws(z, reconstruction, kl)
+
+
+def stop_parameter_gradients(q: tfd.Distribution) -> tfd.Distribution:
+    """`q` rebuilt from its own parameter values, through which no gradient flows.
+
+    Its `log_prob(z)` is q's, differentiable in z only. Raises ValueError for a
+    distribution whose parameters are not tensors or distributions (they cannot be stopped).
+    """
+    q = getattr(q, "tensor_distribution", q)  # tfp.layers wrap their distributions
+    stopped = {}
+    for name, value in q.parameters.items():
+        if isinstance(value, tfd.Distribution):
+            stopped[name] = stop_parameter_gradients(value)
+        elif tf.is_tensor(value) or isinstance(value, tf.Variable):
+            stopped[name] = tf.stop_gradient(value)
+        elif value is not None and not isinstance(value, (bool, int, float, str)):
+            raise ValueError(
+                f"gradient_estimator='dreg' cannot hold q(z|x)'s parameter {name!r} "
+                f"({type(value).__name__}) constant; use gradient_estimator='reparameterized'"
+            )
+    return q.copy(**stopped)
+
+
+def per_example_loss(draws: Draws, objective: str, beta) -> tf.Tensor:
+    """The objective's loss per example, `[batch]` (nats; regularizers not included).
+
+    `elbo`: mean_k [-log p(x|z_k) + beta KL_k]; `iwae`: -log mean_k exp(log p(x|z_k) -
+    beta KL_k), the negative IWAE bound at beta = 1 (beta = 0: -log mean_k p(x|z_k)).
+    """
+    if objective == "elbo":
+        return -tf.reduce_mean(draws.reconstruction, 0) + beta * tf.reduce_mean(draws.kl, 0)
+    if objective == "iwae":
+        return -objectives.iwae_bound(draws.reconstruction - beta * draws.kl)
+    raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+
+
+def summaries(draws: Draws, objective: str) -> dict:
+    """What fit logs per example: `reconstruction` and `kl`, means over the K draws (their
+    difference is the `elbo`), and for `iwae` the bound at beta = 1 on the same draws."""
+    out = {
+        "reconstruction": tf.reduce_mean(draws.reconstruction, 0),
+        "kl": tf.reduce_mean(draws.kl, 0),
+    }
+    if objective == "iwae":
+        out["iwae"] = objectives.iwae_bound(draws.reconstruction - draws.kl)
+    return out
+
+
+def dreg_correction(tape: tf.GradientTape, draws: Draws, loss_grad_z, variables, beta):
+    """What turns the gradient of the IWAE loss with q's parameters held constant (the
+    `stop_q_gradients` draws) into the DReG gradient: one term per variable (None where
+    z does not depend on it, as for the decoder's).
+
+    With normalised weights w~_k, that gradient reaches the encoder as
+    sum_k w~_k dlog w_k/dz_k dz_k/dphi; DReG weighs each draw by (1 - beta) w~_k + beta w~_k^2
+    instead (w~_k^2 at beta = 1, Tucker et al. 2018; the beta-weighted bound follows
+    from the same identity). The difference is the tape's gradient of z with
+    `loss_grad_z * beta (w~_k - 1)` flowing into it. `tape` must be persistent.
+    """
+    log_w = draws.reconstruction - beta * draws.kl
+    weights = tf.stop_gradient(tf.nn.softmax(log_w, axis=0))
+    scale = tf.stop_gradient(beta * (weights - 1.0))[..., tf.newaxis]
+    return tape.gradient(draws.z, variables, output_gradients=loss_grad_z * scale)
