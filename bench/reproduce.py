@@ -285,19 +285,29 @@ def report(args) -> int:
     for file in sorted(glob.glob(os.path.join(args.workdir, "*", "state.json"))):
         with open(file) as f:
             states[os.path.basename(os.path.dirname(file))] = json.load(f)
-    print("| run | epochs | test ELBO | test bound k=50 | test bound k=5000 | paper |")
-    print("|---|---|---|---|---|---|")
-    for name, s in states.items():
-        last = s["evals"][-1] if s["evals"] else {}
-        final = s.get("final", [{}])[-1]
-        total = stage_ends(s["protocol"]["stages"])[-1]
-        paper = BURDA_TABLE.get(name)
+    mnist = {n: s for n, s in states.items() if s["protocol"]["dataset"] == "mnist"}
+    frey = {n: s for n, s in states.items() if s["protocol"]["dataset"] == "frey"}
+    if mnist:  # Burda et al. report -log p(x): nats, lower is better
+        print("| run | passes | test -ELBO | test -bound k=50 | test -bound k=5000 | paper |")
+        print("|---|---|---|---|---|---|")
+    for name, s in mnist.items():
+        last, final = (s["evals"] or [{}])[-1], s.get("final", [{}])[-1]
+        paper = BURDA_TABLE.get(name, "")
         print(
-            f"| {name} | {s['epoch']}/{total} | {-last.get('elbo', float('nan')):.2f} | "
-            f"{-last.get(f'iwae_k{EVAL_K}', float('nan')):.2f} | "
-            f"{-final.get('log_likelihood', float('nan')):.2f}"
-            f"{' (epoch %d)' % final['epoch'] if final else ''} | "
-            f"{'' if paper is None else paper} |"
+            f"| {name} | {s['epoch']}/{stage_ends(s['protocol']['stages'])[-1]} | "
+            f"{-last.get('elbo', math.nan):.2f} | {-last.get(f'iwae_k{EVAL_K}', math.nan):.2f} | "
+            f"{-final.get('log_likelihood', math.nan):.2f}"
+            f"{' (at %d)' % final['epoch'] if final else ''} | {paper} |"
+        )
+    if frey:  # Kingma & Welling plot the bound per datapoint itself: higher is better
+        print("\n| run | epochs | train ELBO | test ELBO | final test bound (+- s.e.) |")
+        print("|---|---|---|---|---|")
+    for name, s in frey.items():
+        last, final = (s["evals"] or [{}])[-1], s.get("final", [{}])[-1]
+        print(
+            f"| {name} | {s['epoch']} | {s['epochs'][-1]['train_elbo']:.1f} | "
+            f"{last.get('elbo', math.nan):.1f} | {final.get('log_likelihood', math.nan):.1f} "
+            f"(+- {final.get('standard_error', math.nan):.1f}) |"
         )
     if args.report_png:
         import matplotlib
