@@ -1,0 +1,368 @@
+"""Reproduces published log-likelihoods: Burda et al. 2015 (Table 1) and K&W's Frey Face.
+
+Burda, Grosse & Salakhutdinov (2015), "Importance Weighted Autoencoders", MNIST with one
+stochastic layer: 784-200-200-50 tanh encoder, 50-200-200-784 tanh Bernoulli decoder,
+dynamic binarization, Adam(beta1 0.9, beta2 0.999, eps 1e-4), batch 20, and 3^i passes
+at learning rate 1e-3 * 10^(-i/7) for i = 0..7 (3,280 passes); the test log-likelihood is
+the k = 5000 importance-weighted bound. Kingma & Welling (2013), App. C.2 / Fig. 2: Frey
+Face with 200 tanh hidden units, a Gaussian decoder, Adagrad and minibatches of 100.
+
+Every run is resumable: it checkpoints weights and optimizer every `--eval-every` epochs
+(and at each stage's end) into `WORKDIR/RUN/`, with `state.json` holding the per-epoch
+training loss and the test bounds measured so far; the same command continues where a
+killed or `--stop-after-minutes` run stopped, on the same batches and noise (both keyed on
+the epoch and step, `tfvae.input_pipeline.epoch_dataset`).
+
+  python3 -m bench.reproduce vae_k1                    # Burda's VAE, k = 1 (about 2-3 h)
+  python3 -m bench.reproduce iwae_k5 --stop-after-minutes 60
+  python3 -m bench.reproduce vae_k1 --final             # k = 5000 bound now, mid-run too
+  python3 -m bench.reproduce --report docs/reproduction_curve.png
+
+See docs/reproduction.md for the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+BURDA_STAGES = tuple((3**i, 1e-3 * 10 ** (-i / 7)) for i in range(8))  # (passes, lr)
+# Burda et al. 2015, Table 1, MNIST, one stochastic layer: test -log p(x), k = 5000.
+BURDA_TABLE = {
+    "vae_k1": 86.76,
+    "vae_k5": 86.47,
+    "vae_k50": 86.35,
+    "iwae_k5": 85.54,
+    "iwae_k50": 84.78,
+}
+
+
+def _burda(objective: str, k: int) -> dict:
+    return {
+        "dataset": "mnist",
+        "model": {
+            "latent_dim": 50,
+            "hidden_units": [200, 200],
+            "activation": "tanh",
+            "decoder": "bernoulli",
+            "weight_init": "glorot_uniform",
+            **({} if (objective, k) == ("elbo", 1) else {"objective": objective, "num_samples": k}),
+        },
+        "optimizer": {"name": "adam", "epsilon": 1e-4},
+        "batch_size": 20,
+        "stages": [list(s) for s in BURDA_STAGES],
+    }
+
+
+def _frey(latent: int) -> dict:
+    return {
+        "dataset": "frey",
+        "model": {
+            "latent_dim": latent,
+            "hidden_units": [200],
+            "activation": "tanh",
+            "decoder": "gaussian",
+            "weight_init": "glorot_uniform",
+        },
+        "optimizer": {"name": "adagrad", "epsilon": 1e-7},
+        "batch_size": 100,
+        "stages": [[3000, 0.02]],
+    }
+
+
+RUNS = {
+    **{f"vae_k{k}": _burda("elbo", k) for k in (1, 5, 50)},
+    **{f"iwae_k{k}": _burda("iwae", k) for k in (5, 50)},
+    **{f"frey_z{z}": _frey(z) for z in (2, 5, 10, 20)},
+}
+EVAL_K = 50  # the cheap bound tracked during training; the final one uses --final-samples
+
+
+def stage_of(epoch: int, stages) -> int:
+    """The index of the stage that epoch `epoch` (0-based) belongs to."""
+    end = 0
+    for i, (passes, _) in enumerate(stages):
+        end += passes
+        if epoch < end:
+            return i
+    return len(stages) - 1
+
+
+def stage_ends(stages) -> list:
+    """The epoch count at the end of every stage."""
+    return [int(x) for x in np.cumsum([p for p, _ in stages])]
+
+
+def _load(run: dict, data_dir):
+    """(x_train grey levels or continuous, x_test as evaluated, image shape, identity)."""
+    from tfvae import data
+
+    if run["dataset"] == "digits":  # tfvae's embedded 8x8 digits: the harness's own tests
+        d = data.load_default(binarization="dynamic")
+        x_test = data.binarize(d.x_test, "static", seed=12345)
+    elif run["dataset"] == "mnist":
+        d = data.load_mnist(data_dir, binarization="dynamic")
+        # One fixed Bernoulli draw of the test set, the same for every run and evaluation.
+        x_test = data.binarize(d.x_test, "static", seed=12345)
+    else:
+        d = data.load_frey_face(data_dir)
+        x_test = d.x_test
+    digest = hashlib.sha256(np.ascontiguousarray(d.x_train).tobytes()).hexdigest()
+    return d.x_train, x_test, d.image_shape, digest
+
+
+def _model(run: dict, input_dim: int, image_shape, steps: int):
+    """The VAE compiled with the run's optimizer and its staged learning rate."""
+    import tf_keras as tfk
+
+    from tfvae.config import VAEConfig
+    from tfvae.model import VAE
+
+    try:
+        config = VAEConfig(input_dim=input_dim, image_shape=image_shape, **run["model"])
+    except TypeError as e:
+        raise SystemExit(f"this tfvae has no training objective option ({e})") from None
+    ends = stage_ends(run["stages"])
+    rates = [float(v) for _, v in run["stages"]]
+    lr = (  # keyed on optimizer.iterations, so a restored optimizer resumes mid-schedule
+        tfk.optimizers.schedules.PiecewiseConstantDecay([int(e * steps) for e in ends[:-1]], rates)
+        if len(rates) > 1
+        else rates[0]
+    )
+    opt = run["optimizer"]
+    if opt["name"] == "adam":
+        optimizer = tfk.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=opt["epsilon"])
+    else:
+        optimizer = tfk.optimizers.Adagrad(lr, epsilon=opt["epsilon"])
+    model = VAE(config)
+    # Whole executions per epoch (3000 steps of 20 = 30 x 100), fused 32 steps per program.
+    model.compile(optimizer, steps_per_execution=math.gcd(steps, 100))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _bounds(model, x, k: int, seed: int = 0) -> dict:
+    """Test ELBO (k = 1) and the k-sample bound, mean nats per example."""
+    elbo = model.log_likelihood(x, num_samples=1, batch_size=500, seed=seed)
+    iwae = model.log_likelihood(
+        x, num_samples=k, batch_size=100, chunk_size=min(k, 500), seed=seed + 1
+    )
+    return {"elbo": float(np.mean(elbo)), f"iwae_k{k}": float(np.mean(iwae))}
+
+
+def _write_json(path: str, obj) -> None:
+    from tfvae import atomic
+
+    atomic.write_json(path, obj, indent=1)
+
+
+def _checkpoint(model, workdir: str, epoch: int) -> str:
+    import tensorflow as tf
+
+    from tfvae import atomic
+
+    name = f"ckpt-{epoch:05d}"
+    with atomic.staged_dir(os.path.join(workdir, name)) as tmp:
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(os.path.join(tmp, "ckpt"))
+    return name
+
+
+def _restore(model, workdir: str, name: str) -> None:
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(
+        os.path.join(workdir, name, "ckpt")
+    ).assert_existing_objects_matched()
+
+
+def train(args) -> int:
+    import tensorflow as tf
+
+    from tfvae import input_pipeline
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    run = RUNS[args.run]
+    workdir = os.path.join(args.workdir, args.run)
+    os.makedirs(workdir, exist_ok=True)
+    x_train, x_test, image_shape, digest = _load(run, args.data_dir)
+    protocol = {"run": args.run, **run, "train_sha256": digest, "seed": args.seed}
+    state_file = os.path.join(workdir, "state.json")
+    state = {"protocol": protocol, "epoch": 0, "checkpoint": None, "epochs": [], "evals": []}
+    if os.path.exists(state_file):
+        with open(state_file) as f:
+            state = json.load(f)
+        if state["protocol"] != protocol:
+            raise SystemExit(
+                f"{state_file}: recorded protocol differs from this run's; use another --workdir"
+            )
+    steps = math.ceil(len(x_train) / run["batch_size"])
+    model = _model(run, x_train.shape[1], image_shape, steps)
+    if state["checkpoint"]:
+        _restore(model, workdir, state["checkpoint"])
+        print(f"{args.run}: resumed at epoch {state['epoch']} ({state['checkpoint']})", flush=True)
+    ends = stage_ends(run["stages"])
+    total = ends[-1]
+    started = time.time()
+    while state["epoch"] < total and not args.final:
+        e0 = state["epoch"]
+        next_end = min(e for e in ends if e > e0)
+        e1 = min(next_end, (e0 // args.eval_every + 1) * args.eval_every)
+        ds, _ = input_pipeline.epoch_dataset(
+            x_train,
+            run["batch_size"],
+            args.seed,
+            e0,
+            e1,
+            dynamic_binarization=run["dataset"] != "frey",
+        )
+        t0 = time.time()
+        hist = model.fit(ds, epochs=e1, initial_epoch=e0, steps_per_epoch=steps, verbose=0)
+        seconds = (time.time() - t0) / (e1 - e0)
+        for i, e in enumerate(range(e0, e1)):
+            state["epochs"].append(
+                {
+                    "epoch": e + 1,
+                    "stage": stage_of(e, run["stages"]),
+                    "loss": float(hist.history["loss"][i]),
+                    "train_elbo": float(hist.history["elbo"][i]),
+                    "seconds": round(seconds, 3),
+                }
+            )
+        evaluation = {"epoch": e1, **_bounds(model, x_test, EVAL_K)}
+        state["evals"].append(evaluation)
+        old = state["checkpoint"]
+        state["checkpoint"] = _checkpoint(model, workdir, e1)
+        state["epoch"] = e1
+        _write_json(state_file, state)
+        if old:
+            shutil.rmtree(os.path.join(workdir, old), ignore_errors=True)
+        print(
+            f"{args.run}: epoch {e1}/{total} stage {stage_of(e1 - 1, run['stages'])} "
+            f"{seconds:.2f} s/epoch  test elbo {evaluation['elbo']:.2f} "
+            f"iwae_k{EVAL_K} {evaluation[f'iwae_k{EVAL_K}']:.2f}",
+            flush=True,
+        )
+        out_of_time = time.time() - started > 60 * args.stop_after_minutes
+        if args.stop_after_minutes and out_of_time and e1 < total:
+            print(f"{args.run}: stopped at epoch {e1}; the same command continues", flush=True)
+            return 0
+    if state["epoch"] >= total or args.final:
+        t0 = time.time()
+        log_px = model.log_likelihood(
+            x_test, num_samples=args.final_samples, batch_size=100, chunk_size=500, seed=7
+        )
+        state.setdefault("final", []).append(
+            {
+                "epoch": state["epoch"],
+                "samples": args.final_samples,
+                "log_likelihood": float(np.mean(log_px)),
+                "standard_error": float(np.std(log_px) / np.sqrt(len(log_px))),
+                "seconds": round(time.time() - t0, 1),
+            }
+        )
+        _write_json(state_file, state)
+        print(
+            f"{args.run}: epoch {state['epoch']}: test log p(x) >= "
+            f"{np.mean(log_px):.2f} (k = {args.final_samples})",
+            flush=True,
+        )
+    return 0
+
+
+def report(args) -> int:
+    """Prints the table of every run under --workdir and draws the learning curves."""
+    states = {}
+    for file in sorted(glob.glob(os.path.join(args.workdir, "*", "state.json"))):
+        with open(file) as f:
+            states[os.path.basename(os.path.dirname(file))] = json.load(f)
+    mnist = {n: s for n, s in states.items() if s["protocol"]["dataset"] == "mnist"}
+    frey = {n: s for n, s in states.items() if s["protocol"]["dataset"] == "frey"}
+    if mnist:  # Burda et al. report -log p(x): nats, lower is better
+        print("| run | passes | test -ELBO | test -bound k=50 | test -bound k=5000 | paper |")
+        print("|---|---|---|---|---|---|")
+    for name, s in mnist.items():
+        last, final = (s["evals"] or [{}])[-1], s.get("final", [{}])[-1]
+        paper = BURDA_TABLE.get(name, "")
+        print(
+            f"| {name} | {s['epoch']}/{stage_ends(s['protocol']['stages'])[-1]} | "
+            f"{-last.get('elbo', math.nan):.2f} | {-last.get(f'iwae_k{EVAL_K}', math.nan):.2f} | "
+            f"{-final.get('log_likelihood', math.nan):.2f}"
+            f"{' (at %d)' % final['epoch'] if final else ''} | {paper} |"
+        )
+    if frey:  # Kingma & Welling plot the bound per datapoint itself: higher is better
+        print("\n| run | epochs | train ELBO | test ELBO | final test bound (+- s.e.) |")
+        print("|---|---|---|---|---|")
+    for name, s in frey.items():
+        last, final = (s["evals"] or [{}])[-1], s.get("final", [{}])[-1]
+        print(
+            f"| {name} | {s['epoch']} | {s['epochs'][-1]['train_elbo']:.1f} | "
+            f"{last.get('elbo', math.nan):.1f} | {final.get('log_likelihood', math.nan):.1f} "
+            f"(+- {final.get('standard_error', math.nan):.1f}) |"
+        )
+    if args.report_png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from tfvae import atomic
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, s in states.items():
+            if s["protocol"]["dataset"] != "mnist" or not s["evals"]:
+                continue
+            epochs = [e["epoch"] for e in s["evals"]]
+            (line,) = ax.plot(epochs, [-e[f"iwae_k{EVAL_K}"] for e in s["evals"]], label=name)
+            if name in BURDA_TABLE:
+                ax.axhline(BURDA_TABLE[name], color=line.get_color(), ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("passes over the training set")
+        ax.set_ylabel(f"test -log p(x) bound, k = {EVAL_K} (nats)")
+        ax.set_ylim(80, 110)
+        ax.set_title("Burda et al. 2015 protocol (dotted: paper, k = 5000)")
+        ax.legend()
+        fig.tight_layout()
+        atomic.write_with(args.report_png, lambda p: fig.savefig(p, format="png", dpi=100))
+        print(f"wrote {args.report_png}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", nargs="?", choices=sorted(RUNS), help="which run to train/continue")
+    p.add_argument("--workdir", default="runs/reproduce", help="runs live in WORKDIR/RUN")
+    p.add_argument("--data-dir", default=None, help="where the datasets are (tfvae's default)")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    p.add_argument("--seed", type=int, default=0, help="data order and binarization noise")
+    p.add_argument("--eval-every", type=int, default=10, help="epochs between test bounds")
+    p.add_argument("--stop-after-minutes", type=float, default=0, help="stop cleanly after")
+    p.add_argument("--final-samples", type=int, default=5000, help="k of the final bound")
+    p.add_argument("--final", action="store_true", help="the final bound now, at any epoch")
+    p.add_argument(
+        "--report",
+        dest="report_png",
+        nargs="?",
+        const="",
+        default=None,
+        help="print the table (and draw the curves into this PNG)",
+    )
+    args = p.parse_args(argv)
+    if args.report_png is not None:
+        return report(args)
+    if args.run is None:
+        p.error("name a run, or pass --report")
+    return train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

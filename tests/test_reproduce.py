@@ -1,0 +1,77 @@
+"""bench/reproduce.py: Burda et al.'s schedule, and a stopped run resumes to the same numbers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import reproduce
+
+
+def test_burda_schedule_is_3280_passes_at_decaying_rates():
+    ends = reproduce.stage_ends(reproduce.BURDA_STAGES)
+    assert ends == [1, 4, 13, 40, 121, 364, 1093, 3280]
+    rates = [lr for _, lr in reproduce.BURDA_STAGES]
+    np.testing.assert_allclose(rates, [1e-3 * 10 ** (-i / 7) for i in range(8)], rtol=1e-12)
+    np.testing.assert_allclose(rates[-1], 1e-4, rtol=1e-12)  # 10^(-7/7) = a tenth after 8 stages
+    assert [reproduce.stage_of(e, reproduce.BURDA_STAGES) for e in (0, 1, 3, 4, 12, 13, 3279)] == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        7,
+    ]
+
+
+def test_burda_runs_follow_the_paper():
+    run = reproduce.RUNS["iwae_k5"]
+    assert run["model"]["hidden_units"] == [200, 200] and run["model"]["latent_dim"] == 50
+    assert run["model"]["activation"] == "tanh" and run["batch_size"] == 20
+    assert run["optimizer"] == {"name": "adam", "epsilon": 1e-4}
+    assert (run["model"]["objective"], run["model"]["num_samples"]) == ("iwae", 5)
+    assert "objective" not in reproduce.RUNS["vae_k1"]["model"]  # the library's default ELBO
+
+
+TINY = {
+    "dataset": "digits",
+    "model": {"latent_dim": 2, "hidden_units": [16], "activation": "tanh"},
+    "optimizer": {"name": "adam", "epsilon": 1e-4},
+    "batch_size": 100,
+    "stages": [[1, 1e-2], [2, 1e-3]],
+}
+
+
+def _state(workdir):
+    with open(workdir / "tiny" / "state.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    monkeypatch.setitem(reproduce.RUNS, "tiny", TINY)
+    common = ["tiny", "--eval-every", "1", "--final-samples", "20", "--threads", "1"]
+    assert reproduce.main([*common, "--workdir", str(tmp_path / "whole")]) == 0
+    # A tiny time budget stops after the first block of one epoch; two more calls finish.
+    parts = [*common, "--workdir", str(tmp_path / "parts"), "--stop-after-minutes", "1e-9"]
+    for _ in range(3):
+        assert reproduce.main(parts) == 0
+    whole, parts = _state(tmp_path / "whole"), _state(tmp_path / "parts")
+    assert parts["epoch"] == whole["epoch"] == 3
+    for key in ("loss", "train_elbo"):
+        assert [e[key] for e in parts["epochs"]] == [e[key] for e in whole["epochs"]]
+    assert [e["iwae_k50"] for e in parts["evals"]] == [e["iwae_k50"] for e in whole["evals"]]
+    assert parts["final"][0]["log_likelihood"] == whole["final"][0]["log_likelihood"]
+    # Bounds ordered as they must be: ELBO <= the k-sample bound.
+    assert all(e["elbo"] <= e["iwae_k50"] for e in whole["evals"])
+    assert len(list((tmp_path / "parts" / "tiny").glob("ckpt-*"))) == 1  # older ones removed
+
+
+def test_a_changed_protocol_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(reproduce.RUNS, "tiny", {**TINY, "stages": [[1, 1e-2]]})
+    args = ["tiny", "--workdir", str(tmp_path), "--threads", "1", "--final-samples", "2"]
+    assert reproduce.main(args) == 0
+    monkeypatch.setitem(reproduce.RUNS, "tiny", {**TINY, "batch_size": 50})
+    with pytest.raises(SystemExit, match="recorded protocol differs"):
+        reproduce.main(args)
