@@ -135,7 +135,7 @@ import numpy as np
 from tfvae import VAE, VAEConfig
 x = (np.random.default_rng(0).random((1000, 16)) < 0.3).astype(np.float32)
 model = VAE(VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1))
-model.compile()
+model.compile(steps_per_execution=128, fused_steps=32)  # compile()'s defaults, said
 history = model.fit(x, batch_size=96, epochs=1, shuffle=False, verbose=0).history
 print("loss", repr(history["loss"][0]))
 """
@@ -153,9 +153,10 @@ def _entries(directory):
 def test_an_epoch_compiles_one_program_per_batch_shape_and_a_second_process_loads_them(
     tmp_path,
 ):
-    """`compile()` + `fit` on 1000 examples in batches of 96: 11 batches, the last of 40,
-    run as a fused group of 8 and three single steps. One XLA program per batch shape
-    (before the single launch function, four: groups of 8, single steps at 96 and at 40).
+    """`fit` on 1000 examples in batches of 96, 128 steps per call, groups of 32: 11
+    batches, the last of 40, run as a fused group of 8 and three single steps. One XLA
+    program per batch shape (before the single launch function, three: the group of 8,
+    single steps at 96 and at 40).
     A second process writes nothing, loads both (TensorFlow's own log line) and trains
     the same."""
     env = {xla_cache.ENV: str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "0"}
