@@ -51,6 +51,12 @@ def test_the_directory_is_per_user_tensorflow_version_and_cpu(tmp_path):
         assert xla_cache.cache_directory({xla_cache.ENV: off}) is None
 
 
+def test_no_home_directory_means_no_cache(monkeypatch):
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # as when HOME is unknown
+    assert xla_cache.cache_directory({}) is None
+
+
 def test_enable_sets_the_flag_once_and_keeps_the_callers(tmp_path, released):
     env = {xla_cache.ENV: str(tmp_path), "TF_XLA_FLAGS": "--tf_xla_auto_jit=0"}
     directory = xla_cache.enable(env, modules={})

@@ -44,7 +44,10 @@ def cache_directory(environ: Mapping[str, str] = os.environ) -> Optional[str]:
     if not value:
         base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         value = os.path.join(base, "tfvae", "xla")
-    return os.path.join(os.path.abspath(os.path.expanduser(value)), _machine_key())
+    value = os.path.expanduser(value)
+    if value.startswith("~"):  # no home directory to put it in
+        return None
+    return os.path.join(os.path.abspath(value), _machine_key())
 
 
 def _machine_key() -> str:
