@@ -52,7 +52,8 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def main(argv=None) -> dict:
+def main(argv=None, pin: bool = False) -> dict:
+    """The worker; `pin` (its own process: `python -m`) restricts it to `--threads` CPUs."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True, help=".npz from jax_reference --weights-out")
     p.add_argument("--data", required=True, help=".npz written by bench.common.save_arrays")
@@ -64,7 +65,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    jax_reference.pin_threads(args.threads)
+    if pin:
+        jax_reference.pin_threads(args.threads)
     import jax
     import jax.numpy as jnp
 
@@ -115,4 +117,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(pin=True)

@@ -12,7 +12,8 @@ every example is seen, as in the other contestants. The test -ELBO goes through
 a running logsumexp, as tfvae's `VAE.log_likelihood`) serves `bench.jax_eval`.
 
 Threads: XLA:CPU sizes its pool by the CPUs this process may use, so `--threads N` below
-the machine's count pins the process to N CPUs (`sched_setaffinity`) before JAX starts.
+the machine's count pins the process (run as `python -m`, as `bench.run` runs it) to N CPUs
+(`sched_setaffinity`) before JAX starts; in-process calls (the smoke tests) are not pinned.
 
 Run by `bench.run` when JAX is installed (`pip install -e .[peers]`); alone:
 `python -m bench.jax_reference --data D.npz --out r.json`. `--compile-cache DIR` turns on
@@ -274,12 +275,14 @@ def iwae_log_likelihood(model, params, x, num_samples, batch_size=100, chunk=100
     return np.concatenate(out).astype(np.float64)
 
 
-def main(argv=None) -> dict:
+def main(argv=None, pin: bool = False) -> dict:
+    """The worker; `pin` (its own process: `python -m`) restricts it to `--threads` CPUs."""
     p = common.worker_parser(__doc__.splitlines()[0], weights_out=True)
     p.add_argument("--name", default="jax")
     p.add_argument("--compile-cache", default=None, help="JAX's persistent compilation cache")
     args = p.parse_args(argv)
-    pin_threads(args.threads)
+    if pin:
+        pin_threads(args.threads)
     import jax
     import jax.numpy as jnp
 
@@ -316,4 +319,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(pin=True)
