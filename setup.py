@@ -7,8 +7,10 @@ SERVING = ["tensorflow-serving-api>=2.21,<2.22"]  # its version follows TensorFl
 setup(
     name="tfvae",
     version="0.1.0",
-    description="Variational autoencoders whose decoder is a distribution p(x|z): "
-                "TensorFlow, Keras 2 (tf-keras) and TensorFlow Probability",
+    description=(
+        "Variational autoencoders whose decoder is a distribution p(x|z): "
+        "TensorFlow, Keras 2 (tf-keras) and TensorFlow Probability"
+    ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfvae", "tfvae.*"]),
@@ -46,6 +48,9 @@ setup(
         ],
         # bench/: the PyTorch reference VAE (CPU build).
         "bench": ["torch>=2.5,<3"],
+        # bench/jax_reference.py: the JAX + Flax + optax contestant (not installed by CI;
+        # the versions it was written and tested with)
+        "peers": ["jax>=0.10,<0.11", "jaxlib>=0.10,<0.11", "flax>=0.12,<0.13", "optax>=0.2.8,<0.3"],
     },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

@@ -27,6 +27,26 @@ LEARNING_RATE = 1e-3
 STEP_FLOP_PER_EXAMPLE = 2 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784) * 3 - 2 * 784 * 400
 
 
+# The order and names every contestant's `--weights-out` file uses (kernels [in, out]): encoder
+# 784-400, its mean and log-variance heads 400-20, decoder 20-400 and 400-784 (logits).
+WEIGHT_NAMES = (
+    "enc_w", "enc_b", "mu_w", "mu_b", "logvar_w", "logvar_b", "dec_w", "dec_b", "out_w", "out_b",
+)  # fmt: skip
+
+
+def save_weights(path: str, weights: Dict[str, np.ndarray]) -> None:
+    """Writes a contestant's trained weights (`WEIGHT_NAMES`, float32) to an .npz file."""
+    missing = set(WEIGHT_NAMES) - set(weights)
+    if missing:
+        raise ValueError(f"weights lack {sorted(missing)}")
+    np.savez(path, **{k: np.asarray(weights[k], np.float32) for k in WEIGHT_NAMES})
+
+
+def load_weights(path: str) -> Dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in WEIGHT_NAMES}
+
+
 def thread_env(threads: int, inter_op: int = 1) -> Dict[str, str]:
     """Environment variables pinning every framework's thread pools the same way."""
     return {
@@ -130,6 +150,13 @@ def negative_elbo(
     }
 
 
+def batch_shapes(x: np.ndarray, batch_size: int) -> list:
+    """One batch of each shape that batching `x` by `batch_size` gives (the first, and a
+    shorter last one): run once before timing, so that the timed pass compiles nothing."""
+    rest = len(x) % batch_size
+    return [x[:batch_size]] + ([x[-rest:]] if rest and len(x) > batch_size else [])
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB.
 
@@ -146,8 +173,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker_parser(description: str) -> argparse.ArgumentParser:
-    """The command line every training worker accepts."""
+def worker_parser(description: str, weights_out: bool = False) -> argparse.ArgumentParser:
+    """The command line every training worker accepts (`weights_out`: and `--weights-out`)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", required=True, help=".npz written by bench.common.save_arrays")
     p.add_argument("--epochs", type=int, default=20)
@@ -157,6 +184,8 @@ def worker_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--inter-op", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="JSON result file")
+    if weights_out:
+        p.add_argument("--weights-out", help=".npz for the trained weights (WEIGHT_NAMES)")
     return p
 
 

@@ -1,7 +1,9 @@
-"""Quality at equal epochs over many seeds: tfvae and the PyTorch reference, independent runs.
+"""Quality at equal epochs over many seeds: tfvae and its peers, independent runs.
 
-    PYTHONPATH=. python -m bench.quality --data-dir ../shared/data --seeds 8 --jobs 2 --threads 1
+    PYTHONPATH=. python -m bench.quality --data-dir ../shared/data --seeds 8 --jobs 2 --threads 1 \\
+        --contestants pytorch,pytorch_compile,jax,tfvae
 
+The peers: the PyTorch reference (eager and `torch.compile`) and JAX (`bench.run`'s).
 `bench.run` times the contestants and reports the -ELBO of one seed each; one seed cannot say
 whether tfvae is "no worse" than PyTorch, because the run-to-run spread (initial weights, z
 noise, batch order) is 0.1-0.8 nats (SD over seeds, BENCHMARKS.md). Here every contestant
@@ -32,6 +34,8 @@ from bench import common, run  # noqa: E402
 
 CONTESTANTS = {
     "pytorch": ("bench.torch_reference", []),
+    "pytorch_compile": ("bench.torch_reference", ["--compile"]),
+    "jax": ("bench.jax_reference", []),
     "tfvae": ("bench.tfvae_train", []),
     "tfvae_glorot": ("bench.tfvae_train", ["--weight-init", "glorot_uniform", "--name", "x"]),
     "tfvae_fan_in": ("bench.tfvae_train", ["--weight-init", "fan_in_uniform", "--name", "x"]),
@@ -153,8 +157,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         p.error(f"--baseline {args.baseline} is not among --contestants {names}")
     if args.seeds < 2:
         p.error(f"--seeds must be at least 2 for a standard deviation, got {args.seeds}")
-    if "pytorch" in names and not run.torch_available():
-        p.error("torch is not installed: pip install -e '.[bench]', or leave out pytorch")
+    for name in names:
+        need = run.CONTESTANTS.get(name, (None, None, None))[2]
+        if not run.installed(need):
+            p.error(f"{name}: {run.INSTALL[need]}, or leave out {name}")
 
     def log(msg):
         if not args.quiet:

@@ -1,14 +1,31 @@
-"""One entry point: train the PyTorch reference, the TFP recipe and tfvae on the same data.
+"""One entry point: every contestant trained on the same data, timed, scored and compared.
 
-    PYTHONPATH=. python -m bench.run --epochs 20 --repeats 1 --out bench_results.json
+Everything in one go (speed against the peers, tfvae's configurations, first epochs, quality
+at equal epochs, evaluation speed; about 30 minutes on 2 quiet cores), then the warm start
+with a persistent compilation cache (a second, shorter run):
 
-Each contestant runs in its own subprocess (same thread pinning for all: `--threads`
-intra-op, `--inter-op` inter-op), on identical arrays written once to a temporary .npz:
-MNIST from `--data-dir` statically binarized with a fixed seed. Repeats run the three
-round-robin so machine load hits them alike; speed ratios are taken within a repeat and the
-median over repeats is reported. Then tfvae is trained on the standard static binarized
-MNIST and both tfvae models get an IWAE -log p(x) (`bench.tfvae_eval`). Prints a table and
-writes all raw numbers to `--out` (JSON).
+    PYTHONPATH=. python -m bench.run --data-dir ../shared/data --epochs 20 --eval-at 1,5,20 \\
+        --repeats 3 --threads 2 --iwae-k 5000 --iwae-n 1000 --out bench/results/DATE_threads2.json
+    PYTHONPATH=. python -m bench.run --data-dir ../shared/data --epochs 3 --eval-at 3 \\
+        --repeats 3 --contestants jax,pytorch_compile,tfvae --compile-cache /tmp/cc \\
+        --no-binarized --iwae-k 100 --iwae-n 100 --out bench/results/DATE_threads2_warm_cache.json
+
+Contestants (`--contestants`, default all of `DEFAULT_CONTESTANTS` that are installed; a
+missing framework is skipped with one line saying what to install): `pytorch` (the eager
+reference), `pytorch_compile`, `jax` (Flax + optax, a jitted scan per epoch), `tfp_recipe`,
+`tfvae` (`compile()` with no speed arguments, `fit` on `make_dataset`), `tfvae_arrays`
+(the same, `fit(x, batch_size=128)` on the array: the README's snippet), `tfvae_glorot`;
+also `tfvae_keras_loop` (one step per call, the default before) on request. Each runs in
+its own subprocess (same thread pinning for all: `--threads` intra-op, `--inter-op`
+inter-op), on identical arrays written once to a temporary .npz: MNIST from `--data-dir`
+statically binarized with a fixed seed. Repeats run them round-robin so machine load hits
+them alike; speed ratios are taken within a repeat and the median over repeats is
+reported, with tfvae against the fastest peer and every tfvae configuration against the
+fastest one. Compilers start cold in every run unless `--compile-cache DIR` (then repeat 1
+fills DIR and the later repeats' first epochs show a warm start). Then tfvae is trained on
+the standard static binarized MNIST; both tfvae models get an IWAE -log p(x), and tfvae's
+and JAX's test -ELBO and IWAE throughput are timed (`bench.tfvae_eval`, `bench.jax_eval`).
+Prints a table and writes all raw numbers to `--out` (JSON).
 """
 
 from __future__ import annotations
@@ -36,13 +53,48 @@ BURDA_2015_NLL = 86.76  # one stochastic layer VAE, K=5000 (Burda et al. 2015, T
 PYTHAE_NLL = 89.78  # pythae benchmark: MLP VAE, 40 latents, static binarized MNIST
 
 
-def torch_available() -> bool:
-    try:
-        import importlib.util
+# name: (worker module, its arguments ("x": the contestant's name), what it needs installed)
+CONTESTANTS = {
+    "pytorch": ("bench.torch_reference", [], "torch"),
+    "pytorch_compile": ("bench.torch_reference", ["--compile"], "torch"),
+    "jax": ("bench.jax_reference", [], "jax"),
+    "tfp_recipe": ("bench.tfp_recipe", [], None),
+    "tfp_recipe_exact_kl": ("bench.tfp_recipe", ["--exact-kl", "--name", "x"], None),
+    "tfp_recipe_fixed": (
+        "bench.tfp_recipe",
+        ["--exact-kl", "--kl-weight", "0.5", "--name", "x"],
+        None,
+    ),
+    "tfvae": ("bench.tfvae_train", [], None),
+    "tfvae_arrays": ("bench.tfvae_train", ["--input", "arrays", "--name", "x"], None),
+    # The same, started from Keras' Glorot initialisation (tfvae's default before 2026-11-23).
+    "tfvae_glorot": ("bench.tfvae_train", ["--weight-init", "glorot_uniform", "--name", "x"], None),
+    # Keras' one step per call: `compile()`'s default before the fast defaults.
+    "tfvae_keras_loop": ("bench.tfvae_train", ["--steps-per-execution", "1", "--name", "x"], None),
+}
+DEFAULT_CONTESTANTS = (
+    "pytorch", "pytorch_compile", "jax", "tfp_recipe", "tfvae", "tfvae_arrays", "tfvae_glorot",
+)  # fmt: skip
+PEERS = ("pytorch", "pytorch_compile", "jax")  # the frameworks tfvae is measured against
+INSTALL = {
+    "torch": "torch is not installed: pip install -e .[bench]",
+    "jax": "jax, flax or optax is not installed: pip install -e .[peers]",
+}
 
-        return importlib.util.find_spec("torch") is not None
+
+def installed(need: Optional[str]) -> bool:
+    """Whether what a contestant needs ("torch", "jax" or None) can be imported here."""
+    import importlib.util
+
+    modules = {"torch": ["torch"], "jax": ["jax", "flax", "optax"]}.get(need, [])
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
     except (ImportError, ValueError):
         return False
+
+
+def torch_available() -> bool:
+    return installed("torch")
 
 
 def cpu_model() -> str:
@@ -105,7 +157,9 @@ def epoch_stats(result: dict) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data-dir", default=os.environ.get("TFVAE_DATA_DIR", "../shared/data"))
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--eval-at", default="1,5,20")
@@ -117,7 +171,19 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--iwae-k", type=int, default=5000)
     p.add_argument("--iwae-n", type=int, default=1000, help="first N test examples")
     p.add_argument("--scaling-k", default="100,500,2500")
-    p.add_argument("--no-torch", action="store_true")
+    p.add_argument(
+        "--contestants",
+        default=",".join(DEFAULT_CONTESTANTS),
+        help=f"comma-separated, from {', '.join(CONTESTANTS)} (tfvae is always run)",
+    )
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch contestants")
+    p.add_argument(
+        "--compile-cache",
+        default=None,
+        help="keep compiled programs in this directory across runs (XLA for tfvae, JAX's "
+        "cache, Inductor's): the first repeat fills it (default: every run starts cold)",
+    )
+    p.add_argument("--elbo-batch-size", type=int, default=1000, help="test -ELBO timing")
     p.add_argument("--no-binarized", action="store_true", help="skip static binarized MNIST")
     p.add_argument(
         "--tfp-variants",
@@ -137,6 +203,25 @@ def main(argv: Optional[List[str]] = None) -> dict:
         if not args.quiet:
             print(msg, flush=True)
 
+    names = [n.strip() for n in args.contestants.split(",") if n.strip()]
+    if args.tfp_variants:
+        names += ["tfp_recipe_exact_kl", "tfp_recipe_fixed"]
+    unknown = [n for n in names if n not in CONTESTANTS]
+    if unknown:
+        p.error(f"--contestants: unknown {', '.join(unknown)} (known: {', '.join(CONTESTANTS)})")
+    names = list(dict.fromkeys(names if "tfvae" in names else ["tfvae", *names]))
+    skipped = {}
+    for name in names:
+        need = CONTESTANTS[name][2]
+        if need == "torch" and args.no_torch:
+            skipped[name] = "--no-torch"
+        elif not installed(need):
+            skipped[name] = INSTALL[need]
+    for name, why in skipped.items():
+        log(f"{name}: skipped ({why})")
+    contestants = [(n, *CONTESTANTS[n][:2]) for n in names if n not in skipped]
+    run_torch = "pytorch" not in skipped and "pytorch" in names
+
     from tfvae.data import load_binarized_mnist
 
     env = dict(os.environ)
@@ -145,31 +230,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     work = args.workdir or tempfile.mkdtemp(prefix="tfvae_bench_")
     os.makedirs(work, exist_ok=True)
 
-    # Identical arrays for all three: MNIST grey levels, one seeded Bernoulli draw.
+    # Identical arrays for all: MNIST grey levels, one seeded Bernoulli draw.
     mnist_npz = os.path.join(work, "mnist.npz")
     common.save_mnist_arrays(mnist_npz, args.data_dir, args.subset, args.eval_samples)
-    run_torch = not args.no_torch and torch_available()
-    contestants = []
-    if run_torch:
-        contestants.append(("pytorch", "bench.torch_reference", []))
-    contestants.append(("tfp_recipe", "bench.tfp_recipe", []))
-    if args.tfp_variants:
-        contestants.append(
-            ("tfp_recipe_exact_kl", "bench.tfp_recipe", ["--exact-kl", "--name", "x"])
-        )
-        contestants.append(
-            (
-                "tfp_recipe_fixed",
-                "bench.tfp_recipe",
-                ["--exact-kl", "--kl-weight", "0.5", "--name", "x"],
-            )
-        )
-    contestants.append(("tfvae", "bench.tfvae_train", []))
-    # The same, started from Keras' Glorot initialisation (tfvae's default before 2026-11-23).
-    contestants.append(
-        ("tfvae_glorot", "bench.tfvae_train", ["--weight-init", "glorot_uniform", "--name", "x"])
-    )
-
     common_args = [
         "--epochs", str(args.epochs), "--eval-at", args.eval_at,
         "--threads", str(args.threads), "--inter-op", str(args.inter_op),
@@ -180,12 +243,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
             log(f"repeat {r + 1}/{args.repeats}: {name}")
             out = os.path.join(work, f"{name}_{r}.json")
             extra = [e if e != "x" else name for e in extra]
-            save = ["--save", os.path.join(work, "tfvae_mnist")] if name == "tfvae" else []
+            extra += _outputs(name, work) + _compile_cache(name, args.compile_cache)
             runs[name].append(
                 _run(
                     module,
-                    ["--data", mnist_npz, "--out", out, *common_args, *extra, *save],
-                    env,
+                    ["--data", mnist_npz, "--out", out, *common_args, *extra],
+                    _contestant_env(env, name, work, r, args.compile_cache),
                     log,
                     args.in_process,
                 )
@@ -214,11 +277,22 @@ def main(argv: Optional[List[str]] = None) -> dict:
     eval_args += ["--n", str(args.iwae_n), "--scaling-k", args.scaling_k]
     eval_args += ["--threads", str(args.threads), "--inter-op", str(args.inter_op)]
     eval_args += ["--flops-repeats", str(args.flops_repeats)]
+    eval_args += ["--throughput", "--elbo-batch-size", str(args.elbo_batch_size)]
     for entry in iwae:
         eval_args += ["--iwae", *entry]
     evaluation = _run("bench.tfvae_eval", eval_args, env, log, args.in_process)
+    jax_evaluation = None
+    if runs.get("jax"):
+        log(f"JAX: test -ELBO and IWAE K={args.iwae_k} throughput")
+        jax_args = ["--weights", os.path.join(work, "jax_weights.npz"), "--data", mnist_npz]
+        jax_args += ["--k", str(args.iwae_k), "--n", str(args.iwae_n)]
+        jax_args += ["--elbo-batch-size", str(args.elbo_batch_size)]
+        jax_args += ["--threads", str(args.threads), "--out", os.path.join(work, "jax_eval.json")]
+        jax_evaluation = _run("bench.jax_eval", jax_args, env, log, args.in_process)
 
     summary = summarize(runs, binarized_run, evaluation, args)
+    summary["evaluation_speed"] = evaluation_speed(evaluation, jax_evaluation)
+    summary["skipped"] = skipped
     summary["machine"] = {
         "cpu": cpu_model(),
         "cpus_visible": os.cpu_count(),
@@ -230,12 +304,72 @@ def main(argv: Optional[List[str]] = None) -> dict:
     }
     summary["command"] = "PYTHONPATH=. python -m bench.run " + " ".join(argv or sys.argv[1:])
     summary["torch_skipped"] = None if run_torch else "torch not installed or --no-torch"
-    summary["raw"] = {"runs": runs, "binarized": binarized_run, "evaluation": evaluation}
+    summary["raw"] = {
+        "runs": runs,
+        "binarized": binarized_run,
+        "evaluation": evaluation,
+        "jax_evaluation": jax_evaluation,
+    }
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     if not args.quiet:
         print(format_table(summary))
     return summary
+
+
+def _outputs(name: str, work: str) -> List[str]:
+    """Where a contestant leaves its model for the evaluation: tfvae's saved model, JAX's
+    weights (every repeat overwrites them)."""
+    if name == "tfvae":
+        return ["--save", os.path.join(work, "tfvae_mnist")]
+    if name == "jax":
+        return ["--weights-out", os.path.join(work, "jax_weights.npz")]
+    return []
+
+
+def _compile_cache(name: str, cache: Optional[str]) -> List[str]:
+    """The worker flag that keeps compiled programs in `cache` (tfvae: XLA's, JAX: its own)."""
+    if not cache:
+        return []
+    if name.startswith("tfvae"):
+        return ["--compile-cache", os.path.join(cache, "xla")]
+    if name == "jax":
+        return ["--compile-cache", os.path.join(cache, "jax")]
+    return []
+
+
+def _contestant_env(env: dict, name: str, work: str, repeat: int, cache: Optional[str]) -> dict:
+    """`env`, with Inductor's on-disk cache (on by default) fresh for each `pytorch_compile`
+    run, or shared in `cache`, so that all compilers start alike."""
+    if name != "pytorch_compile":
+        return env
+    folder = os.path.join(cache, "inductor") if cache else os.path.join(work, f"inductor_{repeat}")
+    return {**env, "TORCHINDUCTOR_CACHE_DIR": folder}
+
+
+def _per_repeat_ratio(runs: dict, name: str, others: List[str]) -> List[float]:
+    """Per repeat: `name`'s median epoch over the fastest of `others` in that repeat."""
+    out = []
+    for r, result in enumerate(runs[name]):
+        best = min(epoch_stats(runs[o][r])["median_epoch_s"] for o in others)
+        out.append(epoch_stats(result)["median_epoch_s"] / best)
+    return out
+
+
+def evaluation_speed(tfvae_eval: dict, jax_eval: Optional[dict]) -> dict:
+    """Test -ELBO and IWAE examples per second, tfvae (its first IWAE model) beside JAX."""
+    out = {}
+    first = next(iter(tfvae_eval["iwae"].values()), None)
+    if "elbo" in tfvae_eval and first is not None:
+        out["tfvae"] = {"elbo": tfvae_eval["elbo"], "iwae": first}
+    if jax_eval is not None:
+        out["jax"] = {"elbo": jax_eval["elbo"], "iwae": jax_eval["iwae"]}
+    if len(out) == 2:
+        out["tfvae_over_jax_examples_per_s"] = {
+            kind: out["tfvae"][kind]["examples_per_s"] / out["jax"][kind]["examples_per_s"]
+            for kind in ("elbo", "iwae")
+        }
+    return out
 
 
 def summarize(runs, binarized_run, evaluation, args) -> dict:
@@ -255,6 +389,7 @@ def summarize(runs, binarized_run, evaluation, args) -> dict:
                 "examples_per_s",
             )
         }
+        row["first_epoch_s_per_repeat"] = [s["first_epoch_s"] for s in stats]
         row["neg_elbo"] = {e: v["neg_elbo"] for e, v in results[0]["evals"].items()}
         row["peak_rss_mb"] = float(np.median([r["peak_rss_mb"] for r in results]))
         row["floor_fraction"] = floor_s * results[0]["num_examples"] / row["median_epoch_s"]
@@ -279,6 +414,19 @@ def summarize(runs, binarized_run, evaluation, args) -> dict:
             "speedup_median": float(np.median([1 / v for v in per_repeat])),
             "per_repeat": per_repeat,
         }
+    peers = [n for n in PEERS if runs.get(n)]
+    if peers:
+        per_repeat = _per_repeat_ratio(runs, "tfvae", peers)
+        ratios["tfvae/fastest_peer"] = {
+            "peers": peers,
+            "time_ratio_median": float(np.median(per_repeat)),
+            "speedup_median": float(np.median([1 / v for v in per_repeat])),
+            "per_repeat": per_repeat,
+        }
+    family = [n for n in runs if n.startswith("tfvae")]
+    configurations = {
+        n: float(np.median(_per_repeat_ratio(runs, n, family))) for n in family
+    }  # each tfvae configuration's epoch over the fastest one's, within a repeat
     quality = {
         name: {
             **v,
@@ -293,6 +441,7 @@ def summarize(runs, binarized_run, evaluation, args) -> dict:
     return {
         "table": table,
         "ratios": ratios,
+        "tfvae_configurations_over_fastest": configurations,
         "iwae": quality,
         "iwae_scaling": evaluation["scaling"],
         "iwae_peak_rss_mb": evaluation["peak_rss_mb"],
@@ -324,13 +473,27 @@ def format_table(s: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for key, v in s["ratios"].items():
+        cpu = v.get("cpu_time_ratio_median")
         lines.append(
-            f"{key}: time ratio {v['time_ratio_median']:.2f}, "
-            f"CPU-time ratio {v['cpu_time_ratio_median']:.2f} "
-            f"(tfvae {v['speedup_median']:.2f}x faster; per repeat "
+            f"{key}: time ratio {v['time_ratio_median']:.2f}"
+            + (f", CPU-time ratio {cpu:.2f}" if cpu is not None else "")
+            + (f" (of {', '.join(v['peers'])})" if "peers" in v else "")
+            + f" (tfvae {v['speedup_median']:.2f}x faster; per repeat "
             + ", ".join(f"{x:.2f}" for x in v["per_repeat"])
             + ")"
         )
+    lines.append(
+        "tfvae configurations, epoch over the fastest's (median of repeats): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in s["tfvae_configurations_over_fastest"].items())
+    )
+    lines.append(
+        "first epoch s per repeat (compile included): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{x:.2f}" for x in r["first_epoch_s_per_repeat"])
+            for name, r in s["table"].items()
+        )
+    )
+    lines += _evaluation_speed_lines(s.get("evaluation_speed", {}))
     fl = s["flops"]
     lines.append(
         f"matmul floor: {fl['step_matmul_gflops']:.1f} GFLOP/s at the step's shapes "
@@ -359,6 +522,32 @@ def format_table(s: dict) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _evaluation_speed_lines(speed: dict) -> List[str]:
+    """tfvae's and JAX's test -ELBO and IWAE throughput as a Markdown table."""
+    rows = [name for name in ("tfvae", "jax") if name in speed]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| evaluation | test -ELBO examples/s (first call s) | -ELBO | "
+        "IWAE examples/s (first batch s) | K | n | -log p(x) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in rows:
+        e, q = speed[name]["elbo"], speed[name]["iwae"]
+        lines.append(
+            f"| {name} | {e['examples_per_s']:.0f} ({e['first_call_s']:.2f}) | "
+            f"{e['neg_elbo']:.2f} | {q['examples_per_s']:.2f} ({q['first_batch_call_s']:.2f}) "
+            f"| {q['k']} | {q['n']} | {q['nll']:.2f} |"
+        )
+    ratio = speed.get("tfvae_over_jax_examples_per_s")
+    if ratio:
+        lines.append(
+            f"tfvae over JAX, examples/s: test -ELBO {ratio['elbo']:.2f}, IWAE {ratio['iwae']:.2f}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

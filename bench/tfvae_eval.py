@@ -2,8 +2,12 @@
 
 For each saved model: `VAE.log_likelihood(x, num_samples=K)` on the first `n` test
 examples (chunked: draws are taken `chunk` at a time with a running logsumexp, so memory is
-bounded whatever K is), its wall time and this process's peak RSS; then the time for a few
-K on a small subset (cost should be linear in K); then `flops.step_matmul_gflops()`.
+bounded whatever K is), its wall time after a first call on one batch (tracing), its
+examples per second and this process's peak RSS; then the time for a few K on a small
+subset (cost should be linear in K); then `flops.step_matmul_gflops()`. With
+`--throughput`, also the first model's test -ELBO speed: `model.evaluate` (compile's
+defaults) on the whole test set in batches of `--elbo-batch-size`, a first call and a warm
+one, as `bench.jax_eval` times the JAX contestant.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--inter-op", type=int, default=1)
     p.add_argument("--flops-repeats", type=int, default=300)
+    p.add_argument("--throughput", action="store_true", help="time the first model's evaluate")
+    p.add_argument("--elbo-batch-size", type=int, default=1000)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     common.pin_tensorflow(args.threads, args.inter_op)
@@ -50,10 +56,13 @@ def main(argv=None) -> dict:
         model = models[name] = load_model(model_dir)
         _, x_test, _ = common.load_arrays(data)
         x = x_test[: args.n]
+        iwae = {"num_samples": args.k, "batch_size": args.batch_size, "chunk_size": args.chunk}
         start = time.perf_counter()
-        log_px = model.log_likelihood(
-            x, num_samples=args.k, batch_size=args.batch_size, chunk_size=args.chunk, seed=0
-        )
+        for batch in common.batch_shapes(x, args.batch_size):  # traces: the timed pass won't
+            model.log_likelihood(batch, **iwae, seed=0)
+        first_s = time.perf_counter() - start
+        start = time.perf_counter()
+        log_px = model.log_likelihood(x, **iwae, seed=0)
         seconds = time.perf_counter() - start
         elbo = model.log_likelihood(x, num_samples=1, batch_size=args.batch_size, seed=1)
         result["iwae"][name] = {
@@ -64,9 +73,15 @@ def main(argv=None) -> dict:
             "n": len(x),
             "chunk": args.chunk,
             "finite": bool(np.all(np.isfinite(log_px))),
+            "first_batch_call_s": first_s,
             "seconds": seconds,
+            "examples_per_s": len(x) / seconds,
             "peak_rss_mb_after": common.peak_rss_mb(),
         }
+    if models and args.throughput:
+        name, data, _ = args.iwae[0]
+        _, x_test, _ = common.load_arrays(data)
+        result["elbo"] = evaluate_throughput(models[name], x_test, args.elbo_batch_size)
     if models:
         name, data, _ = args.iwae[0]
         model = models[name]
@@ -90,6 +105,25 @@ def main(argv=None) -> dict:
         json.dump(result, f, indent=1)
     os.replace(tmp, args.out)
     return result
+
+
+def evaluate_throughput(model, x, batch_size: int) -> dict:
+    """`model.evaluate(x)` timed: a first call (tracing and compiling) and a warm one."""
+    start = time.perf_counter()
+    first = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    warm = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
+    seconds = time.perf_counter() - start
+    return {
+        "n": len(x),
+        "batch_size": batch_size,
+        "neg_elbo": -float(warm["elbo"]),
+        "first_call_s": first_s,
+        "seconds": seconds,
+        "examples_per_s": len(x) / seconds,
+        "finite": bool(np.isfinite(first["elbo"]) and np.isfinite(warm["elbo"])),
+    }
 
 
 if __name__ == "__main__":

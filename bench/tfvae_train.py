@@ -1,11 +1,15 @@
 """tfvae on the benchmark architecture, trained the way a user would train it.
 
 `VAE(VAEConfig(input_dim=784, latent_dim=20, hidden_units=(400,), activation="relu",
-decoder="bernoulli"))`, `compile()` with Adam(1e-3) and the library's defaults (XLA,
-`TrainConfig()`'s `steps_per_execution` and `fused_steps`), `fit` on `make_dataset(x, 128)`.
-The default initialisation (`fan_in_uniform`) is PyTorch's `nn.Linear` one, as in the
-PyTorch reference; `--weight-init glorot_uniform` starts from Keras' instead. The trained
-model is saved with `tfvae.save_model` for the IWAE evaluation (`bench.tfvae_eval`).
+decoder="bernoulli"))`, `compile(Adam(1e-3))` with no speed arguments (the library's
+defaults: XLA, `STEPS_PER_EXECUTION` steps per call, `FUSED_STEPS` per program), `fit` on
+`make_dataset(x, 128)` (`--input arrays`: on the array, `fit(x, batch_size=128)`, the
+README's snippet). `--steps-per-execution` / `--fused-steps` set them instead (1: Keras'
+one step per call, the default before). The default initialisation (`fan_in_uniform`) is
+PyTorch's `nn.Linear` one, as in the PyTorch reference; `--weight-init glorot_uniform`
+starts from Keras' instead. `--compile-cache DIR` keeps XLA's programs in DIR across
+processes (`tfvae.xla_cache`, as the CLI does). The trained model is saved with
+`tfvae.save_model` for the evaluation (`bench.tfvae_eval`).
 """
 
 from __future__ import annotations
@@ -18,21 +22,37 @@ from bench import common
 def main(argv=None) -> dict:
     p = common.worker_parser(__doc__.splitlines()[0])
     p.add_argument("--save", default=None, help="directory to save the trained model in")
-    p.add_argument("--steps-per-execution", type=int, default=None)
+    p.add_argument("--steps-per-execution", type=int, default=None, help="(default: compile's)")
+    p.add_argument("--fused-steps", type=int, default=None, help="(default: compile's)")
+    p.add_argument("--input", choices=("dataset", "arrays"), default="dataset")
     p.add_argument("--no-jit", action="store_true")
     p.add_argument("--name", default="tfvae")
     p.add_argument("--weight-init", default=None, help="VAEConfig.weight_init (default: its)")
+    p.add_argument("--compile-cache", default=None, help="persistent XLA cache directory")
     args = p.parse_args(argv)
+    if args.compile_cache:
+        import os
+
+        from tfvae import xla_cache
+
+        os.environ[xla_cache.ENV] = args.compile_cache
+        xla_cache.enable()  # before TensorFlow starts (a no-op in the in-process smoke test)
     common.pin_tensorflow(args.threads, args.inter_op)
     import tensorflow as tf
     import tf_keras as tfk
 
-    from tfvae import VAE, TrainConfig, VAEConfig, save_model
+    from tfvae import VAE, VAEConfig, keras_internals, save_model
     from tfvae.input_pipeline import make_dataset
 
     tf.random.set_seed(args.seed)
-    defaults = TrainConfig()
-    spe = args.steps_per_execution or defaults.steps_per_execution
+    speed = {
+        key: value
+        for key, value in (
+            ("steps_per_execution", args.steps_per_execution),
+            ("fused_steps", args.fused_steps),
+        )
+        if value is not None
+    }
     init = {"weight_init": args.weight_init} if args.weight_init else {}
     config = VAEConfig(
         input_dim=784,
@@ -44,14 +64,12 @@ def main(argv=None) -> dict:
         **init,
     )
     model = VAE(config)
-    model.compile(
-        tfk.optimizers.Adam(common.LEARNING_RATE),
-        jit_compile=not args.no_jit,
-        steps_per_execution=spe,
-        fused_steps=defaults.fused_steps,
-    )
+    model.compile(tfk.optimizers.Adam(common.LEARNING_RATE), jit_compile=not args.no_jit, **speed)
     x_train, x_test, eps = common.load_arrays(args.data)
-    train = make_dataset(x_train, args.batch_size, shuffle=True, seed=args.seed)
+    if args.input == "arrays":
+        train, fit = x_train, {"batch_size": args.batch_size, "shuffle": True}
+    else:
+        train, fit = make_dataset(x_train, args.batch_size, shuffle=True, seed=args.seed), {}
     log = common.EpochLog(args.name, len(x_train), args.batch_size, args.threads)
     evals = common.eval_epochs(args.eval_at, args.epochs)
 
@@ -60,7 +78,11 @@ def main(argv=None) -> dict:
     timer = common.keras_epoch_timer(log, evals, x_test, eps, encode, log_px)
 
     model.fit(
-        train, epochs=args.epochs, verbose=0, callbacks=[timer, tfk.callbacks.TerminateOnNaN()]
+        train,
+        epochs=args.epochs,
+        verbose=0,
+        callbacks=[timer, tfk.callbacks.TerminateOnNaN()],
+        **fit,
     )
     rss = common.peak_rss_mb()
     if args.save:
@@ -68,8 +90,10 @@ def main(argv=None) -> dict:
     return log.write(
         args.out,
         framework=f"tfvae on tensorflow {tf.__version__}",
-        steps_per_execution=spe,
-        fused_steps=defaults.fused_steps,
+        steps_per_execution=int(keras_internals.steps_per_execution(model).numpy()),
+        fused_steps=model._fused_steps,
+        input=args.input,
+        compile_cache=args.compile_cache,
         fused_group_sizes=list(getattr(model.train_function, "group_sizes", ())),
         fused_steps_run=int(getattr(model.train_function, "fused_steps_run", 0)),
         jit_compile=not args.no_jit,

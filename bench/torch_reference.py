@@ -6,6 +6,10 @@ Adam(1e-3), batch 128; the loss is summed over the batch as in the example. The 
 one in-memory tensor shuffled each epoch (faster than the example's DataLoader over PIL
 images, so the baseline is as strong as we can make it without changing the model).
 
+`--compile` is the same model as a PyTorch user after speed writes it: `torch.compile` on the
+forward pass with its loss (AOTAutograd compiles the backward too) and on the optimizer step,
+as PyTorch's "compiled optimizer" recipe does; eager PyTorch stays the reference.
+
 Run by `bench.run`; alone: `python -m bench.torch_reference --data D.npz --out r.json`.
 """
 
@@ -79,8 +83,22 @@ def elbo_probes(model):
     return encode, log_px
 
 
+def common_weights(model) -> dict:
+    """The reference model's parameters as `common.WEIGHT_NAMES` (kernels [in, out])."""
+    layers = {"enc": model.fc1, "mu": model.fc21, "logvar": model.fc22}
+    layers.update({"dec": model.fc3, "out": model.fc4})
+    out = {}
+    for name, layer in layers.items():
+        out[f"{name}_w"] = layer.weight.detach().numpy().T
+        out[f"{name}_b"] = layer.bias.detach().numpy()
+    return out
+
+
 def main(argv=None) -> dict:
-    args = common.worker_parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = common.worker_parser(__doc__.splitlines()[0], weights_out=True)
+    p.add_argument("--compile", action="store_true", help="torch.compile forward+loss and Adam")
+    p.add_argument("--name", default=None, help="(default: pytorch, or pytorch_compile)")
+    args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -95,8 +113,20 @@ def main(argv=None) -> dict:
     model, loss_function = reference_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=common.LEARNING_RATE)
     generator = torch.Generator().manual_seed(args.seed)
-    log = common.EpochLog("pytorch", len(x), args.batch_size, args.threads)
+    name = args.name or ("pytorch_compile" if args.compile else "pytorch")
+    log = common.EpochLog(name, len(x), args.batch_size, args.threads)
     encode, log_px = elbo_probes(model)
+
+    def batch_loss(xb):
+        logits, mu, logvar = model(xb)
+        return loss_function(logits, xb, mu, logvar)
+
+    def optimizer_step():
+        optimizer.step()
+
+    if args.compile:
+        batch_loss = torch.compile(batch_loss)
+        optimizer_step = torch.compile(optimizer_step)
 
     evals = common.eval_epochs(args.eval_at, args.epochs)
     for epoch in range(1, args.epochs + 1):
@@ -107,16 +137,21 @@ def main(argv=None) -> dict:
         for i in range(0, len(x), args.batch_size):
             xb = x[perm[i : i + args.batch_size]]
             optimizer.zero_grad()
-            logits, mu, logvar = model(xb)
-            loss = loss_function(logits, xb, mu, logvar)
+            loss = batch_loss(xb)
             loss.backward()
-            optimizer.step()
+            optimizer_step()
             total += loss.detach()
         log.epoch(time.perf_counter() - start, float(total) / len(x), time.process_time() - cpu)
         if epoch in evals:
             model.eval()
             log.evaluation(epoch, common.negative_elbo(x_test, eps, encode, log_px))
-    return log.write(args.out, framework=f"torch {torch.__version__}", numpy=np.__version__)
+    if args.weights_out:
+        common.save_weights(args.weights_out, common_weights(model))
+    return log.write(
+        args.out,
+        framework=f"torch {torch.__version__}" + (" (torch.compile)" if args.compile else ""),
+        numpy=np.__version__,
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Writes constraints.txt: the installed version of everything `tfvae[test,bench,serving]`
-pulls in (`pip freeze`, filtered to that dependency closure), for `pip install -c`.
+"""Writes constraints.txt: the installed version of everything `tfvae[test,bench,serving,peers]`
+pulls in (`pip freeze`, filtered to that dependency closure), for `pip install -c`. CI
+installs all but `peers` (bench/'s JAX contestant), which is pinned for the benchmark runs.
 
 Run it after upgrading what CI installs: python3 scripts/freeze_constraints.py
 """
@@ -18,7 +19,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-EXTRAS = ("test", "bench", "serving")
+EXTRAS = ("test", "bench", "serving", "peers")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "constraints.txt")
 HEADER = """\
@@ -27,6 +28,8 @@ HEADER = """\
 # Written by scripts/freeze_constraints.py from the installed packages; local version labels
 # (torch's +cpu) are dropped so the pins match PyPI's and the CPU wheel index's builds alike.
 # Frozen on CI's Python 3.11: some pins (numpy 2.4) need Python >= 3.11.
+# The `peers` extra (bench/'s JAX contestant: jax, flax, optax) is pinned for benchmark runs
+# (pip install -c constraints.txt -e ".[bench,peers]"); CI does not install it.
 """
 
 

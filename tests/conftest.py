@@ -31,9 +31,11 @@ def closed_port_url() -> str:
 @pytest.fixture(scope="session", autouse=True)
 def no_downloads():
     """Tests never reach the internet: dataset downloads (`tfvae.download`) go to a closed
-    loopback port unless a test serves the files itself."""
+    loopback port unless a test serves the files itself. Nor do they write the CLI's XLA
+    cache in the home directory (`tfvae.xla_cache`; tests/test_xla_cache.py turns it on)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TFVAE_DATASETS_URL", closed_port_url())
+        patch.setenv("TFVAE_XLA_CACHE", "off")
         yield
 
 

@@ -1,7 +1,9 @@
 """Smoke test of bench/: the whole benchmark on a few hundred MNIST examples, one epoch.
 
 Runs in-process (no subprocess per contestant) and asserts the summary's structure and that
-every number in it is finite; no timing is asserted (speed lives in BENCHMARKS.md).
+every number in it is finite; no timing is asserted (speed lives in BENCHMARKS.md). The peer
+contestants (JAX, `torch.compile`) are checked on two batches against numpy: their test
+-ELBO and IWAE from the weights they trained.
 """
 
 import importlib.util
@@ -11,9 +13,12 @@ import math
 import numpy as np
 import pytest
 
-from bench import run
+from bench import common, run
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_JAX = run.installed("jax")
+NO_JAX = "jax, flax or optax is not installed: `pip install -e .[peers]`"
+NO_TORCH = "torch is not installed: `pip install .[bench]` (torch==2.13.0, CPU)"
 pytestmark = pytest.mark.slow
 
 
@@ -25,7 +30,10 @@ def summary(data_dir, tmp_path_factory):
     args += ["--iwae-k", "16", "--iwae-n", "20", "--scaling-k", "4,8", "--flops-repeats", "3"]
     args += ["--eval-samples", "2", "--workdir", str(tmp / "work"), "--out", str(out)]
     args += ["--in-process", "--quiet"]
-    returned = run.main(args)
+    # pytorch_compile has its own test below (Inductor compiles C++ for minutes).
+    names = ["tfp_recipe", "tfvae", "tfvae_arrays", "tfvae_glorot"]
+    names += ["pytorch"] * HAS_TORCH + ["jax"] * HAS_JAX
+    returned = run.main(args + ["--contestants", ",".join(names)])
     with open(out, encoding="utf-8") as f:
         written = json.load(f)
     return returned, written
@@ -39,7 +47,7 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
     returned, written = summary
     assert written["table"].keys() == returned["table"].keys()
     table = written["table"]
-    for name in ("tfp_recipe", "tfvae", "tfvae_glorot"):
+    for name in ("tfp_recipe", "tfvae", "tfvae_arrays", "tfvae_glorot"):
         row = table[name]
         for key in ("median_epoch_s", "first_epoch_s", "examples_per_s", "peak_rss_mb"):
             assert _finite(row[key]) and row[key] > 0, (name, key, row[key])
@@ -47,8 +55,19 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
         # -ELBO of a binary 784-pixel image: positive, at most 784 log 2 + KL at init scale.
         assert 0 < row["neg_elbo"]["1"] < 2000, row
         assert row["finite"]
+        assert len(row["first_epoch_s_per_repeat"]) == 1
     assert _finite(written["ratios"]["tfvae/tfp_recipe"]["time_ratio_median"])
     assert not any(key.startswith("tfvae/tfvae") for key in written["ratios"])
+    configurations = written["tfvae_configurations_over_fastest"]
+    assert set(configurations) == {"tfvae", "tfvae_arrays", "tfvae_glorot"}
+    assert min(configurations.values()) == 1.0 and all(_finite(v) for v in configurations.values())
+    # compile() with no arguments takes the fused path on the dataset and on the array (3
+    # batches an epoch here: all run as single steps, but through the fused function).
+    raw = written["raw"]["runs"]
+    for name in ("tfvae", "tfvae_arrays"):
+        assert raw[name][0]["steps_per_execution"] == 128
+        assert raw[name][0]["fused_group_sizes"] == [32, 8]
+    assert raw["tfvae_arrays"][0]["input"] == "arrays"
 
 
 def test_iwae_floor_and_table_are_reported(summary):
@@ -67,11 +86,141 @@ def test_iwae_floor_and_table_are_reported(summary):
 
 def test_pytorch_reference_is_benchmarked(summary):
     if not HAS_TORCH:
-        pytest.skip("torch is not installed: `pip install .[bench]` (torch==2.13.0, CPU)")
+        pytest.skip(NO_TORCH)
     _, s = summary
     row = s["table"]["pytorch"]
     assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
     assert _finite(s["ratios"]["tfvae/pytorch"]["time_ratio_median"])
+    assert "pytorch" in s["ratios"]["tfvae/fastest_peer"]["peers"]
+
+
+def test_jax_is_benchmarked_for_training_and_evaluation_speed(summary):
+    if not HAS_JAX:
+        pytest.skip(NO_JAX)
+    _, s = summary
+    row = s["table"]["jax"]
+    assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
+    assert _finite(s["ratios"]["tfvae/jax"]["time_ratio_median"])
+    assert "jax" in s["ratios"]["tfvae/fastest_peer"]["peers"]
+    speed = s["evaluation_speed"]
+    for name in ("tfvae", "jax"):
+        assert speed[name]["iwae"]["k"] == 16 and speed[name]["iwae"]["n"] == 20
+        assert speed[name]["elbo"]["n"] == 300  # the whole (subset) test set
+        for kind in ("elbo", "iwae"):
+            assert _finite(speed[name][kind]["examples_per_s"]) and speed[name][kind]["finite"]
+        # The bound and the ELBO of the same model: close, both in a plausible range.
+        assert 0 < speed[name]["iwae"]["nll"] < speed[name]["elbo"]["neg_elbo"] + 30
+    assert set(speed["tfvae_over_jax_examples_per_s"]) == {"elbo", "iwae"}
+    assert "tfvae over JAX" in run.format_table(s)
+
+
+def test_a_missing_peer_is_skipped_with_the_install_command(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(run, "installed", lambda need: need is None)
+    monkeypatch.setattr(run.common, "save_mnist_arrays", _stop)  # before any data is read
+    with pytest.raises(RuntimeError, match="stop here"):
+        run.main(["--contestants", "jax,pytorch_compile,tfvae", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert "jax: skipped (jax, flax or optax is not installed: pip install -e .[peers])" in out
+    assert any(line.startswith("pytorch_compile: skipped (torch is not installed") for line in out)
+
+
+def _stop(*args, **kwargs):
+    raise RuntimeError("stop here")
+
+
+# ---------------------------------------------------------------- the peers against numpy
+def _numpy_elbo_parts(w, x, eps):
+    """(KL `[n]`, log p(x|z) `[k, n]`) in float64 from `common.WEIGHT_NAMES` weights, for
+    z = mu + sigma * eps (eps `[k, n, 20]`): the model written out once more, in numpy."""
+    w = {k: v.astype(np.float64) for k, v in w.items()}
+    x = x.astype(np.float64)
+    h = np.maximum(x @ w["enc_w"] + w["enc_b"], 0)
+    mu, logvar = h @ w["mu_w"] + w["mu_b"], h @ w["logvar_w"] + w["logvar_b"]
+    kl = 0.5 * np.sum(mu**2 + np.exp(logvar) - 1 - logvar, axis=-1)
+    z = mu + np.exp(0.5 * logvar) * eps
+    logits = np.maximum(z @ w["dec_w"] + w["dec_b"], 0) @ w["out_w"] + w["out_b"]
+    log_px = np.sum(x * logits - np.logaddexp(0, logits), axis=-1)
+    return kl, log_px, (mu, logvar, z)
+
+
+@pytest.fixture
+def two_batches(tmp_path):
+    """An .npz of 256 binary training images (two batches of 128), 64 test images and the
+    evaluation noise for 2 draws."""
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "tiny.npz")
+    common.save_arrays(path, rng.random((256, 784)) < 0.3, rng.random((64, 784)) < 0.3, 2, 1)
+    return path
+
+
+def _train_peer(module, data, tmp_path, *extra):
+    weights = str(tmp_path / "weights.npz")
+    argv = ["--data", data, "--out", str(tmp_path / "r.json"), "--epochs", "1"]
+    argv += ["--eval-at", "1", "--weights-out", weights, *extra]
+    result = module.main(argv)
+    return result, common.load_weights(weights)
+
+
+def _assert_elbo_matches_numpy(result, weights, data):
+    _, x_test, eps = common.load_arrays(data)
+    kl, log_px, _ = _numpy_elbo_parts(weights, x_test, eps)
+    want = float(np.mean(kl - log_px.mean(0)))
+    assert result["evals"]["1"]["neg_elbo"] == pytest.approx(want, rel=1e-5)
+    assert result["evals"]["1"]["kl"] == pytest.approx(float(np.mean(kl)), rel=1e-4)
+    assert len(result["train_loss"]) == 1 and np.isfinite(result["train_loss"][0])
+
+
+def test_jax_contestant_trains_and_scores_its_weights_as_numpy_does(two_batches, tmp_path):
+    if not HAS_JAX:
+        pytest.skip(NO_JAX)
+    from bench import jax_reference
+
+    result, weights = _train_peer(jax_reference, two_batches, tmp_path)
+    _assert_elbo_matches_numpy(result, weights, two_batches)
+    # PyTorch's initialisation, U(+-1/sqrt(fan_in)), moved by two Adam steps (each about
+    # lr = 1e-3 per weight): Flax's default (LeCun normal) or Glorot would reach further.
+    for name, fan_in in (("enc_w", 784), ("enc_b", 784), ("out_w", 400), ("dec_w", 20)):
+        bound = 1 / np.sqrt(fan_in)
+        assert bound - 3e-3 < np.abs(weights[name]).max() < bound + 3e-3, name
+    # The IWAE estimate is the log-mean-exp of its draws' weights: chunks of 100 and a
+    # shorter last one (K = 250), batches of 16 with a short last one.
+    import jax
+
+    model = jax_reference.make_model()
+    params = jax_reference.from_common_weights(weights)
+    _, x_test, _ = common.load_arrays(two_batches)
+    x = x_test[:40]
+    got = jax_reference.iwae_log_likelihood(model, params, x, 250, batch_size=16, chunk=100)
+    want = []
+    for b, start in enumerate(range(0, len(x), 16)):
+        xb = x[start : start + 16]
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), b), 3)
+        eps = np.concatenate(
+            [
+                np.asarray(jax.random.normal(k, (n, len(xb), 20)))
+                for k, n in zip(keys, (100, 100, 50))
+            ]
+        )
+        kl, log_px, (mu, logvar, z) = _numpy_elbo_parts(weights, xb, eps)
+        log_pz = np.sum(-0.5 * z**2 - 0.5 * np.log(2 * np.pi), axis=-1)
+        log_qz = np.sum(-0.5 * eps**2 - 0.5 * logvar - 0.5 * np.log(2 * np.pi), axis=-1)
+        log_w = log_px + log_pz - log_qz
+        top = log_w.max(0)
+        want.append(top + np.log(np.mean(np.exp(log_w - top), axis=0)))
+    np.testing.assert_allclose(got, np.concatenate(want), rtol=1e-5)
+
+
+def test_torch_compile_contestant_trains_and_scores_its_weights_as_numpy_does(
+    two_batches, tmp_path, monkeypatch
+):
+    if not HAS_TORCH:
+        pytest.skip(NO_TORCH)
+    from bench import torch_reference
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    result, weights = _train_peer(torch_reference, two_batches, tmp_path, "--compile")
+    assert result["name"] == "pytorch_compile" and "torch.compile" in result["framework"]
+    _assert_elbo_matches_numpy(result, weights, two_batches)
 
 
 def test_tfp_recipe_counts_the_kl_twice_and_tfvae_counts_it_once(small_config, binary_x):

@@ -80,6 +80,16 @@ def test_epochs_shorter_than_a_group_fuse_their_steps_in_smaller_groups():
     assert_same_training(keras_loop, fused)
 
 
+def test_every_launch_calls_one_compiled_function():
+    """Groups of 8, single steps and the short last batch (11 batches of 96 or fewer, 128
+    steps per execution) all run through one traced function: an epoch compiles one XLA
+    program per batch shape (tests/test_xla_cache.py counts them)."""
+    model, _ = train(32, steps_per_execution=128, epochs=1)
+    function = model.train_function
+    assert int(function.fused_steps_run) == REMAINDER_GROUP
+    assert function.run_steps.experimental_get_tracing_count() == 1
+
+
 @pytest.mark.slow
 def test_fused_steps_on_a_dataset_of_known_and_infinite_size():
     known = tf.data.Dataset.from_tensor_slices(X).batch(100)

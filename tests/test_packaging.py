@@ -30,7 +30,9 @@ def requirements(tmp_path_factory):
         extra = ""
         if req.marker:
             (extra,) = [
-                e for e in ("serving", "test", "bench") if req.marker.evaluate({"extra": e})
+                e
+                for e in ("serving", "test", "bench", "peers")
+                if req.marker.evaluate({"extra": e})
             ]
         out.setdefault(extra, []).append(req)
     return out

@@ -35,8 +35,10 @@ def digits():
 
 
 def _tiny_model(config=TINY):
+    """One step per call: batch hooks then see every batch, so a non-finite loss is caught
+    at its own batch (compile's default runs 128 per call)."""
     model = VAE(config)
-    model.compile(jit_compile=False)
+    model.compile(jit_compile=False, steps_per_execution=1)
     return model
 
 
@@ -69,6 +71,19 @@ def test_plain_fit_stops_on_a_non_finite_loss_by_default(digits):
     model.fit(ds, epochs=2, verbose=0, stop_on_non_finite=False)
     assert int(model.optimizer.iterations) == 10
     assert not all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_with_several_steps_per_call_fit_stops_after_the_call_that_went_non_finite(digits):
+    """compile()'s default (128 steps per call): batch hooks see the end of each call, so the
+    stop comes there, naming the call's last batch; the next epoch never starts."""
+    x = digits.x_train[:40].copy()
+    x[2 * 8 + 1, 0] = np.nan  # batch 3 of 5; one call holds the whole epoch
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    model = VAE(TINY)
+    model.compile()
+    with pytest.raises(NonFiniteLossError, match="epoch 1, batch 5"):
+        model.fit(ds, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 5
 
 
 def test_callback_reports_only_the_term_that_went_non_finite():

@@ -15,10 +15,12 @@ otherwise, the dataset's: `mnist` for MNIST, `digits` for the rest).
 A run directory holds `model/` (config + weights), `run.json` (the configs and the data it
 was trained on, checked on resume), `checkpoints/` (the training state of the last epochs),
 `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. One process at a time
-trains in a run directory (`tfvae.runlock`). Bad input (unknown names, missing files,
-impossible values, a model that does not fit the data, a directory in use) ends with one
-line on stderr and exit status 2; nothing already written is replaced unless `--overwrite`
-says so, and then only once the new run is complete.
+trains in a run directory (`tfvae.runlock`). Compiled XLA programs are kept across runs in a
+per-user cache (`tfvae.xla_cache`; `TFVAE_XLA_CACHE=off` turns it off), so a second run does
+not compile them again. Bad input (unknown names, missing files, impossible values, a model
+that does not fit the data, a directory in use) ends with one line on stderr and exit status
+2; nothing already written is replaced unless `--overwrite` says so, and then only once the
+new run is complete.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import tempfile
 import warnings
 from typing import Optional, Sequence, Tuple
 
+from tfvae import xla_cache
 from tfvae.atomic import as_disk_full, is_disk_full
 from tfvae.config import (
     DATASETS,
@@ -1099,6 +1102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     input)."""
     args = _parser().parse_args(argv)
     _tensorflow_log_level(args.verbose)
+    xla_cache.enable()  # before TensorFlow starts; a no-op once it has
     # tf-keras warns that TFP's layers hold lambdas whenever a model config is serialized
     # (the TensorBoard callback does): harmless here, weights are saved, not configs.
     warnings.filterwarnings("ignore", message="The object being serialized includes a `lambda`")

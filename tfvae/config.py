@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHT_INITS",
     "ACTIVATIONS",
     "FUSED_STEPS",
+    "STEPS_PER_EXECUTION",
     "DATASETS",
     "LIMITS",
     "MAX_LATENT_DIM",
@@ -61,6 +62,9 @@ ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
 
 # Training steps per XLA program by default (see `VAE.compile`, `tfvae.fused_steps`).
 FUSED_STEPS = 32
+# Steps per call into the compiled graph by default (`VAE.compile`, `TrainConfig`); data that
+# may end mid-call runs one step per call (`tfvae.executions`).
+STEPS_PER_EXECUTION = 128
 
 CONFIG_NAME = "VAEConfig"
 
@@ -465,7 +469,7 @@ class TrainConfig(_Config):
     )
     jit_compile: bool = _field(True, "compile the training step with XLA", _flag)
     steps_per_execution: int = _field(
-        128,
+        STEPS_PER_EXECUTION,
         "train steps run per call into the compiled graph: amortises Keras' per-call Python "
         "and dispatch over many steps; batch callbacks then fire once per call",
         _int_at_least(1, MAX_STEPS_PER_EXECUTION),

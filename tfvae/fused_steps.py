@@ -4,8 +4,13 @@ Keras 2 runs `steps_per_execution` steps per call into the graph but launches on
 program per step, and each launch (the graph loop, the iterator, argument and variable
 handling) has a fixed cost that is a sizeable share of a small model's step.
 `fused_train_function` fetches a group of batches (`fused_steps` of them, then groups of
-`REMAINDER_GROUP` for what is left), stacks them, and runs their steps in one compiled
-`tf.while_loop`, so that cost is paid once per group (docs/performance.md).
+`REMAINDER_GROUP` for what is left) and runs their steps in one compiled `tf.while_loop`, so
+that cost is paid once per group (docs/performance.md).
+
+Every launch, a full group, a shorter one or a single step, goes through the same compiled
+function (`run_steps`: the first `count` of `fused_steps` batch slots, the unused slots
+filled with the last batch), so an epoch compiles one XLA program per batch shape (two for
+an epoch that ends in a short batch), each holding the step once.
 
 The steps are Keras' own (`model.train_step`, then the train counter += 1), in the same
 order on the same batches, so training is the same computation; only the launches change.
@@ -73,29 +78,32 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
     Each call runs the model's steps per execution, as Keras' does: as many full groups
     of the first of `group_sizes(fused_steps, steps_per_execution)` as fit, then groups of
     the second, each group through one compiled loop, and what is left one step per
-    program. A group whose batches differ in shape (the short last batch of an epoch) runs
-    one program per step. The iterator must not run out inside a group (a dataset of known
+    launch. A group whose batches differ in shape (the short last batch of an epoch) runs
+    one launch per step. The iterator must not run out inside a group (a dataset of known
     or infinite cardinality, as `VAE.fit` checks), or the group's fetched batches are lost.
-    The returned function carries `group_sizes` and `fused_steps_run`, a counter of the
-    steps that ran inside groups.
+    The returned function carries `group_sizes`, `run_steps` (the one compiled function
+    every launch calls) and `fused_steps_run`, a counter of the steps that ran in groups.
     """
     steps_per_execution = keras_internals.steps_per_execution(model)
     sizes = group_sizes(fused_steps, int(steps_per_execution.numpy()))
+    slots = sizes[0]
     fused_steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="fused_steps_run")
 
-    def one_step(data):
-        return _run_step(model, data)
+    def run_steps(count, outputs, *batches):
+        """Steps on `batches[:count]` in order; `outputs` (the last step's) seed the loop,
+        so the step is compiled once, inside it."""
 
-    def group_step(*batches):
-        stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *batches)
-        outputs = one_step(tf.nest.map_structure(lambda s: s[0], stacked))
-        for i in tf.range(1, len(batches)):
-            outputs = one_step(tf.nest.map_structure(lambda s, i=i: s[i], stacked))
-        fused_steps_run.assign_add(len(batches))
+        def body(i, outputs):
+            data = tf.switch_case(i, [lambda b=b: b for b in batches])
+            return i + 1, _run_step(model, data)
+
+        _, outputs = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), outputs))
+        fused_steps_run.assign_add(tf.cast(tf.where(count > 1, count, 0), tf.int64))
         return outputs
 
-    one_step = tf.function(one_step, jit_compile=True, reduce_retracing=True)
-    group = tf.function(group_step, jit_compile=True, reduce_retracing=True)
+    run_steps = tf.function(run_steps, jit_compile=True, reduce_retracing=True)
+    # Traced, never run: the structure of a step's outputs, for the loop's first value.
+    step_outputs = tf.function(lambda data: _run_step(model, data))
 
     def same_shapes(batches):
         first = [tf.shape(t) for t in tf.nest.flatten(batches[0])]
@@ -106,27 +114,34 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
         ]
         return tf.reduce_all(tf.stack(checks))
 
-    def run_group(batches):
-        def one_by_one():
-            for b in batches:
-                outputs = one_step(b)
-            return outputs
-
-        return tf.cond(same_shapes(batches), lambda: group(*batches), one_by_one)
-
     def train_function(iterator):
         left = steps_per_execution  # read when called: Keras lowers it for short epochs
-        spec = one_step.get_concrete_function(iterator.element_spec).structured_outputs
-        outputs = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+        spec = step_outputs.get_concrete_function(iterator.element_spec).structured_outputs
+        zeros = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+
+        def launch(batches):
+            padding = [batches[-1]] * (slots - len(batches))
+            return run_steps(tf.constant(len(batches)), zeros, *batches, *padding)
+
+        def run_group(batches):
+            def one_by_one():
+                for b in batches:
+                    outputs = launch([b])
+                return outputs
+
+            return tf.cond(same_shapes(batches), lambda: launch(batches), one_by_one)
+
+        outputs = zeros
         for size in sizes:
             for _ in tf.range(left // size):
                 outputs = run_group([next(iterator) for _ in range(size)])
             left = left % size
         for _ in tf.range(left):
-            outputs = one_step(next(iterator))
+            outputs = launch([next(iterator)])
         return outputs
 
     function = tf.function(train_function, reduce_retracing=True)
     function.group_sizes = sizes
+    function.run_steps = run_steps
     function.fused_steps_run = fused_steps_run
     return function

@@ -18,9 +18,16 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import keras3, keras_internals, multi_sample, objectives
+from tfvae import executions, keras3, keras_internals, multi_sample, objectives
 from tfvae.callbacks import StopOnNonFiniteLoss
-from tfvae.config import FUSED_STEPS, MAX_BATCH_SIZE, MAX_FUSED_STEPS, MAX_SAMPLES, VAEConfig
+from tfvae.config import (
+    FUSED_STEPS,
+    MAX_BATCH_SIZE,
+    MAX_FUSED_STEPS,
+    MAX_SAMPLES,
+    STEPS_PER_EXECUTION,
+    VAEConfig,
+)
 from tfvae.distribute import replica_average, replica_seed
 from tfvae.export import export
 from tfvae.fused_steps import can_fuse, fused_train_function, is_fused
@@ -118,9 +125,13 @@ class VAE(tfk.Model):
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
         self._fused_steps = FUSED_STEPS
+        # Whether compile chose the steps per execution (then data that may end mid-call
+        # runs one step per call: `tfvae.executions`) rather than the caller.
+        self._default_steps_per_execution = True
         # Whether the data of the running `fit` never runs out mid-execution, so its steps
-        # may fuse (`_never_runs_out_mid_execution`). Keras calls `make_train_function`
-        # without the data, so `fit` leaves its verdict here for the length of the call.
+        # may fuse (`executions.never_runs_out_mid_execution`). Keras calls
+        # `make_train_function` without the data, so `fit` leaves its verdict here for the
+        # length of the call.
         self._fit_data_may_fuse = True
         self._predict_output = "mean"
         self._predict_latent = "sample"
@@ -349,10 +360,22 @@ class VAE(tfk.Model):
         raise ValueError(f"output must be one of {PREDICT_OUTPUTS}, got {output!r}")
 
     # ------------------------------------------------------------------ Keras entry points
-    def compile(self, optimizer=None, fused_steps: int = FUSED_STEPS, **kwargs):
+    def compile(
+        self, optimizer=None, fused_steps: int = FUSED_STEPS, steps_per_execution=None, **kwargs
+    ):
         """Keras compile; the loss is the model's own, so only the optimizer is needed.
 
-        Defaults: Adam(1e-3) and `jit_compile=True` (XLA), which fuses the whole step.
+        Defaults: Adam(1e-3), `jit_compile=True` (XLA, which fuses the whole step) and
+        `STEPS_PER_EXECUTION` (128) steps per call into the compiled graph, run 32 per XLA
+        program (`fused_steps`): the fast path for `fit` on arrays and on `tf.data`
+        datasets, with no other arguments. Batch callbacks (`on_train_batch_begin/end`,
+        and the test and predict ones) then fire once per call (begin with its first batch
+        index, end with its last), the progress bar moves 128 steps at a time, and a
+        non-finite loss stops `fit` at the end of its call; `steps_per_execution=1` gives
+        them every step, at Keras' one-program-per-step speed. Data that may end inside a
+        call (a dataset of unknown size, finite data cut by `steps_per_epoch` or `steps`,
+        generators) and `train_on_batch` and the other `*_on_batch` calls run one step per
+        call, which Keras needs there (`tfvae.executions`).
         A Keras 3 optimizer (`tf.keras.optimizers.Adam()`) is rebuilt as its tf_keras twin
         where that is exact (`tfvae.keras3`); other Keras 3 objects are refused by name.
 
@@ -360,6 +383,9 @@ class VAE(tfk.Model):
           fused_steps: with XLA and `steps_per_execution > 1`, `fit` runs this many steps
             (at most `steps_per_execution`) per compiled program (`tfvae.fused_steps`): the
             same steps, fewer launches. 1 keeps Keras' one program per step.
+          steps_per_execution: Keras' argument; None (the default) for
+            `STEPS_PER_EXECUTION`. Given explicitly, Keras' rules apply to every call
+            (except the `*_on_batch` ones, which always run their one step).
         """
         if kwargs.get("loss") is not None:
             raise ValueError("VAE computes its own loss (-log p(x|z) + beta*KL); do not pass loss=")
@@ -369,18 +395,58 @@ class VAE(tfk.Model):
         optimizer = keras3.as_tf_keras_optimizer(optimizer)
         kwargs.setdefault("jit_compile", True)
         self._fused_steps = check_positive_int(fused_steps, "fused_steps", maximum=MAX_FUSED_STEPS)
-        super().compile(optimizer=optimizer or tfk.optimizers.Adam(1e-3), **kwargs)
+        self._default_steps_per_execution = steps_per_execution is None
+        if steps_per_execution is None:
+            steps_per_execution = STEPS_PER_EXECUTION
+        super().compile(
+            optimizer=optimizer or tfk.optimizers.Adam(1e-3),
+            steps_per_execution=steps_per_execution,
+            **kwargs,
+        )
 
     def make_train_function(self, force=False):
         """Keras' train function, or several steps per XLA program where that applies
         (`tfvae.fused_steps`)."""
         fuse = self._fit_data_may_fuse and can_fuse(self, self._fused_steps)
-        if self.train_function is not None and not force and fuse == is_fused(self.train_function):
-            return self.train_function
+        current = self.train_function
+        if (
+            current is not None
+            and not force
+            and fuse == is_fused(current)
+            and not executions.stale(current, self)
+        ):
+            return current
         if not fuse:
-            return super().make_train_function(force=True)
+            return executions.mark_built(super().make_train_function(force=True), self)
         keras_internals.set_train_function(self, fused_train_function(self, self._fused_steps))
         return self.train_function
+
+    def make_test_function(self, force=False):
+        """Keras' test function, retraced if it was traced for fewer steps per call."""
+        if (
+            self.test_function is not None
+            and not force
+            and not executions.stale(self.test_function, self)
+        ):
+            return self.test_function
+        return executions.mark_built(super().make_test_function(force=True), self)
+
+    def make_predict_function(self, force=False):
+        """Keras' predict function, retraced if it was traced for fewer steps per call."""
+        if (
+            self.predict_function is not None
+            and not force
+            and not executions.stale(self.predict_function, self)
+        ):
+            return self.predict_function
+        return executions.mark_built(super().make_predict_function(force=True), self)
+
+    def _one_step_per_call_unless(self, *never_runs_out: bool):
+        """One step per execution for this call if compile chose the steps per execution
+        and some of its data may end mid-call (`tfvae.executions`)."""
+        return executions.one_step_per_execution(
+            self, self._default_steps_per_execution and not all(never_runs_out)
+        )
 
     def fit(self, x=None, y=None, *args, validation_data=None, stop_on_non_finite=True, **kwargs):
         """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored).
@@ -400,9 +466,15 @@ class VAE(tfk.Model):
             if not isinstance(validation_data, (tuple, list, tf.data.Dataset)):
                 validation_data = (validation_data,)  # a bare array: x alone, as for fit
         self._ensure_compiled()
-        self._fit_data_may_fuse = _never_runs_out_mid_execution(x, kwargs.get("steps_per_epoch"))
+        self._fit_data_may_fuse = executions.never_runs_out_mid_execution(
+            x, kwargs.get("steps_per_epoch")
+        )
+        validation_ends = validation_data is None or executions.never_runs_out_mid_execution(
+            validation_data, kwargs.get("validation_steps")
+        )
         try:
-            return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
+            with self._one_step_per_call_unless(self._fit_data_may_fuse, validation_ends):
+                return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
         finally:
             self._fit_data_may_fuse = True  # train_on_batch: one batch, never mid-execution
 
@@ -412,7 +484,9 @@ class VAE(tfk.Model):
         x = _check_fit_input(x, self.config, "x")
         self._ensure_compiled()
         self._draws.assign(0)
-        return super().evaluate(x, None, *args, **kwargs)
+        ends = executions.never_runs_out_mid_execution(x, kwargs.get("steps"))
+        with self._one_step_per_call_unless(ends):
+            return super().evaluate(x, None, *args, **kwargs)
 
     def predict(self, x, *args, output: str = "mean", latent: str = "sample", **kwargs):
         """Keras predict: a numpy array `[num_examples, input_dim]` of p(x|z)'s `mean`,
@@ -437,7 +511,23 @@ class VAE(tfk.Model):
             self._predict_output, self._predict_latent = output, latent
             self.predict_function = None  # retrace for the new choice
         self._draws.assign(0)
-        return super().predict(x, *args, **kwargs)
+        ends = executions.never_runs_out_mid_execution(x, kwargs.get("steps"))
+        with self._one_step_per_call_unless(ends):
+            return super().predict(x, *args, **kwargs)
+
+    # One batch is one step: Keras would ask a many-step function for batches that the
+    # one-batch iterator does not have.
+    def train_on_batch(self, *args, **kwargs):
+        with executions.one_step_per_execution(self):
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with executions.one_step_per_execution(self):
+            return super().test_on_batch(*args, **kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        with executions.one_step_per_execution(self):
+            return super().predict_on_batch(*args, **kwargs)
 
     # ------------------------------------------------------------------ Keras' save paths
     def save(self, filepath, overwrite: bool = True, save_format=None, **kwargs) -> str:
@@ -553,19 +643,6 @@ def _features(data):
     if isinstance(data, (tuple, list)):
         return data[0]
     return data
-
-
-def _never_runs_out_mid_execution(x, steps_per_epoch) -> bool:
-    """Whether fit's data ends exactly where Keras expects, so fused groups never lose batches.
-
-    Arrays and datasets of known size do (Keras sizes its last execution to the epoch);
-    datasets of unknown size, generators, and finite datasets cut by `steps_per_epoch`
-    end with an OutOfRange error mid-execution and keep Keras' one-step loop.
-    """
-    if isinstance(x, tf.data.Dataset):
-        size = int(x.cardinality())
-        return size == tf.data.INFINITE_CARDINALITY or (size >= 0 and steps_per_epoch is None)
-    return steps_per_epoch is None and (isinstance(x, np.ndarray) or tf.is_tensor(x))
 
 
 def _check_fit_input(x, config, name):
