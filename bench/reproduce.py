@@ -189,8 +189,11 @@ def train(args) -> int:
 
     from tfvae import input_pipeline
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process (tests): keep its pools
+        print(f"{args.run}: --threads ignored, TensorFlow has started", file=sys.stderr)
     run = RUNS[args.run]
     workdir = os.path.join(args.workdir, args.run)
     os.makedirs(workdir, exist_ok=True)

@@ -774,7 +774,7 @@ def _owned(out: str, chief: bool = True):
     command that finishes them is named when it would work."""
     from tfvae import rundir, runlock
 
-    existed = os.path.exists(out)
+    created = _first_missing(out)  # the top folder this command creates, if any
     with contextlib.ExitStack() as stack:
         if chief:
             try:
@@ -787,8 +787,8 @@ def _owned(out: str, chief: bool = True):
             if chief and os.path.isdir(out):
                 checkpoints = os.path.join(out, rundir.CHECKPOINT_DIR)
                 trained = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
-                if not existed and not trained:
-                    shutil.rmtree(out, ignore_errors=True)
+                if created is not None and not trained:
+                    shutil.rmtree(created, ignore_errors=True)
                 elif rundir.is_interrupted(out) and _resumable(e):
                     # Ctrl-C, a full disk...: not what a resume would meet again
                     _note(
@@ -796,6 +796,17 @@ def _owned(out: str, chief: bool = True):
                         f"`tfvae train --out {out} --resume`"
                     )
             raise
+
+
+def _first_missing(path: str) -> Optional[str]:
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    path, top = os.path.abspath(path), None
+    while not os.path.lexists(path):
+        top, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return top
 
 
 def _resumable(error: BaseException) -> bool:
