@@ -2,6 +2,7 @@
 
 import atexit
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -48,3 +49,14 @@ def run_python(args, env=None, timeout=240, cwd=REPO):
         text=True,
         timeout=timeout,
     )
+
+
+def tree_digest(root):
+    """sha256 of every file under `root` by relative path: proves nothing was touched."""
+    out = {}
+    for base, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out

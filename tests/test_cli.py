@@ -5,31 +5,19 @@ other command reads it. Bad-input cases check exit status 2, one line on stderr,
 traceback and that nothing written before was changed.
 """
 
-import hashlib
 import json
 import math
 import os
 
 import numpy as np
 import pytest
-from export_helpers import run_python
+from export_helpers import run_python, tree_digest
 
 TINY = ["--epochs", "2", "--hidden-units", "16", "--eval-samples", "5", "--batch-size", "200"]
 
 
 def tfvae(*args, cwd=None):
     return run_python(["-m", "tfvae", *args], cwd=cwd, timeout=600)
-
-
-def tree_digest(root):
-    """sha256 of every file under `root` by relative path: proves nothing was touched."""
-    out = {}
-    for base, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def read_png(path):

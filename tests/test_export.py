@@ -2,7 +2,6 @@
 process without tfvae/TFP (TF Serving's loader), atomic versions, refusals, saved_model_cli."""
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -14,7 +13,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, REPO, exported, run_python
+from export_helpers import (
+    INPUT_DIM,
+    IWAE_SAMPLES,
+    LATENT_DIM,
+    REPO,
+    exported,
+    run_python,
+    tree_digest,
+)
 
 import tfvae
 from tfvae import export as export_fn
@@ -330,17 +337,6 @@ def test_saved_model_cli_run_on_npy_input(tmp_path):
 
 
 # ------------------------------------------------------------------------ versions, refusals
-def _tree_digest(root):
-    h = hashlib.sha256()
-    for dirpath, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            p = os.path.join(dirpath, name)
-            h.update(os.path.relpath(p, root).encode())
-            h.update(open(p, "rb").read())
-    return h.hexdigest()
-
-
 @pytest.mark.slow
 def test_killed_export_leaves_no_loadable_version(tmp_path):
     """SIGKILL during an export, at a known point (the final rename, which the wrapper
@@ -350,7 +346,7 @@ def test_killed_export_leaves_no_loadable_version(tmp_path):
     _, path = exported("bernoulli")
     base = tmp_path / "vae"
     shutil.copytree(path, base / "1")
-    before = _tree_digest(base / "1")
+    before = tree_digest(base / "1")
     script = (
         "import time, tfvae\n"
         "from tfvae import atomic\n"
@@ -386,7 +382,7 @@ def test_killed_export_leaves_no_loadable_version(tmp_path):
     names = os.listdir(base)
     # TF Serving loads only all-digit directory names: still just version 1, unchanged.
     assert [n for n in names if n.isdigit()] == ["1"]
-    assert _tree_digest(base / "1") == before
+    assert tree_digest(base / "1") == before
     assert os.path.basename(tmp_dir) in names and not os.path.basename(tmp_dir).isdigit()
     _clean_stale(str(base))  # what the next export does first
     assert os.listdir(base) == ["1"]
@@ -398,10 +394,10 @@ def test_auto_version_never_touches_existing(tmp_path):
     model, path = exported("bernoulli")
     base = tmp_path / "vae"
     shutil.copytree(path, base / "3")
-    before = _tree_digest(base / "3")
+    before = tree_digest(base / "3")
     with pytest.raises(FileExistsError, match="version 3 already exists.*overwrite=True"):
         export_fn(model, base, version=3)
-    assert _tree_digest(base / "3") == before
+    assert tree_digest(base / "3") == before
     assert sorted(os.listdir(base)) == ["3"]
 
 

@@ -5,7 +5,6 @@ once the new one is complete, a run killed at any point finished by `tfvae train
 The kills are real SIGKILLs of `tfvae` subprocesses at exact points (lifecycle_child.py).
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from export_helpers import REPO, run_python
+from export_helpers import REPO, run_python, tree_digest
 
 from tfvae import TrainConfig, VAEConfig, load_model, train_and_evaluate
 from tfvae.checkpointing import CheckpointError
@@ -41,17 +40,6 @@ HOLDER = (
     "spec); spec.loader.exec_module(runlock); held = runlock.hold(sys.argv[1]); "
     "held.__enter__(); print('held', flush=True); sys.stdin.read()"
 )
-
-
-def tree_digest(root):
-    """sha256 of every file under `root` by relative path: proves nothing was touched."""
-    out = {}
-    for base, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def one_line_error(stderr):
