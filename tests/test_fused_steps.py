@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig
-from tfvae.fused_steps import REMAINDER_GROUP, is_fused
+from tfvae.fused_steps import is_fused
 from tfvae.keras_internals import train_counter
 
 CONFIG = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1)
@@ -61,33 +61,59 @@ def test_fused_groups_are_capped_at_steps_per_execution():
     """fused_steps 32 with 4 steps per execution: groups of 4, not 32 (which never fill)."""
     keras_loop = train(1, steps_per_execution=4)
     fused = train(32, steps_per_execution=4)
-    assert fused[0].train_function.group_sizes == (4,)
-    # 11 batches per epoch: executions of 4, 4 and 3 steps; the two of 4 run as groups, the
-    # last 3 (with the short batch) one by one.
-    assert int(fused[0].train_function.fused_steps_run) == 2 * 8
+    assert fused[0].train_function.group_length == 4
+    # 11 batches per epoch: executions of 4, 4 and 3 steps, each one group; in the last,
+    # the short batch runs alone after the two full ones.
+    assert int(fused[0].train_function.fused_steps_run) == 2 * (4 + 4 + 2)
     assert_same_training(keras_loop, fused)
 
 
 @pytest.mark.slow
-def test_epochs_shorter_than_a_group_fuse_their_steps_in_smaller_groups():
+def test_epochs_shorter_than_a_group_run_as_one_shorter_group():
     """Keras lowers steps_per_execution to an epoch's length (11 batches here), so no group
-    of 32 fills; the steps then run in groups of REMAINDER_GROUP, the rest alone."""
+    of 32 fills; the epoch's steps run as one group, all but the short last batch fused."""
     keras_loop = train(1, steps_per_execution=128)
     fused = train(32, steps_per_execution=128)
-    assert fused[0].train_function.group_sizes == (32, REMAINDER_GROUP)
-    groups_per_epoch = 11 // REMAINDER_GROUP
-    assert int(fused[0].train_function.fused_steps_run) == 2 * groups_per_epoch * REMAINDER_GROUP
+    assert fused[0].train_function.group_length == 32
+    assert int(fused[0].train_function.fused_steps_run) == 2 * 10
     assert_same_training(keras_loop, fused)
 
 
 def test_every_launch_calls_one_compiled_function():
-    """Groups of 8, single steps and the short last batch (11 batches of 96 or fewer, 128
-    steps per execution) all run through one traced function: an epoch compiles one XLA
-    program per batch shape (tests/test_xla_cache.py counts them)."""
-    model, _ = train(32, steps_per_execution=128, epochs=1)
+    """Groups, single steps and the short last batch (11 batches of 96 or fewer, 128 steps
+    per execution) all run through one traced function, and the step is traced once: an
+    epoch compiles one XLA program per batch shape (tests/test_xla_cache.py counts them)."""
+    traces = []
+
+    class CountingVAE(VAE):
+        def _elbo_terms(self, x, seed, training=None):
+            traces.append(x.shape)
+            return super()._elbo_terms(x, seed, training)
+
+    model = CountingVAE(CONFIG)
+    model.compile(tfk.optimizers.Adam(1e-2), fused_steps=32)
+    model.fit(X, batch_size=96, epochs=1, shuffle=False, verbose=0)
     function = model.train_function
-    assert int(function.fused_steps_run) == REMAINDER_GROUP
+    assert int(function.fused_steps_run) == 10
     assert function.run_steps.experimental_get_tracing_count() == 1
+    assert len(traces) == 1, traces
+
+
+@pytest.mark.slow
+def test_batches_of_varying_shape_inside_a_group():
+    """A group whose batches change shape more than once (sizes 100, 100, 37, 100, 50, 100
+    with 6 steps per execution): the leading same-shape batches fuse, the rest run alone,
+    and training is Keras' own."""
+    sizes = [100, 100, 37, 100, 50, 100]
+    offsets = np.cumsum([0] + sizes)
+    batches = [X[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    data = tf.data.Dataset.from_generator(
+        lambda: iter(batches), output_signature=tf.TensorSpec([None, 16], tf.float32)
+    ).apply(tf.data.experimental.assert_cardinality(len(sizes)))
+    keras_loop = train(1, data, steps_per_execution=6)
+    fused = train(6, data, steps_per_execution=6)
+    assert int(fused[0].train_function.fused_steps_run) == 2 * 2
+    assert_same_training(keras_loop, fused)
 
 
 @pytest.mark.slow

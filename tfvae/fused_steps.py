@@ -3,14 +3,14 @@
 Keras 2 runs `steps_per_execution` steps per call into the graph but launches one XLA
 program per step, and each launch (the graph loop, the iterator, argument and variable
 handling) has a fixed cost that is a sizeable share of a small model's step.
-`fused_train_function` fetches a group of batches (`fused_steps` of them, then groups of
-`REMAINDER_GROUP` for what is left) and runs their steps in one compiled `tf.while_loop`, so
-that cost is paid once per group (docs/performance.md).
+`fused_train_function` fetches a group of batches (`fused_steps` of them, fewer for what
+is left of a call) and runs their steps in one compiled `tf.while_loop`, so that cost is
+paid once per group (docs/performance.md).
 
 Every launch, a full group, a shorter one or a single step, goes through the same compiled
 function (`run_steps`: the first `count` of `fused_steps` batch slots, the unused slots
-filled with the last batch), so an epoch compiles one XLA program per batch shape (two for
-an epoch that ends in a short batch), each holding the step once.
+filled with the group's last batch), so an epoch compiles one XLA program per batch shape
+(two for an epoch that ends in a short batch), each holding the step once.
 
 The steps are Keras' own (`model.train_step`, then the train counter += 1), in the same
 order on the same batches, so training is the same computation; only the launches change.
@@ -23,7 +23,7 @@ import tf_keras as tfk
 
 from tfvae import keras_internals
 
-__all__ = ["can_fuse", "fused_train_function", "group_sizes", "is_fused", "REMAINDER_GROUP"]
+__all__ = ["can_fuse", "fused_train_function", "group_length", "is_fused"]
 
 
 def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
@@ -51,17 +51,10 @@ def is_fused(train_function) -> bool:
     return getattr(train_function, "fused_steps_run", None) is not None
 
 
-# Length of the second tier of groups, for the steps left after the full-length groups (the
-# end of an epoch; whole epochs shorter than `fused_steps`, where Keras lowers the steps per
-# execution to the epoch's length).
-REMAINDER_GROUP = 8
-
-
-def group_sizes(fused_steps: int, steps_per_execution: int) -> tuple:
-    """Group lengths tried in turn: `fused_steps` (never more than `steps_per_execution`,
-    else no group would fill), then `REMAINDER_GROUP` for what is left; the rest runs alone."""
-    first = min(int(fused_steps), int(steps_per_execution))
-    return (first, REMAINDER_GROUP) if 1 < REMAINDER_GROUP < first else (first,)
+def group_length(fused_steps: int, steps_per_execution: int) -> int:
+    """Steps per group: `fused_steps`, never more than `steps_per_execution` (the most one
+    call runs, so larger groups would never fill)."""
+    return min(int(fused_steps), int(steps_per_execution))
 
 
 def _run_step(model: tfk.Model, data):
@@ -72,32 +65,49 @@ def _run_step(model: tfk.Model, data):
     return outputs
 
 
-def fused_train_function(model: tfk.Model, fused_steps: int):
+def fused_train_function(model: tfk.Model, fused_steps: int, step_results=None):
     """A `train_function(iterator)` for `model` that runs several steps per XLA program.
 
-    Each call runs the model's steps per execution, as Keras' does: as many full groups
-    of the first of `group_sizes(fused_steps, steps_per_execution)` as fit, then groups of
-    the second, each group through one compiled loop, and what is left one step per
-    launch. A group whose batches differ in shape (the short last batch of an epoch) runs
-    one launch per step. The iterator must not run out inside a group (a dataset of known
-    or infinite cardinality, as `VAE.fit` checks), or the group's fetched batches are lost.
-    The returned function carries `group_sizes`, `run_steps` (the one compiled function
+    Each call runs the model's steps per execution, as Keras' does, in groups of
+    `group_length(fused_steps, steps_per_execution)` (the last one shorter where the steps
+    left do not fill it), each group through one compiled loop. Where a group's batches
+    differ in shape (the short last batch of an epoch), its leading batches of the first
+    one's shape run as the group and the rest one launch each. The iterator must not run
+    out inside a group (a dataset of known or infinite cardinality, as `VAE.fit` checks), or
+    the group's fetched batches are lost.
+
+    `step_results`, if given, is a function returning what a step returns, read from the
+    model's state after it (a VAE's metric results): the loop then carries no outputs and
+    the step is traced once, inside it (else once more, for the structure of its outputs).
+
+    The returned function carries `group_length`, `run_steps` (the one compiled function
     every launch calls) and `fused_steps_run`, a counter of the steps that ran in groups.
     """
     steps_per_execution = keras_internals.steps_per_execution(model)
-    sizes = group_sizes(fused_steps, int(steps_per_execution.numpy()))
-    slots = sizes[0]
+    slots = group_length(fused_steps, int(steps_per_execution.numpy()))
     fused_steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="fused_steps_run")
 
     def run_steps(count, outputs, *batches):
-        """Steps on `batches[:count]` in order; `outputs` (the last step's) seed the loop,
-        so the step is compiled once, inside it."""
+        """Steps on `batches[:count]` in order, compiled once, inside the loop; the loop
+        carries the last step's outputs (seeded with `outputs`) unless `step_results`."""
 
-        def body(i, outputs):
-            data = tf.switch_case(i, [lambda b=b: b for b in batches])
-            return i + 1, _run_step(model, data)
+        def select(i):
+            return tf.switch_case(i, [lambda b=b: b for b in batches])
 
-        _, outputs = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), outputs))
+        if step_results is None:
+            _, outputs = tf.while_loop(
+                lambda i, _: i < count,
+                lambda i, _: (i + 1, _run_step(model, select(i))),
+                (tf.constant(0), outputs),
+            )
+        else:
+
+            def body(i):
+                with tf.control_dependencies(tf.nest.flatten(_run_step(model, select(i)))):
+                    return i + 1
+
+            with tf.control_dependencies([tf.while_loop(lambda i: i < count, body, [0])]):
+                outputs = step_results()
         fused_steps_run.assign_add(tf.cast(tf.where(count > 1, count, 0), tf.int64))
         return outputs
 
@@ -105,43 +115,67 @@ def fused_train_function(model: tfk.Model, fused_steps: int):
     # Traced, never run: the structure of a step's outputs, for the loop's first value.
     step_outputs = tf.function(lambda data: _run_step(model, data))
 
-    def same_shapes(batches):
-        first = [tf.shape(t) for t in tf.nest.flatten(batches[0])]
-        checks = [
-            tf.reduce_all(tf.equal(tf.shape(t), s))
-            for b in batches[1:]
-            for t, s in zip(tf.nest.flatten(b), first)
-        ]
-        return tf.reduce_all(tf.stack(checks))
-
     def train_function(iterator):
-        left = steps_per_execution  # read when called: Keras lowers it for short epochs
-        spec = step_outputs.get_concrete_function(iterator.element_spec).structured_outputs
-        zeros = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+        spec = iterator.element_spec
+        leaf_specs = tf.nest.flatten(spec)
+        if step_results is not None:
+            first_outputs = step_results()  # never returned: Keras runs at least one step
+        else:
+            structure = step_outputs.get_concrete_function(spec).structured_outputs
+            first_outputs = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), structure)
 
-        def launch(batches):
-            padding = [batches[-1]] * (slots - len(batches))
-            return run_steps(tf.constant(len(batches)), zeros, *batches, *padding)
+        def fetch(count):
+            """`count` batches in TensorArrays (one per leaf of a batch), and how many of
+            them, from the first, have the first's shapes."""
+            first = tf.nest.flatten(next(iterator))
+            arrays = [
+                tf.TensorArray(s.dtype, size=count, element_shape=s.shape, infer_shape=False)
+                for s in leaf_specs
+            ]
+            arrays = [a.write(0, t) for a, t in zip(arrays, first)]
 
-        def run_group(batches):
-            def one_by_one():
-                for b in batches:
-                    outputs = launch([b])
-                return outputs
+            def body(i, arrays, prefix):
+                leaves = tf.nest.flatten(next(iterator))
+                same = tf.reduce_all(
+                    [
+                        tf.reduce_all(tf.equal(tf.shape(t), tf.shape(f)))
+                        for t, f in zip(leaves, first)
+                    ]
+                )
+                prefix = tf.where(tf.logical_and(tf.equal(prefix, i), same), i + 1, prefix)
+                return i + 1, [a.write(i, t) for a, t in zip(arrays, leaves)], prefix
 
-            return tf.cond(same_shapes(batches), lambda: launch(batches), one_by_one)
+            _, arrays, prefix = tf.while_loop(lambda i, *_: i < count, body, (1, arrays, 1))
+            return arrays, prefix
 
-        outputs = zeros
-        for size in sizes:
-            for _ in tf.range(left // size):
-                outputs = run_group([next(iterator) for _ in range(size)])
-            left = left % size
-        for _ in tf.range(left):
-            outputs = launch([next(iterator)])
+        def launch(arrays, start, count, outputs):
+            """One call of `run_steps` on batches `start, ..., start + count - 1`."""
+            last = start + count - 1
+            batches = [
+                tf.nest.pack_sequence_as(
+                    spec, [a.read(tf.minimum(start + k, last)) for a in arrays]
+                )
+                for k in range(slots)
+            ]
+            return run_steps(count, outputs, *batches)
+
+        def group(left, outputs):
+            count = tf.minimum(left, slots)
+            arrays, prefix = fetch(count)
+            outputs = launch(arrays, 0, prefix, outputs)
+            _, outputs = tf.while_loop(  # what differs in shape from the first: one by one
+                lambda j, _: j < count,
+                lambda j, outputs: (j + 1, launch(arrays, j, tf.constant(1), outputs)),
+                (prefix, outputs),
+            )
+            return left - count, outputs
+
+        left = tf.cast(steps_per_execution, tf.int32)  # read when called: Keras lowers it
+        _, outputs = tf.while_loop(lambda left, _: left > 0, group, (left, first_outputs))
         return outputs
 
-    function = tf.function(train_function, reduce_retracing=True)
-    function.group_sizes = sizes
+    function = tf.function(train_function, reduce_retracing=True, autograph=False)
+    function.group_length = slots
     function.run_steps = run_steps
     function.fused_steps_run = fused_steps_run
     return function

@@ -229,6 +229,10 @@ class VAE(tfk.Model):
         self._trackers["kl"].update_state(kl)
         if iwae is not None:
             self._trackers["iwae"].update_state(iwae)
+        return self._step_results()
+
+    def _step_results(self):
+        """What `train_step` returns: the running means of `_trackers`."""
         return {name: t.result() for name, t in self._trackers.items()}
 
     @property
@@ -418,7 +422,15 @@ class VAE(tfk.Model):
             return current
         if not fuse:
             return executions.mark_built(super().make_train_function(force=True), self)
-        keras_internals.set_train_function(self, fused_train_function(self, self._fused_steps))
+        # Optimizer slots made now, not inside the first trace (which would then run twice).
+        if isinstance(self.optimizer, tfk.optimizers.Optimizer):
+            self.optimizer.build(self.trainable_variables)  # a no-op once built
+        # A train_step of our own returns `_step_results()`: no extra trace for its outputs.
+        own_step = type(self).train_step is VAE.train_step
+        results = self._step_results if own_step else None
+        keras_internals.set_train_function(
+            self, fused_train_function(self, self._fused_steps, step_results=results)
+        )
         return self.train_function
 
     def make_test_function(self, force=False):
