@@ -56,9 +56,13 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
         assert 0 < row["neg_elbo"]["1"] < 2000, row
         assert row["finite"]
         assert len(row["first_epoch_s_per_repeat"]) == 1
+        assert 0 < row["best_epoch_s"] <= row["median_epoch_s"], row
     assert _finite(written["ratios"]["tfvae/tfp_recipe"]["time_ratio_median"])
     assert not any(key.startswith("tfvae/tfvae") for key in written["ratios"])
+    assert _finite(written["ratios"]["tfvae/tfp_recipe"]["best_epoch_ratio_median"])
     configurations = written["tfvae_configurations_over_fastest"]
+    best = written["tfvae_configurations_over_fastest_best_epochs"]
+    assert set(best) == set(configurations) and min(best.values()) == 1.0
     assert set(configurations) == {"tfvae", "tfvae_arrays", "tfvae_glorot"}
     assert min(configurations.values()) == 1.0 and all(_finite(v) for v in configurations.values())
     # compile() with no arguments takes the fused path on the dataset and on the array (3
@@ -331,3 +335,16 @@ def test_quality_study_reports_every_seed_and_the_welch_interval(data_dir, tmp_p
     other = [a if a != "300" else "200" for a in args]
     with pytest.raises(SystemExit, match="other settings.*subset"):
         quality.main(other + ["--out", str(tmp_path / "q3.json"), "--quiet"])
+
+
+def test_epoch_stats_skip_the_first_epoch_and_report_median_and_fastest():
+    from bench.run import epoch_stats
+
+    result = {"epoch_seconds": [9.0, 2.4, 1.4, 1.5, 2.5], "num_examples": 600}
+    result["epoch_cpu_seconds"] = [12.0, 4.4, 2.7, 2.8, 4.5]
+    stats = epoch_stats(result)
+    approx = pytest.approx
+    assert stats["median_epoch_s"] == approx(1.95) and stats["best_epoch_s"] == 1.4
+    assert stats["first_epoch_s"] == 9.0 and stats["compile_s"] == approx(9.0 - 1.95)
+    assert stats["median_epoch_cpu_s"] == approx(3.6)
+    assert stats["examples_per_s"] == approx(600 / 1.95)
