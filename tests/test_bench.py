@@ -348,3 +348,13 @@ def test_epoch_stats_skip_the_first_epoch_and_report_median_and_fastest():
     assert stats["first_epoch_s"] == 9.0 and stats["compile_s"] == approx(9.0 - 1.95)
     assert stats["median_epoch_cpu_s"] == approx(3.6)
     assert stats["examples_per_s"] == approx(600 / 1.95)
+
+
+def test_epoch_breakdown_times_every_arm_on_the_same_data(data_dir):
+    from bench import epoch_breakdown
+
+    result = epoch_breakdown.main(["--data-dir", data_dir, "--subset", "640", "--rounds", "2"])
+    assert result["examples"] == 640
+    for arm in ("adam", "sgd", "forward"):
+        assert len(result[arm]["seconds"]) == 2
+        assert 0 < result[arm]["fastest_s"] <= result[arm]["median_s"]
