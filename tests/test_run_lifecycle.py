@@ -174,18 +174,30 @@ def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run
         assert tree_digest(cli_run) == before, extra
         assert status == 2
         assert expected in one_line_error(capsys.readouterr().err)
-    try:  # a new run that diverges during training never replaces the old one
-        status = main(["train", "--out", str(cli_run), "--overwrite", *CLI_TINY,
-                       "--learning-rate", "1e30"])  # fmt: skip
-    except FloatingPointError:
-        status = 1
-    assert status != 0
+    # a new run that diverges during training never replaces the old one
+    status = main(["train", "--out", str(cli_run), "--overwrite", *CLI_TINY,
+                   "--learning-rate", "1e30"])  # fmt: skip
+    assert status == 1
+    assert "training diverged at epoch 1" in one_line_error(capsys.readouterr().err)
     assert tree_digest(cli_run) == before
     assert sorted(os.listdir(parent)) == ["flat.npy", "one.npy", "run", "split.npz"]  # no staging
     from tfvae.cli import _dataset_source
 
     model = load_model(cli_run)  # the old run still evaluates
     assert model.config.hidden_units == (8,) and _dataset_source(str(cli_run))
+
+
+def test_a_diverging_first_run_ends_with_one_line_and_leaves_nothing(tmp_path, capsys):
+    """A NaN loss in epoch 1 (learning rate 1e30): exit 1 (the input was fine, the run
+    failed), one line naming epoch, batch and what to change, no traceback; no epoch was
+    trained, so the folder the command created is gone."""
+    out = tmp_path / "runs" / "diverged"
+    status = main(["train", "--out", str(out), *CLI_TINY, "--learning-rate", "1e30"])
+    assert status == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert line.startswith("tfvae train: error: training diverged at epoch 1, batch ")
+    assert "--learning-rate" in line and "Traceback" not in line
+    assert os.listdir(tmp_path) == []
 
 
 def test_overwrite_replaces_the_whole_run_and_keeps_foreign_files_safe(cli_run, capsys):

@@ -60,7 +60,7 @@ from tfvae.config import (
 
 __all__ = ["main", "EXIT_USAGE", "EXIT_FAILED"]
 
-EXIT_FAILED = 1  # the run failed (a full disk): the input was fine
+EXIT_FAILED = 1  # the run failed (a full disk, a diverging loss): the input was fine
 EXIT_USAGE = 2
 MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
 DATA_FILE = "dataset.json"  # what runs recorded their dataset in before run.json did
@@ -1130,6 +1130,9 @@ def _failure(error: Exception) -> Tuple[int, str]:
     unexpected ones (a bug's traceback is worth seeing)."""
     if is_disk_full(error):  # tfvae's writes say which file; TensorFlow's own are parsed
         return EXIT_FAILED, str(as_disk_full(error))
+    callbacks = sys.modules.get("tfvae.callbacks")  # loaded wherever training ran
+    if callbacks is not None and isinstance(error, callbacks.NonFiniteLossError):
+        return EXIT_FAILED, str(error)  # names epoch, batch, term and likely causes
     if isinstance(error, (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError)):
         return EXIT_USAGE, str(error) or type(error).__name__
     if isinstance(error, OSError):  # unreadable files, permissions
