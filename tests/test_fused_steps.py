@@ -154,3 +154,25 @@ def test_fused_steps_need_xla_and_several_steps_per_execution():
 def test_fused_steps_must_be_a_positive_integer(bad):
     with pytest.raises((ValueError, TypeError), match="fused_steps"):
         VAE(CONFIG).compile(fused_steps=bad)
+
+
+class ExtraLogVAE(VAE):
+    """A subclass whose train_step returns more than the metrics' results."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        return {**logs, "twice_kl": 2.0 * logs["kl"]}
+
+
+@pytest.mark.parametrize("fused_steps", [1, 4])
+def test_a_subclass_train_step_returns_its_own_logs_when_fused(fused_steps):
+    """A train_step of the subclass's own: the fused loop carries its outputs (traced for
+    their structure), so `fit` logs what it returns, exactly as Keras' loop does."""
+    model = ExtraLogVAE(CONFIG)
+    model.compile(tfk.optimizers.Adam(1e-2), steps_per_execution=8, fused_steps=fused_steps)
+    history = model.fit(X, batch_size=96, epochs=2, shuffle=False, verbose=0).history
+    assert is_fused(model.train_function) == (fused_steps > 1)
+    np.testing.assert_allclose(history["twice_kl"], 2 * np.array(history["kl"]), rtol=1e-6)
+    if fused_steps > 1:
+        # 11 batches per epoch at 8 steps per call: a group of 8, then 3 with the short batch
+        assert int(model.train_function.fused_steps_run) == 2 * (8 + 2)

@@ -426,7 +426,10 @@ class VAE(tfk.Model):
         if isinstance(self.optimizer, tfk.optimizers.Optimizer):
             self.optimizer.build(self.trainable_variables)  # a no-op once built
         # A train_step of our own returns `_step_results()`: no extra trace for its outputs.
-        own_step = type(self).train_step is VAE.train_step
+        own_step = all(
+            getattr(type(self), name) is getattr(VAE, name)
+            for name in ("train_step", "_update_metrics")
+        )
         results = self._step_results if own_step else None
         keras_internals.set_train_function(
             self, fused_train_function(self, self._fused_steps, step_results=results)
@@ -435,23 +438,18 @@ class VAE(tfk.Model):
 
     def make_test_function(self, force=False):
         """Keras' test function, retraced if it was traced for fewer steps per call."""
-        if (
-            self.test_function is not None
-            and not force
-            and not executions.stale(self.test_function, self)
-        ):
-            return self.test_function
-        return executions.mark_built(super().make_test_function(force=True), self)
+        return self._current_or_new(self.test_function, super().make_test_function, force)
 
     def make_predict_function(self, force=False):
         """Keras' predict function, retraced if it was traced for fewer steps per call."""
-        if (
-            self.predict_function is not None
-            and not force
-            and not executions.stale(self.predict_function, self)
-        ):
-            return self.predict_function
-        return executions.mark_built(super().make_predict_function(force=True), self)
+        return self._current_or_new(self.predict_function, super().make_predict_function, force)
+
+    def _current_or_new(self, current, make, force):
+        """`current` (a Keras-made function) unless forced or stale (`executions.stale`); else
+        a new one from `make`, marked with the steps per call it was traced for."""
+        if current is not None and not force and not executions.stale(current, self):
+            return current
+        return executions.mark_built(make(force=True), self)
 
     def _one_step_per_call_unless(self, *never_runs_out: bool):
         """One step per execution for this call if compile chose the steps per execution
