@@ -140,125 +140,103 @@ def train_and_evaluate(
     # share the chief's on purpose and take no lock.
     locked = runlock.hold(workdir) if workdir is not None and chief else contextlib.nullcontext()
     with locked:
-        return _train_and_evaluate(
-            model_config,
-            train_config,
-            data,
-            workdir,
-            verbose,
-            overwrite,
-            resume,
-            callbacks,
-            strategy,
-            dataset_source,
-        )
-
-
-def _train_and_evaluate(
-    model_config,
-    train_config,
-    data,
-    workdir,
-    verbose,
-    overwrite,
-    resume,
-    callbacks,
-    strategy,
-    dataset_source,
-):
-    """`train_and_evaluate` once its arguments are checked and its workdir locked."""
-    chief = distribute.is_chief(strategy)
-    model_dir = None if workdir is None else os.path.join(workdir, RUN_MODEL_DIR)
-    # model/ without metrics.json: killed during the final writes, which a resume redoes.
-    resave = model_dir is not None and os.path.exists(model_dir) and not overwrite
-    if resave and (rundir.is_finished(workdir) or not rundir.is_interrupted(workdir)):
-        # On every worker (they share the workdir), so none waits for another that stopped.
-        raise FileExistsError(
-            f"{workdir!r} holds a finished run ({model_dir!r} and its metrics); choose "
-            "another workdir or pass overwrite=True"
-        )
-    if resave and not resume:
-        raise FileExistsError(
-            f"{workdir!r} holds a run interrupted during its final writes; pass resume=True "
-            "to finish it or overwrite=True to start over"
-        )
-    if workdir is not None and chief:
-        rundir.remove_temps(workdir)  # of writes killed half-way; none is in progress now
-        if overwrite:  # no longer a finished run, should this one be killed
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(workdir, rundir.METRICS_FILE))
-    jit_compile = train_config.jit_compile
-    if jit_compile and _replicas_on_cpu(strategy):
-        # XLA compiles a CPU cluster for one device: replicas on logical CPUs then fail with
-        # "Trying to access resource ... located in device CPU:1 from device CPU:0".
-        logger.info("jit_compile turned off: XLA does not run one replica per CPU device")
-        jit_compile = False
-    with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
-        model = VAE(model_config)
-        optimizer = tfk.optimizers.Adam(
-            train_config.learning_rate, global_clipnorm=train_config.clipnorm
-        )
-        model.compile(
-            optimizer,
-            jit_compile=jit_compile,
-            steps_per_execution=train_config.steps_per_execution,
-            fused_steps=train_config.fused_steps,
-        )
-        # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
-        model.optimizer.build(model.trainable_variables)
-    initial_epoch, past_history = 0, {}
-    if workdir is not None:
-        dataset = checkpointing.dataset_identity(data.x_train, dataset_source)
-        initial_epoch, past_history = checkpointing.resume_state(
-            model, model_config, train_config, workdir, overwrite, resume, strategy, dataset
-        )
-    # history.csv from the checkpointed history: a row lost to a kill, or a cut file, return.
-    history_logs = [c for c in callbacks or [] if isinstance(c, HistoryCSV)]
-    for log in history_logs if workdir is not None else []:
-        log.rewrite(past_history, write=chief)
-    # Each epoch's batches a fixed function of (seed, epoch), sharded across workers.
-    train_ds, steps = input_pipeline.epoch_dataset(
-        data.x_train,
-        train_config.batch_size,
-        train_config.seed,
-        initial_epoch,
-        max(train_config.epochs, initial_epoch + 1),
-        dynamic_binarization=train_config.dynamic_binarization,
-    )
-    history = dict(past_history)
-    checkpoint_dir = (
-        None if workdir is None else os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-    )
-    with distribute.write_dir(checkpoint_dir, strategy) as checkpoint_out:
-        fit_callbacks = [StopOnNonFiniteLoss()]
-        if train_config.kl_warmup_epochs:
-            fit_callbacks.append(KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight))
-        if checkpoint_out is not None:
-            fit_callbacks.append(checkpointing.TrainingCheckpoint(checkpoint_out, past_history))
-        for callback in callbacks or []:
-            if isinstance(callback, EvalSummaries):
-                callback.attach(data.x_test, model_config, train_config)
-        if verbose == 2:
-            fit_callbacks.append(EpochLine())  # Keras' own prints a negative ELBO as -3.3e+01
-        if initial_epoch < train_config.epochs:
-            fitted = model.fit(
-                train_ds,
-                epochs=train_config.epochs,
-                verbose=verbose if chief and verbose != 2 else 0,  # one progress log, the chief's
-                callbacks=fit_callbacks + list(callbacks or []),
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
+        model_dir = None if workdir is None else os.path.join(workdir, RUN_MODEL_DIR)
+        # model/ without metrics.json: killed during the final writes, which a resume redoes.
+        resave = model_dir is not None and os.path.exists(model_dir) and not overwrite
+        if resave and (rundir.is_finished(workdir) or not rundir.is_interrupted(workdir)):
+            # On every worker (they share the workdir), so none waits for another that stopped.
+            raise FileExistsError(
+                f"{workdir!r} holds a finished run ({model_dir!r} and its metrics); choose "
+                "another workdir or pass overwrite=True"
             )
-            for key, values in fitted.history.items():
-                history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
-    model.kl_weight.assign(model_config.kl_weight)
-    metrics = evaluate_model(model, data.x_test, train_config.batch_size, train_config.eval_samples)
-    for log in history_logs if workdir is not None else []:
-        log.rewrite(history, write=chief)
-    with distribute.write_dir(workdir, strategy) as out:
-        if out is not None:
-            _save(model, out, history, metrics, train_config, overwrite or resave)
-    return model, history, metrics
+        if resave and not resume:
+            raise FileExistsError(
+                f"{workdir!r} holds a run interrupted during its final writes; pass resume=True "
+                "to finish it or overwrite=True to start over"
+            )
+        if workdir is not None and chief:
+            rundir.remove_temps(workdir)  # of writes killed half-way; none is in progress now
+            if overwrite:  # no longer a finished run, should this one be killed
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(workdir, rundir.METRICS_FILE))
+        jit_compile = train_config.jit_compile
+        if jit_compile and _replicas_on_cpu(strategy):
+            # XLA compiles a CPU cluster for one device: replicas on logical CPUs then fail with
+            # "Trying to access resource ... located in device CPU:1 from device CPU:0".
+            logger.info("jit_compile turned off: XLA does not run one replica per CPU device")
+            jit_compile = False
+        with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
+            model = VAE(model_config)
+            optimizer = tfk.optimizers.Adam(
+                train_config.learning_rate, global_clipnorm=train_config.clipnorm
+            )
+            model.compile(
+                optimizer,
+                jit_compile=jit_compile,
+                steps_per_execution=train_config.steps_per_execution,
+                fused_steps=train_config.fused_steps,
+            )
+            # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
+            model.optimizer.build(model.trainable_variables)
+        initial_epoch, past_history = 0, {}
+        if workdir is not None:
+            dataset = checkpointing.dataset_identity(data.x_train, dataset_source)
+            initial_epoch, past_history = checkpointing.resume_state(
+                model, model_config, train_config, workdir, overwrite, resume, strategy, dataset
+            )
+        # history.csv from the checkpointed history: a row lost to a kill, or a cut file, return.
+        history_logs = [c for c in callbacks or [] if isinstance(c, HistoryCSV)]
+        for log in history_logs if workdir is not None else []:
+            log.rewrite(past_history, write=chief)
+        # Each epoch's batches a fixed function of (seed, epoch), sharded across workers.
+        train_ds, steps = input_pipeline.epoch_dataset(
+            data.x_train,
+            train_config.batch_size,
+            train_config.seed,
+            initial_epoch,
+            max(train_config.epochs, initial_epoch + 1),
+            dynamic_binarization=train_config.dynamic_binarization,
+        )
+        history = dict(past_history)
+        checkpoint_dir = (
+            None if workdir is None else os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+        )
+        with distribute.write_dir(checkpoint_dir, strategy) as checkpoint_out:
+            fit_callbacks = [StopOnNonFiniteLoss()]
+            if train_config.kl_warmup_epochs:
+                fit_callbacks.append(
+                    KLWarmup(train_config.kl_warmup_epochs, model_config.kl_weight)
+                )
+            if checkpoint_out is not None:
+                fit_callbacks.append(checkpointing.TrainingCheckpoint(checkpoint_out, past_history))
+            for callback in callbacks or []:
+                if isinstance(callback, EvalSummaries):
+                    callback.attach(data.x_test, model_config, train_config)
+            if verbose == 2:
+                fit_callbacks.append(EpochLine())  # Keras' own prints a negative ELBO as -3.3e+01
+            if initial_epoch < train_config.epochs:
+                fitted = model.fit(
+                    train_ds,
+                    epochs=train_config.epochs,
+                    verbose=verbose
+                    if chief and verbose != 2
+                    else 0,  # one progress log, the chief's
+                    callbacks=fit_callbacks + list(callbacks or []),
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=steps,
+                )
+                for key, values in fitted.history.items():
+                    history[key] = list(past_history.get(key, [])) + [float(v) for v in values]
+        model.kl_weight.assign(model_config.kl_weight)
+        metrics = evaluate_model(
+            model, data.x_test, train_config.batch_size, train_config.eval_samples
+        )
+        for log in history_logs if workdir is not None else []:
+            log.rewrite(history, write=chief)
+        with distribute.write_dir(workdir, strategy) as out:
+            if out is not None:
+                _save(model, out, history, metrics, train_config, overwrite or resave)
+        return model, history, metrics
 
 
 def _replicas_on_cpu(strategy) -> bool:
