@@ -34,6 +34,23 @@ WEIGHT_NAMES = (
 )  # fmt: skip
 
 
+def tfvae_config(seed: int, weight_init=None):
+    """The benchmark architecture as a `tfvae.VAEConfig` (784-400-20 ReLU MLP, Bernoulli
+    decoder); `weight_init` None keeps VAEConfig's default."""
+    from tfvae import VAEConfig
+
+    init = {"weight_init": weight_init} if weight_init else {}
+    return VAEConfig(
+        input_dim=INPUT_DIM,
+        latent_dim=LATENT_DIM,
+        hidden_units=(HIDDEN,),
+        activation="relu",
+        decoder="bernoulli",
+        seed=seed,
+        **init,
+    )
+
+
 def save_weights(path: str, weights: Dict[str, np.ndarray]) -> None:
     """Writes a contestant's trained weights (`WEIGHT_NAMES`, float32) to an .npz file."""
     missing = set(WEIGHT_NAMES) - set(weights)

@@ -32,20 +32,13 @@ def main(argv=None) -> dict:
     import tensorflow as tf
     import tf_keras as tfk
 
-    from tfvae import VAE, VAEConfig
+    from tfvae import VAE
     from tfvae.data import binarize, load_mnist
     from tfvae.input_pipeline import make_dataset
 
     mnist = load_mnist(args.data_dir, binarization="none", subset=args.subset)
     x = binarize(mnist.x_train, "static", seed=0)  # as `common.save_mnist_arrays`
-    config = VAEConfig(
-        input_dim=common.INPUT_DIM,
-        latent_dim=common.LATENT_DIM,
-        hidden_units=(common.HIDDEN,),
-        activation="relu",
-        decoder="bernoulli",
-        seed=0,
-    )
+    config = common.tfvae_config(seed=0)
     data = make_dataset(x, common.BATCH_SIZE, seed=0)
     models = {}
     for name, optimizer in (

@@ -86,17 +86,9 @@ def run_seed(seed: int, args, x_train, x_test, eps_test) -> dict:
     import torch
 
     from bench.torch_reference import elbo_probes
-    from tfvae import VAE, TrainConfig, VAEConfig
+    from tfvae import VAE, TrainConfig
 
-    config = VAEConfig(
-        input_dim=common.INPUT_DIM,
-        latent_dim=common.LATENT_DIM,
-        hidden_units=(common.HIDDEN,),
-        activation="relu",
-        decoder="bernoulli",
-        seed=seed,
-        **({"weight_init": args.weight_init} if args.weight_init else {}),
-    )
+    config = common.tfvae_config(seed, args.weight_init)
     model = VAE(config)
     defaults = TrainConfig()
     model.compile(

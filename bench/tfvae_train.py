@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     import tensorflow as tf
     import tf_keras as tfk
 
-    from tfvae import VAE, VAEConfig, keras_internals, save_model
+    from tfvae import VAE, keras_internals, save_model
     from tfvae.input_pipeline import make_dataset
 
     tf.random.set_seed(args.seed)
@@ -53,16 +53,7 @@ def main(argv=None) -> dict:
         )
         if value is not None
     }
-    init = {"weight_init": args.weight_init} if args.weight_init else {}
-    config = VAEConfig(
-        input_dim=784,
-        latent_dim=common.LATENT_DIM,
-        hidden_units=(common.HIDDEN,),
-        activation="relu",
-        decoder="bernoulli",
-        seed=args.seed,
-        **init,
-    )
+    config = common.tfvae_config(args.seed, args.weight_init)
     model = VAE(config)
     model.compile(tfk.optimizers.Adam(common.LEARNING_RATE), jit_compile=not args.no_jit, **speed)
     x_train, x_test, eps = common.load_arrays(args.data)
