@@ -68,6 +68,27 @@ def test_evaluate_and_predict_by_default_match_one_step_per_call():
         )
 
 
+@pytest.mark.parametrize("batch_size", [None, 7, 96])
+def test_evaluate_and_predict_on_arrays_give_what_keras_array_adapter_gives(batch_size):
+    """A numpy array goes to evaluate/predict as the dataset of its batches (no array
+    adapter per call): the same batches in order, so the same numbers as Keras' own path
+    (`tfk.Model`'s methods, draws restarted as `VAE`'s do), bit for bit; 1000 rows in
+    batches of 32 (Keras' default), 7 and 96 all end in a short batch."""
+    model = compiled()
+    sizes = {} if batch_size is None else {"batch_size": batch_size}
+    got = model.evaluate(X, verbose=0, return_dict=True, **sizes)
+    sample = model.predict(X, verbose=0, output="sample", **sizes)
+    with model._one_step_per_call_unless(False):  # the default: 128 steps per call
+        model._draws.assign(0)
+        want = tfk.Model.evaluate(model, X, verbose=0, return_dict=True, **sizes)
+        model._draws.assign(0)
+        want_sample = tfk.Model.predict(model, X, verbose=0, **sizes)
+    assert got == want
+    np.testing.assert_array_equal(sample, want_sample)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.evaluate(X, batch_size=0, verbose=0)
+
+
 def test_data_that_may_end_mid_call_runs_one_step_per_call_by_default():
     """Keras refuses data of unknown size at several steps per call and drops the last
     call's predictions when `steps` outruns the data; the default steps per execution

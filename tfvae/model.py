@@ -494,6 +494,7 @@ class VAE(tfk.Model):
         x = _check_fit_input(x, self.config, "x")
         self._ensure_compiled()
         self._draws.assign(0)
+        x, kwargs = self._array_batches(x, args, kwargs)
         ends = executions.never_runs_out_mid_execution(x, kwargs.get("steps"))
         with self._one_step_per_call_unless(ends):
             return super().evaluate(x, None, *args, **kwargs)
@@ -521,9 +522,31 @@ class VAE(tfk.Model):
             self._predict_output, self._predict_latent = output, latent
             self.predict_function = None  # retrace for the new choice
         self._draws.assign(0)
+        x, kwargs = self._array_batches(x, args, kwargs)
         ends = executions.never_runs_out_mid_execution(x, kwargs.get("steps"))
         with self._one_step_per_call_unless(ends):
             return super().predict(x, *args, **kwargs)
+
+    def _array_batches(self, x, args, kwargs):
+        """`(x, kwargs)` for Keras' evaluate/predict: a numpy `x` becomes the dataset of its
+        batches in order (`batch_size`, Keras' default 32), the batches Keras' array adapter
+        would make, without its set-up (about 50 ms a call on 10,000 rows). Left to Keras:
+        positional options, `sample_weight`, `steps`, distribution strategies, arrays over
+        `_DIRECT_ARRAY_BYTES`."""
+        if (
+            not isinstance(x, np.ndarray)
+            or args
+            or x.nbytes > _DIRECT_ARRAY_BYTES
+            or kwargs.get("sample_weight") is not None
+            or kwargs.get("steps") is not None
+            or keras_internals.has_distribution_strategy(self)
+            or tf.distribute.has_strategy()
+        ):
+            return x, kwargs
+        kwargs = dict(kwargs)
+        batch_size = kwargs.pop("batch_size", None)
+        batch_size = 32 if batch_size is None else check_positive_int(batch_size, "batch_size")
+        return tf.data.Dataset.from_tensor_slices(x).batch(batch_size), kwargs
 
     # One batch is one step: Keras would ask a many-step function for batches that the
     # one-batch iterator does not have.
@@ -646,6 +669,10 @@ keras_internals.refuse_saved_model(
     "tensors): use model.export(path) or tfvae.export(model, path) for a SavedModel with "
     "tensor signatures (TF Serving), or model.save(path) to save it for tfvae.load_model",
 )
+
+
+# Largest numpy array `evaluate`/`predict` batch themselves (`VAE._array_batches`).
+_DIRECT_ARRAY_BYTES = 2**30
 
 
 def _features(data):

@@ -112,12 +112,14 @@ def check_array(
         raise ValueError(shape_message(name, dim, what, _describe(arr), hint))
     if require_examples and arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: got 0 examples of shape [batch, {dim}]")
-    if arr.size and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+    # Two passes (min and max: a NaN or an infinity shows in one of them), not a mask.
+    low, high = (arr.min(), arr.max()) if arr.size else (0, 0)
+    if np.issubdtype(arr.dtype, np.floating) and not (np.isfinite(low) and np.isfinite(high)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         index = tuple(int(i) for i in bad)
         raise ValueError(non_finite_message(name, str(index), str(arr[index])))
-    if unit_interval and arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError(unit_interval_message(name, f"{arr.min():g}", f"{arr.max():g}"))
+    if unit_interval and (low < 0 or high > 1):
+        raise ValueError(unit_interval_message(name, f"{low:g}", f"{high:g}"))
     return tf.convert_to_tensor(arr, dtype=tf.float32)
 
 
