@@ -147,6 +147,20 @@ def test_export_writes_tf_serving_layout(workdir, tmp_path, capsys):
     line = one_line_error(capsys.readouterr().err)
     assert "pass --overwrite" in line and "overwrite=True" not in line
     assert tree_digest(tmp_path) == before
+    # The log_likelihood signature's K and the request budget, chosen and recorded.
+    from tfvae.export import METADATA_FILE
+
+    status = main(["export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path),
+                   "--iwae-samples", "7", "--max-request-elements", "6"])  # fmt: skip
+    assert status == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "--max-request-elements must be at least --iwae-samples (7)" in line
+    assert tree_digest(tmp_path) == before
+    status = main(["export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path),
+                   "--iwae-samples", "7", "--max-request-elements", "700"])  # fmt: skip
+    assert status == 0
+    meta = json.loads((tmp_path / "default" / "2" / "assets.extra" / METADATA_FILE).read_text())
+    assert (meta["iwae_samples"], meta["max_request_elements"]) == (7, 700)
 
 
 @pytest.mark.slow

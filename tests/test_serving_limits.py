@@ -142,7 +142,8 @@ def _budget_message(signature, rows, samples, unit="rows"):
         f"over the budget of {SMALL_BUDGET} rows x samples set at export "
         "(max_request_elements); "
         f"send at most {SMALL_BUDGET // samples} {unit} per request, or re-export with "
-        f"tfvae.export(..., max_request_elements={total}) or more"
+        f"tfvae.export(..., max_request_elements={total}) or more (from the command line: "
+        f"tfvae export RUN --max-request-elements {total})"
     )
 
 

@@ -420,6 +420,20 @@ def _parser() -> argparse.ArgumentParser:
         "--version", type=_int_in(1, MAX_VERSION), default=None, help="(default: next free)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument(
+        "--iwae-samples",
+        type=_int_in(1, MAX_SAMPLES),
+        default=100,
+        help=f"K of the log_likelihood signature's iwae output (default: 100; at most "
+        f"{MAX_SAMPLES})",
+    )
+    p.add_argument(
+        "--max-request-elements",
+        type=_int_in(1, 2**63 - 1),
+        default=None,
+        help="the most rows x samples one request may ask for, at least --iwae-samples "
+        "(default: what fits in 1 GiB of float32 tensors)",
+    )
 
     p = add("sample", _cmd_sample, picture=("samples.png", 8, "rows: latents z", MAX_PICTURE))
     p.add_argument(
@@ -907,14 +921,16 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _export(model, base_dir: str, name: str, version=None, overwrite=False) -> str:
+def _export(model, base_dir: str, name: str, version=None, overwrite=False, **options) -> str:
+    """`tfvae.export.export` into BASE_DIR/NAME; `options` are its keyword arguments."""
     try:
         from tfvae.export import export
     except ImportError as e:
         raise UsageError(f"export is not available in this installation ({e})")
     if not name or os.sep in name or name in (".", ".."):
         raise UsageError(f"--name must be a plain model name, got {name!r}")
-    return export(model, os.path.join(base_dir, name), version=version, overwrite=overwrite)
+    target = os.path.join(base_dir, name)
+    return export(model, target, version=version, overwrite=overwrite, **options)
 
 
 def _cmd_export(args) -> int:
@@ -932,8 +948,17 @@ def _cmd_export(args) -> int:
                 f"{target!r} already exists: pass --overwrite to replace it, or leave out "
                 f"--version to export the next free version"
             )
+    if args.max_request_elements is not None and args.max_request_elements < args.iwae_samples:
+        raise UsageError(
+            f"--max-request-elements must be at least --iwae-samples ({args.iwae_samples}): "
+            f"one log_likelihood row takes that many, got {args.max_request_elements}"
+        )
     model, _ = _open_run(args.run_dir)
-    path = _export(model, args.base_dir, name, args.version, args.overwrite)
+    options = {
+        "iwae_samples": args.iwae_samples,
+        "max_request_elements": args.max_request_elements,
+    }
+    path = _export(model, args.base_dir, name, args.version, args.overwrite, **options)
     print(f"exported {path}")
     return 0
 

@@ -24,7 +24,8 @@ def budget_message(signature: str, rows, samples, total, budget, max_rows, unit:
         f"{signature}: this request is {rows} {unit} x {samples} samples per row = {total}, "
         f"over the budget of {budget} rows x samples set at export (max_request_elements); send "
         f"at most {max_rows} {unit} per request, or re-export with "
-        f"tfvae.export(..., max_request_elements={total}) or more"
+        f"tfvae.export(..., max_request_elements={total}) or more (from the command line: "
+        f"tfvae export RUN --max-request-elements {total})"
     )
 
 
