@@ -78,13 +78,18 @@ def test_evaluate_and_predict_on_arrays_give_what_keras_array_adapter_gives(batc
     sizes = {} if batch_size is None else {"batch_size": batch_size}
     got = model.evaluate(X, verbose=0, return_dict=True, **sizes)
     sample = model.predict(X, verbose=0, output="sample", **sizes)
-    with model._one_step_per_call_unless(False):  # the default: 128 steps per call
-        model._draws.assign(0)
-        want = tfk.Model.evaluate(model, X, verbose=0, return_dict=True, **sizes)
-        model._draws.assign(0)
-        want_sample = tfk.Model.predict(model, X, verbose=0, **sizes)
+    model._draws.assign(0)  # Keras' own path, at the same 128 steps per call
+    want = tfk.Model.evaluate(model, X, verbose=0, return_dict=True, **sizes)
+    model._draws.assign(0)
+    want_sample = tfk.Model.predict(model, X, verbose=0, **sizes)
     assert got == want
     np.testing.assert_array_equal(sample, want_sample)
+    # The array did go the dataset route (and the options that keep Keras' do not).
+    routed, _ = model._array_batches(X, (), sizes)
+    assert isinstance(routed, tf.data.Dataset)
+    assert [int(tf.shape(b)[0]) for b in routed][-1] == 1000 % (batch_size or 32)
+    for kept in ({"steps": 3}, {"sample_weight": np.ones(1000)}, {"_use_cached_eval_dataset": 1}):
+        assert model._array_batches(X, (), kept)[0] is X
     with pytest.raises(ValueError, match="batch_size"):
         model.evaluate(X, batch_size=0, verbose=0)
 

@@ -106,7 +106,7 @@ def fused_train_function(model: tfk.Model, fused_steps: int, step_results=None):
                 with tf.control_dependencies(tf.nest.flatten(_run_step(model, select(i)))):
                     return i + 1
 
-            with tf.control_dependencies([tf.while_loop(lambda i: i < count, body, [0])]):
+            with tf.control_dependencies(tf.while_loop(lambda i: i < count, body, [0])):
                 outputs = step_results()
         fused_steps_run.assign_add(tf.cast(tf.where(count > 1, count, 0), tf.int64))
         return outputs

@@ -422,11 +422,14 @@ class VAE(tfk.Model):
             return current
         if not fuse:
             return executions.mark_built(super().make_train_function(force=True), self)
+        # Networks passed in unbuilt make their variables in the first trace: then the
+        # optimizer and the outputs' structure wait for it (one trace more).
+        built = self.encoder.built and self.decoder.built
         # Optimizer slots made now, not inside the first trace (which would then run twice).
-        if isinstance(self.optimizer, tfk.optimizers.Optimizer):
+        if built and isinstance(self.optimizer, tfk.optimizers.Optimizer):
             self.optimizer.build(self.trainable_variables)  # a no-op once built
         # A train_step of our own returns `_step_results()`: no extra trace for its outputs.
-        own_step = all(
+        own_step = built and all(
             getattr(type(self), name) is getattr(VAE, name)
             for name in ("train_step", "_update_metrics")
         )
@@ -536,6 +539,7 @@ class VAE(tfk.Model):
         if (
             not isinstance(x, np.ndarray)
             or args
+            or kwargs.get("_use_cached_eval_dataset")  # fit's validation: Keras' own cache
             or x.nbytes > _DIRECT_ARRAY_BYTES
             or kwargs.get("sample_weight") is not None
             or kwargs.get("steps") is not None
