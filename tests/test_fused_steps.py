@@ -224,3 +224,20 @@ def test_networks_built_in_the_first_trace_still_fuse():
     fused, keras_loop = fit(4), fit(1)
     assert is_fused(fused[0].train_function)
     assert_same_training(keras_loop, fused)
+
+
+def test_datasets_with_sparse_or_ragged_parts_keep_the_keras_loop():
+    """A `y` that is sparse or ragged (ignored by a VAE) cannot sit in a group's
+    TensorArrays: such data trains through Keras' loop, every batch; plain data fuses
+    again afterwards."""
+    sparse = tf.sparse.from_dense(X[:, :3])
+    ragged = tf.RaggedTensor.from_row_lengths(tf.ones([3000]), [3] * 1000)
+    model = VAE(CONFIG)
+    model.compile(tfk.optimizers.Adam(1e-2), fused_steps=4)
+    for y in (sparse, ragged):
+        model.fit(tf.data.Dataset.from_tensor_slices((X, y)).batch(96), epochs=1, verbose=0)
+        assert not is_fused(model.train_function)
+    assert int(model.optimizer.iterations) == 2 * 11
+    model.fit(X, batch_size=96, epochs=1, verbose=0)
+    assert is_fused(model.train_function)
+    assert int(model.optimizer.iterations) == 3 * 11

@@ -23,7 +23,7 @@ import tf_keras as tfk
 
 from tfvae import keras_internals
 
-__all__ = ["can_fuse", "fused_train_function", "group_length", "is_fused"]
+__all__ = ["can_fuse", "fused_train_function", "group_length", "is_fused", "plain_batches"]
 
 
 def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
@@ -44,6 +44,15 @@ def can_fuse(model: tfk.Model, fused_steps: int) -> bool:
         and not tf.distribute.has_strategy()
         and not keras_internals.has_distribution_strategy(model)
     )
+
+
+def plain_batches(x) -> bool:
+    """Whether the batches of `fit` data `x` are plain tensors, as a group's TensorArrays
+    hold them: datasets with sparse or ragged parts (a `y` a VAE ignores, say) keep Keras'
+    loop."""
+    if isinstance(x, tf.data.Dataset):
+        return all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(x.element_spec))
+    return True
 
 
 def is_fused(train_function) -> bool:
