@@ -49,3 +49,18 @@ def small_config():
     from tfvae import VAEConfig
 
     return VAEConfig(input_dim=16, latent_dim=3, hidden_units=(12,))
+
+
+@pytest.fixture
+def checkpoint_callback(tmp_path):
+    """(a `TrainingCheckpoint` writing into tmp_path, its compiled 16-2 VAE): set up as `fit`
+    sets it up (optimizer slots built, `on_train_begin` run), no epoch written yet."""
+    from tfvae import VAE, VAEConfig, checkpointing
+
+    model = VAE(VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,)))
+    model.compile()
+    model.optimizer.build(model.trainable_variables)
+    callback = checkpointing.TrainingCheckpoint(str(tmp_path))
+    callback.set_model(model)
+    callback.on_train_begin()
+    return callback, model

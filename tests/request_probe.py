@@ -72,13 +72,14 @@ def main(export_dir, requests_path, report_path):
             entry["error"] = e.message
         entry["then_ok"] = bool(runner.run(*good))
         report[label] = entry
-    modules = sorted(m for m in sys.modules if m.split(".")[0] in _Blocker.blocked)
+    modules = sorted(m for m in sys.modules if m.split(".")[0] in Blocker.blocked)
     with open(report_path, "w") as f:
         json.dump({"requests": report, "modules": modules}, f, indent=1)
 
 
-class _Blocker:
-    """Makes tfvae and tensorflow_probability unimportable in this process."""
+class Blocker:
+    """Makes tfvae and tensorflow_probability unimportable in this process (a
+    `sys.meta_path` finder; serving_probe.py installs it too)."""
 
     blocked = ("tfvae", "tensorflow_probability")
 
@@ -89,5 +90,5 @@ class _Blocker:
 
 
 if __name__ == "__main__":
-    sys.meta_path.insert(0, _Blocker())
+    sys.meta_path.insert(0, Blocker())
     main(*sys.argv[1:])

@@ -12,19 +12,9 @@ import json
 import os
 import sys
 
+from request_probe import Blocker  # this script's folder is on sys.path
 
-class _Blocker:
-    """Makes tfvae and tensorflow_probability unimportable in this process."""
-
-    blocked = ("tfvae", "tensorflow_probability")
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.blocked:
-            raise ImportError(f"{name} is blocked in this process (serving has no Python deps)")
-        return None
-
-
-sys.meta_path.insert(0, _Blocker())
+sys.meta_path.insert(0, Blocker())
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -102,7 +92,7 @@ def probe(export_dir, requests_path, out_dir):
                 report["bad"][label] = None
             except tf.errors.OpError as e:
                 report["bad"][label] = e.message
-    report["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in _Blocker.blocked)
+    report["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in Blocker.blocked)
     np.savez(os.path.join(out_dir, "outputs.npz"), **outputs)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=1)

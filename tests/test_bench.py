@@ -88,24 +88,26 @@ def test_iwae_floor_and_table_are_reported(summary):
     assert "tfvae/tfp_recipe" in text and "-log p(x)" in text
 
 
+def _assert_peer_benchmarked(s, peer):
+    """`peer`'s row (finite epoch time, a plausible -ELBO), its ratio, and its place among
+    the peers tfvae is measured against."""
+    row = s["table"][peer]
+    assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
+    assert _finite(s["ratios"][f"tfvae/{peer}"]["time_ratio_median"])
+    assert peer in s["ratios"]["tfvae/fastest_peer"]["peers"]
+
+
 def test_pytorch_reference_is_benchmarked(summary):
     if not HAS_TORCH:
         pytest.skip(NO_TORCH)
-    _, s = summary
-    row = s["table"]["pytorch"]
-    assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
-    assert _finite(s["ratios"]["tfvae/pytorch"]["time_ratio_median"])
-    assert "pytorch" in s["ratios"]["tfvae/fastest_peer"]["peers"]
+    _assert_peer_benchmarked(summary[1], "pytorch")
 
 
 def test_jax_is_benchmarked_for_training_and_evaluation_speed(summary):
     if not HAS_JAX:
         pytest.skip(NO_JAX)
     _, s = summary
-    row = s["table"]["jax"]
-    assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
-    assert _finite(s["ratios"]["tfvae/jax"]["time_ratio_median"])
-    assert "jax" in s["ratios"]["tfvae/fastest_peer"]["peers"]
+    _assert_peer_benchmarked(s, "jax")
     speed = s["evaluation_speed"]
     for name in ("tfvae", "jax"):
         assert speed[name]["iwae"]["k"] == 16 and speed[name]["iwae"]["n"] == 20

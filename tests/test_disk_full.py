@@ -161,13 +161,10 @@ def _fail_checkpoint_write_at(monkeypatch, epoch):
     monkeypatch.setattr(tf.train.Checkpoint, "write", filling)
 
 
-def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
-    model = VAE(TINY)
-    model.compile()
-    model.optimizer.build(model.trainable_variables)
-    callback = checkpointing.TrainingCheckpoint(str(tmp_path))
-    callback.set_model(model)
-    callback.on_train_begin()
+def test_checkpoint_on_a_full_disk_keeps_the_previous_one(
+    checkpoint_callback, tmp_path, monkeypatch
+):
+    callback, model = checkpoint_callback
     callback.on_epoch_end(0, {"loss": 1.0})
     _fail_checkpoint_write_at(monkeypatch, 2)
     with pytest.raises(DiskFullError) as e:

@@ -94,14 +94,9 @@ def test_a_wrong_dataset_json_is_refused(tmp_path, document, message):
 
 # ------------------------------------------------------------------------ state.json
 @pytest.fixture
-def checkpoint(tmp_path):
+def checkpoint(checkpoint_callback, tmp_path):
     """(directory of epoch 2's checkpoint, a model it fits), written by TrainingCheckpoint."""
-    model = VAE(TINY)
-    model.compile()
-    model.optimizer.build(model.trainable_variables)
-    callback = checkpointing.TrainingCheckpoint(str(tmp_path))
-    callback.set_model(model)
-    callback.on_train_begin()
+    callback, model = checkpoint_callback
     callback.on_epoch_end(0, {"loss": 3.0})
     callback.on_epoch_end(1, {"loss": 2.0})
     return tmp_path / "epoch-000002", model
