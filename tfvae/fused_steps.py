@@ -122,7 +122,7 @@ def fused_train_function(model: tfk.Model, fused_steps: int, step_results=None):
 
     run_steps = tf.function(run_steps, jit_compile=True, reduce_retracing=True)
     # Traced, never run: the structure of a step's outputs, for the loop's first value.
-    step_outputs = tf.function(lambda data: _run_step(model, data))
+    step_outputs = None if step_results else tf.function(lambda data: _run_step(model, data))
 
     def train_function(iterator):
         spec = iterator.element_spec

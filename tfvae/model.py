@@ -133,7 +133,6 @@ class VAE(tfk.Model):
         # `make_train_function` without the data, so `fit` leaves its verdict here for the
         # length of the call.
         self._fit_data_may_fuse = True
-        self._fit_data_plain = True  # fit's batches are plain tensors (`plain_batches`)
         self._predict_output = "mean"
         self._predict_latent = "sample"
         # The one-draw ELBO keeps the paper's path (`_elbo_terms`); everything else is
@@ -412,9 +411,7 @@ class VAE(tfk.Model):
     def make_train_function(self, force=False):
         """Keras' train function, or several steps per XLA program where that applies
         (`tfvae.fused_steps`)."""
-        fuse = (
-            self._fit_data_may_fuse and self._fit_data_plain and can_fuse(self, self._fused_steps)
-        )
+        fuse = self._fit_data_may_fuse and can_fuse(self, self._fused_steps)
         current = self.train_function
         if (
             current is not None
@@ -482,19 +479,17 @@ class VAE(tfk.Model):
             if not isinstance(validation_data, (tuple, list, tf.data.Dataset)):
                 validation_data = (validation_data,)  # a bare array: x alone, as for fit
         self._ensure_compiled()
-        self._fit_data_plain = plain_batches(x)
-        self._fit_data_may_fuse = executions.never_runs_out_mid_execution(
-            x, kwargs.get("steps_per_epoch")
-        )
+        ends = executions.never_runs_out_mid_execution(x, kwargs.get("steps_per_epoch"))
+        # Fused groups need data that never ends inside one, in plain tensors.
+        self._fit_data_may_fuse = ends and plain_batches(x)
         validation_ends = validation_data is None or executions.never_runs_out_mid_execution(
             validation_data, kwargs.get("validation_steps")
         )
         try:
-            with self._one_step_per_call_unless(self._fit_data_may_fuse, validation_ends):
+            with self._one_step_per_call_unless(ends, validation_ends):
                 return super().fit(x, None, *args, validation_data=validation_data, **kwargs)
         finally:
             self._fit_data_may_fuse = True  # train_on_batch: one batch, never mid-execution
-            self._fit_data_plain = True
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """Keras evaluate; reproducible: the evaluation draws restart at every call."""
