@@ -230,7 +230,9 @@ def test_datasets_with_sparse_or_ragged_parts_keep_the_keras_loop():
     """A `y` that is sparse or ragged (ignored by a VAE) cannot sit in a group's
     TensorArrays: such data trains through Keras' loop, every batch; plain data fuses
     again afterwards."""
-    sparse = tf.sparse.from_dense(X[:, :3])
+    # As many entries in every row (like the ragged one): one batch shape, one compile (a
+    # sparse part whose size varies per batch compiles Keras' step once per size).
+    sparse = tf.sparse.from_dense(tf.ones([1000, 3]))
     ragged = tf.RaggedTensor.from_row_lengths(tf.ones([3000]), [3] * 1000)
     model = VAE(CONFIG)
     model.compile(tfk.optimizers.Adam(1e-2), fused_steps=4)
