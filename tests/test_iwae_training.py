@@ -352,3 +352,15 @@ def test_cli_trains_iwae_and_records_it(tmp_path, capsys):
     from tfvae import load_model
 
     assert load_model(str(out)).config.objective == "iwae"  # the saved model keeps it
+    # metrics.json and `tfvae evaluate` report the objective it trained on: the bound at its
+    # 5 draws, above the mean ELBO of the same draws (log-mean-exp >= mean, per example).
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test["iwae_samples"] == 5 and test["elbo"] < test["iwae"] < 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--samples", "5", "--batch-size", "200", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["iwae"] == pytest.approx(test["iwae"], abs=1e-3)
+    assert main(["evaluate", str(out), "--samples", "5", "--batch-size", "200"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if "trained on" in s)
+    assert line.split()[:4] == ["IWAE", "bound", "(K=5,", "trained"]
+    assert float(line.split()[-2]) == pytest.approx(test["iwae"], abs=1e-3)

@@ -53,6 +53,7 @@ def test_eval_scalars_images_and_hparams_are_logged(runs):
         assert plugins[f"val_{term}"] == "scalars"
         assert sorted(values[f"val_{term}"]) == [0, 1, 2]  # every epoch (0-based, as Keras')
         assert plugins[f"epoch_{term}"] == "scalars"  # Keras' training scalars stay
+    assert "val_iwae" not in values  # an ELBO-trained model has no IWAE objective to log
     # The last evaluation is the run's own test evaluation (same seeded draws, same batches).
     assert values["val_elbo"][2] == pytest.approx(metrics["elbo"], abs=1e-4)
     assert values["val_kl"][2] == pytest.approx(metrics["kl"], abs=1e-4)
@@ -79,8 +80,11 @@ def test_logging_does_not_change_training(runs):
 
 
 def test_plain_fit_with_an_evaluation_cadence(tmp_path):
+    """Here with the IWAE objective: its bound is logged too (`val_iwae`)."""
     data = load_default()
-    model = VAE(VAEConfig(input_dim=64, latent_dim=2, hidden_units=(8,)))
+    model = VAE(
+        VAEConfig(input_dim=64, latent_dim=2, hidden_units=(8,), objective="iwae", num_samples=3)
+    )
     model.compile()
     summaries = EvalSummaries(
         str(tmp_path),
@@ -91,7 +95,10 @@ def test_plain_fit_with_an_evaluation_cadence(tmp_path):
     )
     model.fit(data.x_train[:200], epochs=4, batch_size=100, verbose=0, callbacks=[summaries])
     values, _ = read_events(str(tmp_path))
-    assert sorted(values["val_elbo"]) == [1, 3]
+    assert sorted(values["val_elbo"]) == sorted(values["val_iwae"]) == [1, 3]
+    assert all(values["val_iwae"][e] > values["val_elbo"][e] for e in (1, 3))
+    last = model.evaluate(data.x_test[:50], batch_size=100, verbose=0, return_dict=True)
+    assert values["val_iwae"][3] == pytest.approx(last["iwae"], abs=1e-5)
     assert "reconstructions" not in values and "samples" not in values
     assert "_hparams_/session_start_info" in values
 

@@ -914,6 +914,8 @@ def _cmd_evaluate(args) -> int:
     )
     print(f"    log p(x|z)         {m['reconstruction']:10.3f}")
     print(f"    KL(q(z|x) || p(z)) {m['kl']:10.3f}")
+    if "iwae" in m:  # the training objective, at the draws it trained with
+        print(f"  IWAE bound (K={m['iwae_samples']}, trained on) {m['iwae']:10.3f} nats/example")
     print(
         f"  log p(x) (IWAE K={m['log_likelihood_samples']}) {m['log_likelihood']:10.3f} "
         f"nats/example   NLL {m['nll_bits_per_dim']:.4f} bits/dim"

@@ -60,11 +60,13 @@ def make_callbacks(workdir: str) -> list:
 def evaluate_model(
     model: VAE, x: np.ndarray, batch_size: int = 100, num_samples: int = 100
 ) -> dict:
-    """Test metrics in nats per example: ELBO, reconstruction, KL, IWAE log p(x), bits/dim."""
+    """Test metrics in nats per example: ELBO, reconstruction, KL, IWAE log p(x), bits/dim;
+    for a model trained with the IWAE objective also that objective, `iwae` (the bound at its
+    `num_samples` draws, history.csv's `iwae` column on the test split)."""
     logs = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
     log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size)
     nll = float(-np.mean(log_px))
-    return {
+    metrics = {
         "elbo": float(logs["elbo"]),
         "reconstruction": float(logs["reconstruction"]),
         "kl": float(logs["kl"]),
@@ -73,6 +75,9 @@ def evaluate_model(
         "nll_bits_per_dim": float(bits_per_dim(nll, model.config.input_dim)),
         "num_examples": int(len(x)),
     }
+    if "iwae" in logs:
+        metrics.update(iwae=float(logs["iwae"]), iwae_samples=int(model.config.num_samples))
+    return metrics
 
 
 def train_and_evaluate(
