@@ -76,15 +76,24 @@ def test_model_call_returns_a_distribution_or_a_clear_error(models, x, decoder):
 
 
 @SETTINGS
-@given(x=arrays(), unit=st.booleans(), required=st.booleans())
-def test_check_array_accepts_exactly_the_valid_arrays(x, unit, required):
+@given(x=arrays(), unit=st.booleans(), required=st.booleans(), as_numpy=st.booleans())
+def test_check_array_accepts_exactly_the_valid_arrays(x, unit, required, as_numpy):
     try:
-        out = check_array(x, D, "my_arg", unit_interval=unit, require_examples=required)
+        out = check_array(
+            x, D, "my_arg", unit_interval=unit, require_examples=required, as_numpy=as_numpy
+        )
     except Exception as e:  # noqa: BLE001
         _assert_clear(e, "my_arg")
         return
     assert _valid(x, "bernoulli" if unit else "gaussian") and not (required and len(x) == 0)
-    np.testing.assert_array_equal(out.numpy(), x.astype(np.float32))
+    assert isinstance(out, np.ndarray) == as_numpy and out.dtype == np.float32
+    np.testing.assert_array_equal(out if as_numpy else out.numpy(), x.astype(np.float32))
+
+
+def test_check_array_hands_float32_numpy_back_without_a_copy():
+    x = np.zeros((3, D), np.float32)
+    assert check_array(x, D, "x", as_numpy=True) is x
+    assert check_array(x.astype(np.float64), D, "x", as_numpy=True).dtype == np.float32
 
 
 @SETTINGS

@@ -344,7 +344,7 @@ def load_array(
 
     def flat(a, split):
         a = a.reshape(len(a), -1)
-        return check_array(a, a.shape[1], f"{path!r}[{split}]", what="features").numpy()
+        return check_array(a, a.shape[1], f"{path!r}[{split}]", what="features", as_numpy=True)
 
     x_train = flat(x_train, "train")
     if x_test is None:

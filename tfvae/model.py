@@ -699,5 +699,5 @@ def _check_fit_input(x, config, name):
             f"{config.input_dim}] or a tf.data.Dataset"
         )
     if hasattr(x, "shape") or isinstance(x, (list, tuple)):
-        return check_inputs(x, config, name, require_examples=True).numpy()
+        return check_inputs(x, config, name, require_examples=True, as_numpy=True)
     return x

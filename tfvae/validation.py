@@ -80,10 +80,13 @@ def check_array(
     unit_interval: bool = False,
     require_examples: bool = False,
     what: str = "features",
+    as_numpy: bool = False,
 ) -> np.ndarray | tf.Tensor:
     """Checks a concrete `[batch, dim]` array: rank, size, numeric dtype, finite, range.
 
-    Returns it as a float32 `tf.Tensor` (symbolic tensors are checked on static shape only).
+    Returns it as a float32 `tf.Tensor` (symbolic tensors are checked on static shape only),
+    or with `as_numpy` as a float32 numpy array (no copy if it is one already: callers that
+    hand numpy on, like `fit`, skip a tensor's copy of the whole data).
     """
     if _is_symbolic(x):
         # Inside a traced function: only the static shape can be checked.
@@ -120,11 +123,16 @@ def check_array(
         raise ValueError(non_finite_message(name, str(index), str(arr[index])))
     if unit_interval and (low < 0 or high > 1):
         raise ValueError(unit_interval_message(name, f"{low:g}", f"{high:g}"))
+    if as_numpy:
+        return np.asarray(arr, dtype=np.float32)
     return tf.convert_to_tensor(arr, dtype=tf.float32)
 
 
-def check_inputs(x, config, name: str = "x", require_examples: bool = False):
-    """x for a model with this config: `[batch, input_dim]`, finite, in [0, 1] if Bernoulli."""
+def check_inputs(
+    x, config, name: str = "x", require_examples: bool = False, as_numpy: bool = False
+):
+    """x for a model with this config: `[batch, input_dim]`, finite, in [0, 1] if Bernoulli
+    (returned as `check_array` returns it)."""
     return check_array(
         x,
         config.input_dim,
@@ -132,6 +140,7 @@ def check_inputs(x, config, name: str = "x", require_examples: bool = False):
         unit_interval=config.decoder == "bernoulli",
         require_examples=require_examples,
         what="data",
+        as_numpy=as_numpy,
     )
 
 
@@ -217,4 +226,6 @@ def check_data(data, config, name: str = "data") -> None:
                 f"{name} must be a tfvae.data.Data with x_train and x_test, got "
                 f"{type(data).__name__}"
             )
-        check_inputs(getattr(data, split), config, f"{name}.{split}", require_examples=True)
+        check_inputs(
+            getattr(data, split), config, f"{name}.{split}", require_examples=True, as_numpy=True
+        )
