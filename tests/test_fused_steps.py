@@ -230,8 +230,8 @@ def test_datasets_with_sparse_or_ragged_parts_keep_the_keras_loop():
     """A `y` that is sparse or ragged (ignored by a VAE) cannot sit in a group's
     TensorArrays: such data trains through Keras' loop, every batch; plain data fuses
     again afterwards."""
-    # As many entries in every row (like the ragged one): one batch shape, one compile (a
-    # sparse part whose size varies per batch compiles Keras' step once per size).
+    # As many entries in every row (like the ragged one): its size follows the batch's (a
+    # sparse part whose size varies from batch to batch compiles Keras' step once per size).
     sparse = tf.sparse.from_dense(tf.ones([1000, 3]))
     ragged = tf.RaggedTensor.from_row_lengths(tf.ones([3000]), [3] * 1000)
     model = VAE(CONFIG)

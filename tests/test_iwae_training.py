@@ -355,7 +355,7 @@ def test_cli_trains_iwae_and_records_it(tmp_path, capsys):
     # metrics.json and `tfvae evaluate` report the objective it trained on: the bound at its
     # 5 draws, above the mean ELBO of the same draws (log-mean-exp >= mean, per example).
     test = json.loads((out / "metrics.json").read_text())["test"]
-    assert test["iwae_samples"] == 5 and test["elbo"] < test["iwae"] < 0
+    assert test["iwae_num_samples"] == 5 and test["elbo"] < test["iwae"] < 0
     capsys.readouterr()
     assert main(["evaluate", str(out), "--samples", "5", "--batch-size", "200", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)

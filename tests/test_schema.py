@@ -4,6 +4,7 @@ what was expected (before, some gave tracebacks and some were believed)."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -60,6 +61,9 @@ def test_a_wrong_run_json_is_refused_naming_the_key(tmp_path, document, message)
         checkpointing.prepare_run(str(tmp_path), TINY, TrainConfig())
     with pytest.raises(cli.UsageError, match=r"run\.json' is corrupt: " + message):
         cli._dataset_source(str(tmp_path))
+    # `tfvae train --resume` too, saying how to start again.
+    with pytest.raises(cli.UsageError, match=r"run\.json' is corrupt: .*--overwrite"):
+        cli._recorded_run(str(tmp_path))
 
 
 def test_a_good_run_json_and_an_older_runs_dataset_json_are_read(tmp_path):
@@ -203,3 +207,29 @@ def test_schema_messages_name_nested_keys_and_stay_short():
     assert schema.check({"a": []}, spec, "f.json", "test file") == {"a": []}
     assert schema.integer(0).problem(True) is not None  # a bool is not an integer
     assert schema.number().problem(float("nan")) is not None
+
+
+# ------------------------------------------------------------------------ metrics.json
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"history": {}}, r"test must be present"),
+        ({"test": {"elbo": "-90"}}, r"test\.elbo must be a number, got '-90'"),
+    ],
+)
+def test_resuming_a_finished_run_with_a_wrong_metrics_json_names_it(
+    tmp_path, capsys, document, message
+):
+    run = tmp_path / "run"
+    save_model(VAE(TINY), str(run / "model"))
+    write(run / "run.json", run_record(train_config=TrainConfig(epochs=3).to_dict()))
+    (run / "pictures").mkdir()
+    (run / "pictures" / "curves.png").write_bytes(b"")
+    write(run / "metrics.json", document)
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.search(r"metrics file '.*metrics\.json' is corrupt: " + message, err), err
+    write(run / "metrics.json", {"test": {"elbo": -90.5, "kl": float("inf")}})
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 0
+    assert '"elbo": -90.5' in capsys.readouterr().out

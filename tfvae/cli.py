@@ -556,25 +556,21 @@ def _check_new_dir(path: str, overwrite: bool) -> None:
 
 
 def _recorded_run(out: str) -> dict:
-    """What `out/run.json` records (the configs, the data) for --resume."""
+    """What `out/run.json` records (the configs, the data) for --resume, checked against its
+    schema (`tfvae.schema.RUN`) like every JSON file tfvae reads back."""
+    from tfvae import schema
     from tfvae.rundir import RUN_FILE
 
     if not os.path.isdir(out):
         raise UsageError(f"--resume: no run directory at {out!r}")
     path = os.path.join(out, RUN_FILE)
     again = f"start it again with `tfvae train --out {out} --overwrite` and its options"
-    try:
-        with open(path, encoding="utf-8") as f:
-            run = json.load(f)
-    except FileNotFoundError:
+    if not os.path.isfile(path):
         raise UsageError(f"--resume: {out!r} records no run ({RUN_FILE} missing); {again}")
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--resume: {path!r} is unreadable or corrupt ({e}); {again}")
-    if not isinstance(run, dict) or not all(
-        isinstance(run.get(k), dict) for k in ("model_config", "train_config")
-    ):
-        raise UsageError(f"--resume: {path!r} records no model_config/train_config; {again}")
-    return run
+    try:
+        return schema.read_json(path, schema.RUN, "--resume: run file")
+    except ValueError as e:
+        raise UsageError(f"{e}; {again}") from None
 
 
 @contextlib.contextmanager
@@ -876,9 +872,12 @@ def _resume_finished(args, recorded: dict) -> int:
     with _owned(args.out):
         if not os.path.isfile(os.path.join(args.out, "pictures", "curves.png")):
             _draw_curves(args.out)
+    from tfvae import schema
+
+    path = os.path.join(args.out, METRICS_FILE)
+    metrics = schema.read_json(path, schema.METRICS, "metrics file", UsageError)
     _note(f"{args.out} holds a finished run: already finished, nothing to resume")
-    with open(os.path.join(args.out, METRICS_FILE), encoding="utf-8") as f:
-        print(json.dumps(json.load(f).get("test"), indent=2))
+    print(json.dumps(metrics["test"], indent=2))
     print(f"saved {os.path.join(args.out, 'model')}")
     return 0
 
@@ -915,7 +914,8 @@ def _cmd_evaluate(args) -> int:
     print(f"    log p(x|z)         {m['reconstruction']:10.3f}")
     print(f"    KL(q(z|x) || p(z)) {m['kl']:10.3f}")
     if "iwae" in m:  # the training objective, at the draws it trained with
-        print(f"  IWAE bound (K={m['iwae_samples']}, trained on) {m['iwae']:10.3f} nats/example")
+        k, bound = m["iwae_num_samples"], m["iwae"]
+        print(f"  IWAE bound (K={k}, trained on) {bound:10.3f} nats/example")
     print(
         f"  log p(x) (IWAE K={m['log_likelihood_samples']}) {m['log_likelihood']:10.3f} "
         f"nats/example   NLL {m['nll_bits_per_dim']:.4f} bits/dim"

@@ -463,8 +463,9 @@ class TrainConfig(_Config):
     eval_every_epochs: int = _field(
         1,
         "evaluate the test split every this many epochs for TensorBoard's val_elbo, "
-        "val_reconstruction and val_kl (0: never; only with tfvae.tensorboard.EvalSummaries, "
-        "which tfvae train and run use); training is the same whatever its value",
+        "val_reconstruction, val_kl (and val_iwae with the iwae objective) (0: never; only "
+        "with tfvae.tensorboard.EvalSummaries, which tfvae train and run use); training is the "
+        "same whatever its value",
         _int_at_least(0, MAX_EPOCHS),
     )
     jit_compile: bool = _field(True, "compile the training step with XLA", _flag)

@@ -36,6 +36,7 @@ __all__ = [
     "FILE_NAME",
     "DATASET_SOURCE",
     "RUN",
+    "METRICS",
     "checkpoint_state",
     "model_manifest",
 ]
@@ -255,6 +256,11 @@ RUN = obj(
         )
     },
 )
+
+# metrics.json: a finished run's test metrics and per-epoch history (numbers; a diverged
+# bound may be infinite).
+_ANY_NUMBER = _simple("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+METRICS = obj({"test": mapping(_ANY_NUMBER)}, {"history": mapping(list_of(_ANY_NUMBER))})
 
 
 def checkpoint_state(format: str, epoch: Optional[int] = None) -> Spec:

@@ -3,7 +3,8 @@
 Keras' `TensorBoard` callback logs the training loss and ELBO terms per epoch; this one adds,
 under `<log_dir>/eval`:
 
-- `val_elbo`, `val_reconstruction` (log p(x|z)) and `val_kl` of the evaluation split, every
+- `val_elbo`, `val_reconstruction` (log p(x|z)) and `val_kl` (and `val_iwae`, for a model
+  trained with the IWAE objective) of the evaluation split, every
   `TrainConfig.eval_every_epochs` epochs (`model.evaluate`: its own seeded draws, so the
   training noise, and hence the trained weights, are the same with or without it);
 - pictures at the first epoch, every `image_every_epochs` and the last: `reconstructions` (inputs

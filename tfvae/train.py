@@ -62,7 +62,7 @@ def evaluate_model(
 ) -> dict:
     """Test metrics in nats per example: ELBO, reconstruction, KL, IWAE log p(x), bits/dim;
     for a model trained with the IWAE objective also that objective, `iwae` (the bound at its
-    `num_samples` draws, history.csv's `iwae` column on the test split)."""
+    `iwae_num_samples` = `num_samples` draws, history.csv's `iwae` column on the test split)."""
     logs = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
     log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size)
     nll = float(-np.mean(log_px))
@@ -76,7 +76,7 @@ def evaluate_model(
         "num_examples": int(len(x)),
     }
     if "iwae" in logs:
-        metrics.update(iwae=float(logs["iwae"]), iwae_samples=int(model.config.num_samples))
+        metrics.update(iwae=float(logs["iwae"]), iwae_num_samples=int(model.config.num_samples))
     return metrics
 
 
