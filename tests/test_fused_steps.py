@@ -29,6 +29,13 @@ def train(fused_steps, data=X, steps_per_execution=8, epochs=2, **fit):
     return model, history
 
 
+@pytest.fixture(scope="module")
+def keras_loop():
+    """Keras' loop on X (11 batches of 96, 2 epochs): one step per call. Keras' own loop takes
+    the same steps whatever its steps per execution, so this is every array test's reference."""
+    return train(1, steps_per_execution=1)
+
+
 def assert_same_training(a, b):
     (model_a, history_a), (model_b, history_b) = a, b
     assert int(model_a.optimizer.iterations) == int(model_b.optimizer.iterations)
@@ -47,8 +54,7 @@ def assert_same_training(a, b):
         (5, 4),  # a remainder step after every group
     ],
 )
-def test_fused_steps_train_like_the_keras_loop(steps_per_execution, fused_steps):
-    keras_loop = train(1, steps_per_execution=steps_per_execution)
+def test_fused_steps_train_like_the_keras_loop(keras_loop, steps_per_execution, fused_steps):
     fused = train(fused_steps, steps_per_execution=steps_per_execution)
     assert not is_fused(keras_loop[0].train_function)
     assert is_fused(fused[0].train_function)
@@ -57,9 +63,8 @@ def test_fused_steps_train_like_the_keras_loop(steps_per_execution, fused_steps)
 
 
 @pytest.mark.slow
-def test_fused_groups_are_capped_at_steps_per_execution():
+def test_fused_groups_are_capped_at_steps_per_execution(keras_loop):
     """fused_steps 32 with 4 steps per execution: groups of 4, not 32 (which never fill)."""
-    keras_loop = train(1, steps_per_execution=4)
     fused = train(32, steps_per_execution=4)
     assert fused[0].train_function.group_length == 4
     # 11 batches per epoch: executions of 4, 4 and 3 steps, each one group; in the last,
@@ -69,10 +74,9 @@ def test_fused_groups_are_capped_at_steps_per_execution():
 
 
 @pytest.mark.slow
-def test_epochs_shorter_than_a_group_run_as_one_shorter_group():
+def test_epochs_shorter_than_a_group_run_as_one_shorter_group(keras_loop):
     """Keras lowers steps_per_execution to an epoch's length (11 batches here), so no group
     of 32 fills; the epoch's steps run as one group, all but the short last batch fused."""
-    keras_loop = train(1, steps_per_execution=128)
     fused = train(32, steps_per_execution=128)
     assert fused[0].train_function.group_length == 32
     assert int(fused[0].train_function.fused_steps_run) == 2 * 10
