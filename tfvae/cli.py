@@ -585,7 +585,7 @@ def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] 
     """
     # Argument checks that need no TensorFlow come first, so bad input is answered at once.
     if recorded is not None and not _given(args, "dataset"):
-        source = _dataset_source(out)
+        source = _dataset_source(out, recorded)
         args.dataset = source.get("dataset") or args.dataset
         args.data_dir = args.data_dir or source.get("data_dir")
     _check_dataset_file(args.dataset)
@@ -691,25 +691,25 @@ def _open_run(run_dir: str):
     return load_model(run_dir), _dataset_source(run_dir)  # load_model resolves a run dir
 
 
-def _dataset_source(run_dir: str) -> dict:
-    """How the run's data is loaded again: `dataset.source` of its run.json (or, for runs
-    made before run.json recorded it, its dataset.json); {} if neither says. Each file is
-    checked against its schema (`tfvae.schema`)."""
+def _dataset_source(run_dir: str, run: Optional[dict] = None) -> dict:
+    """How the run's data is loaded again: `dataset.source` of its run.json (`run`, if the
+    caller has read it already; or, for runs made before run.json recorded it, its
+    dataset.json); {} if neither says. Each file is checked against its schema
+    (`tfvae.schema`)."""
     from tfvae import schema
     from tfvae.checkpointing import RUN_FILE
 
-    for name, spec, what in (
-        (RUN_FILE, schema.RUN, "run file"),
-        (DATA_FILE, schema.DATASET_SOURCE, "dataset file"),
-    ):
+    def read(name, spec, what):
         path = os.path.join(run_dir, name)
-        if not os.path.isfile(path):
-            continue
-        document = schema.read_json(path, spec, what, UsageError)
-        info = document.get("dataset", {}).get("source") if name == RUN_FILE else document
-        if info:
-            return info
-    return {}
+        return schema.read_json(path, spec, what, UsageError) if os.path.isfile(path) else {}
+
+    if run is None:
+        run = read(RUN_FILE, schema.RUN, "run file")
+    return (
+        run.get("dataset", {}).get("source")
+        or read(DATA_FILE, schema.DATASET_SOURCE, "dataset file")
+        or {}
+    )
 
 
 def _run_data(args, info: dict, model):

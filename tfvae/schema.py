@@ -77,11 +77,15 @@ def integer(low: Optional[int] = None, high: Optional[int] = None, expected: str
     )
 
 
-def number() -> Spec:
-    """A finite int or float."""
+def number(finite: bool = True) -> Spec:
+    """An int or float (not a bool), finite unless `finite=False`."""
     return _simple(
-        "a finite number",
-        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "a finite number" if finite else "a number",
+        lambda v: (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and (not finite or math.isfinite(v))
+        ),
     )
 
 
@@ -259,8 +263,10 @@ RUN = obj(
 
 # metrics.json: a finished run's test metrics and per-epoch history (numbers; a diverged
 # bound may be infinite).
-_ANY_NUMBER = _simple("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
-METRICS = obj({"test": mapping(_ANY_NUMBER)}, {"history": mapping(list_of(_ANY_NUMBER))})
+METRICS = obj(
+    {"test": mapping(number(finite=False))},
+    {"history": mapping(list_of(number(finite=False)))},
+)
 
 
 def checkpoint_state(format: str, epoch: Optional[int] = None) -> Spec:

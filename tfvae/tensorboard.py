@@ -130,9 +130,9 @@ class EvalSummaries(tfk.callbacks.Callback):
                 results = self.model.evaluate(
                     self.x_eval, batch_size=self.batch_size, verbose=0, return_dict=True
                 )
-                for term in _TERMS + ("iwae",):  # iwae: models trained with that objective
-                    if term in results:
-                        tf.summary.scalar(f"val_{term}", results[term])
+                iwae = ("iwae",) if "iwae" in results else ()  # the IWAE objective's bound
+                for term in _TERMS + iwae:
+                    tf.summary.scalar(f"val_{term}", results[term])
             if draw:
                 self._write_pictures()
         self._writer.flush()
