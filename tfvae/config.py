@@ -449,6 +449,13 @@ class TrainConfig(_Config):
     dynamic_binarization: bool = _field(
         False, "redraw binary x from grey levels every epoch", _flag
     )
+    output_bias_from_data: bool = _field(
+        False,
+        "start the decoder's output biases at the training data's per-pixel statistics "
+        "(VAE.set_output_bias: the logit of the mean for a Bernoulli decoder, as Burda et al.'s "
+        "code does) instead of zero; a fresh run only (a resumed one has its weights)",
+        _flag,
+    )
     clipnorm: Optional[float] = _field(
         None,
         "clip the global gradient norm (all variables together) to this before each update "

@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import executions, keras3, keras_internals, multi_sample, objectives
+from tfvae import executions, keras3, keras_internals, multi_sample, objectives, output_bias
 from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import (
     FUSED_STEPS,
@@ -151,6 +151,15 @@ class VAE(tfk.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(VAEConfig.from_dict(config["config"]), name=config.get("name", "vae"))
+
+    def set_output_bias(self, x) -> dict:
+        """Starts p(x|z) at the data's per-pixel marginal: sets the decoder's output biases
+        from `x` (the training data: an array or a batched `tf.data.Dataset`), as Burda et
+        al.'s code does (logit of the training mean for a Bernoulli decoder; mean and log
+        variance for a Gaussian). Call it before `fit`; returns {layer name: bias}
+        (`tfvae.output_bias`). `TrainConfig.output_bias_from_data` does it in training runs.
+        """
+        return output_bias.set_output_bias(self.decoder, self.config, x)
 
     # ------------------------------------------------------------------ distributions
     def encode(self, x, training=None) -> tfd.Distribution:

@@ -189,6 +189,8 @@ def train_and_evaluate(
             initial_epoch, past_history = checkpointing.resume_state(
                 model, model_config, train_config, workdir, overwrite, resume, strategy, dataset
             )
+        if train_config.output_bias_from_data and initial_epoch == 0:
+            model.set_output_bias(data.x_train)
         # history.csv from the checkpointed history: a row lost to a kill, or a cut file, return.
         history_logs = [c for c in callbacks or [] if isinstance(c, HistoryCSV)]
         for log in history_logs if workdir is not None else []:
