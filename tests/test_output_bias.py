@@ -69,6 +69,10 @@ def test_constant_pixels_are_clipped_as_burdas_code_and_the_soft_clip_need():
     log_var = np.log(_head_only(gaussian).variance().numpy()[0])
     np.testing.assert_allclose(log_var[:2], [-5.0, -5.0], rtol=1e-5)  # 1 nat inside the clip
     assert np.all(np.isfinite(log_var))
+    narrow = _model("gaussian", min_log_var=-1.0, max_log_var=0.0)  # a quarter of the range
+    narrow.set_output_bias(x)
+    log_var = np.log(_head_only(narrow).variance().numpy()[0])
+    np.testing.assert_allclose(log_var, -0.75, rtol=1e-5)  # every variance is below e^-1
 
 
 def test_a_conv_head_gets_each_channels_statistics():
@@ -78,16 +82,29 @@ def test_a_conv_head_gets_each_channels_statistics():
     conv = dict(architecture="conv", image_shape=(4, 4, 2), conv_filters=(4,))
     bernoulli = VAE(VAEConfig(input_dim=32, latent_dim=2, hidden_units=(8,), **conv))
     p = images.astype(np.float64).mean(axis=(0, 1, 2))
-    np.testing.assert_allclose(bernoulli.set_output_bias(x)["x_logits"], np.log(p / (1 - p)))
+    bernoulli.set_output_bias(x)
     gaussian = VAE(
         VAEConfig(input_dim=32, latent_dim=2, hidden_units=(8,), decoder="gaussian", **conv)
     )
-    set_ = gaussian.set_output_bias(x)
-    np.testing.assert_allclose(set_["x_mean"], p)
+    gaussian.set_output_bias(x)
+
+    def bias(model, name):  # what was assigned to the layer (float32)
+        return model.decoder.get_layer(name).bias.numpy()
+
+    np.testing.assert_allclose(bias(bernoulli, "x_logits"), np.log(p / (1 - p)), rtol=1e-6)
+    np.testing.assert_allclose(bias(gaussian, "x_mean"), p, rtol=1e-6)
     variance = images.astype(np.float64).var(axis=(0, 1, 2))  # about the channel's mean
-    head = gaussian.decoder.get_layer("x_log_var")
-    assert head.bias.shape == (2,)
-    np.testing.assert_allclose(soft_clip(set_["x_log_var"], -8.0, 8.0), np.log(variance))
+    assert bias(gaussian, "x_log_var").shape == (2,)
+    log_var = soft_clip(bias(gaussian, "x_log_var"), -8.0, 8.0)
+    np.testing.assert_allclose(log_var, np.log(variance), rtol=1e-5)
+    isotropic = VAE(
+        VAEConfig(input_dim=32, latent_dim=2, hidden_units=(8,), decoder="isotropic", **conv)
+    )
+    isotropic.set_output_bias(x)
+    # One variance about each channel's mean, over every pixel of both channels.
+    shared = np.mean((images - p) ** 2)
+    log_var = soft_clip(bias(isotropic, "x_log_var"), -8.0, 8.0)
+    np.testing.assert_allclose(log_var, [np.log(shared)], rtol=1e-5)
 
 
 def test_a_dataset_gives_the_arrays_biases(x):
@@ -116,6 +133,7 @@ def test_bad_data_is_named_and_changes_nothing(x):
         (x * 3, r"\[0, 1\]"),
         (tf.data.Dataset.from_tensor_slices(x).batch(16).take(0), "empty"),
         (x[:0], "empty"),
+        (tf.data.Dataset.from_tensor_slices(x).batch(16).repeat(), "repeats forever"),
     ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -49,8 +49,12 @@ def _state(workdir):
 
 
 @pytest.mark.slow
-def test_a_stopped_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
-    monkeypatch.setitem(reproduce.RUNS, "tiny", TINY)
+@pytest.mark.parametrize("output_bias", [False, True])
+def test_a_stopped_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, output_bias):
+    """A _bias run too: its bias is set once, at the start, not again after a restore."""
+    monkeypatch.setitem(
+        reproduce.RUNS, "tiny", {**TINY, **({"output_bias": "data"} if output_bias else {})}
+    )
     common = ["tiny", "--eval-every", "1", "--final-samples", "20", "--threads", "1"]
     assert reproduce.main([*common, "--workdir", str(tmp_path / "whole")]) == 0
     # A tiny time budget stops after the first block of one epoch; two more calls finish.

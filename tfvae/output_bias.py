@@ -1,11 +1,12 @@
 """Start the decoder at the data's marginal: its output biases set from the training data.
 
-A new decoder's last kernel is small, so its output is mostly the output bias: with zero
-biases, p(x|z) starts as Bernoulli(1/2) or N(0, 1) per pixel whatever z is, and the first
-passes are spent learning the average image. Set from the data, p(x|z) starts near the
-data's per-pixel marginal, and training starts on what z explains. Burda et al.'s (2015)
-code does this (the Bernoulli decoder's bias is the logit of the training mean clipped to
-[0.001, 0.999]); the paper's text does not say so (docs/reproduction.md).
+A new decoder's output is its output bias plus a small term from its last kernel: with
+zero or small random biases, p(x|z) starts near Bernoulli(1/2) or N(0, 1) per pixel
+whatever z is, and the first passes are spent learning the average image. Set from the
+data, p(x|z) starts near the data's per-pixel marginal, and training starts on what z
+explains. Burda et al.'s (2015) code does this (the Bernoulli decoder's bias is the logit
+of the training mean clipped to [0.001, 0.999]); the paper's text does not say so
+(docs/reproduction.md).
 
 `set_output_bias(decoder, config, x)` sets the biases of the head that `config.decoder`
 names (`tfvae.heads`):
@@ -17,8 +18,9 @@ names (`tfvae.heads`):
 
 A conv head's bias is one number per channel, so it gets the channel's statistics (all its
 pixels together). Log-variances are kept inside the head's soft clip, 1 nat from each bound
-(a pixel that never varies would otherwise ask for log 0), and the raw bias is the soft
-clip's inverse, so the head's log-variance is that number exactly.
+(a pixel that never varies would otherwise ask for log 0; a quarter of the range if that
+is narrower), and the raw bias is the soft clip's inverse, so where the head's kernel adds
+nothing its log-variance is that number exactly.
 """
 
 from __future__ import annotations
@@ -32,20 +34,29 @@ __all__ = ["set_output_bias", "data_moments", "inverse_soft_clip", "PROBABILITY_
 
 PROBABILITY_CLIP = (0.001, 0.999)  # Burda et al.'s code: keeps the logits finite
 _LOG_VAR_MARGIN = 1.0  # nats kept between a log-variance bias and the soft clip's bounds
+_CHUNK = 8192  # rows of an array summed at a time
 
 
 def data_moments(x, config, name: str = "x") -> tuple:
     """(mean, mean of squares) of each of the `input_dim` features, float64, over `x`:
     an array `[n, input_dim]`, or a batched `tf.data.Dataset` of x or (x, ...), read once."""
     if not isinstance(x, tf.data.Dataset):
-        arr = check_inputs(x, config, name, require_examples=True, as_numpy=True).astype(np.float64)
-        return arr.mean(axis=0), np.square(arr).mean(axis=0)
+        arr = check_inputs(x, config, name, require_examples=True, as_numpy=True)
+        batches = (arr[i : i + _CHUNK] for i in range(0, len(arr), _CHUNK))
+    else:
+        x = check_dataset(x, config, name)
+        if x.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(f"{name}: the dataset repeats forever; pass one pass over the data")
+        batches = ((e[0] if isinstance(e, (tuple, list)) else e).numpy() for e in x)
     total = np.zeros(config.input_dim)
     squares = np.zeros(config.input_dim)
     count = 0
-    for element in check_dataset(x, config, name):
-        batch = (element[0] if isinstance(element, (tuple, list)) else element).numpy()
-        batch = batch.astype(np.float64)
+    for batch in batches:
+        batch = batch.astype(np.float64)  # a chunk at a time: float64 sums without a full copy
+        if batch.ndim != 2 or batch.shape[1] != config.input_dim:
+            raise ValueError(
+                f"{name}: a batch of shape {batch.shape}; expected [batch, {config.input_dim}]"
+            )
         if not np.isfinite(batch).all():
             row, col = np.argwhere(~np.isfinite(batch))[0]
             index = f"({count + int(row)}, {int(col)})"
@@ -123,8 +134,8 @@ def set_output_bias(decoder, config, x, name: str = "x") -> dict:
         variance = _per_bias(
             np.maximum(second - 2 * c * mean + c * c, 0.0), log_var.bias.shape[0], config
         )
-        low = config.min_log_var + _LOG_VAR_MARGIN
-        high = config.max_log_var - _LOG_VAR_MARGIN
+        margin = min(_LOG_VAR_MARGIN, (config.max_log_var - config.min_log_var) / 4)
+        low, high = config.min_log_var + margin, config.max_log_var - margin
         target = np.clip(np.log(np.maximum(variance, np.exp(low))), low, high)
         raw = inverse_soft_clip(target, config.min_log_var, config.max_log_var)
         biases["x_log_var"] = (log_var, raw)
