@@ -309,7 +309,7 @@ def report(args) -> int:
         print("| run | passes | test -ELBO | test -bound k=50 | test -bound k=5000 | paper |")
         print("|---|---|---|---|---|---|")
     for name, s in mnist.items():
-        last, final = (s["evals"] or [{}])[-1], s.get("final", [{}])[-1]
+        last, final = (s["evals"] or [{}])[-1], (s.get("final") or [{}])[-1]
         paper = BURDA_TABLE.get(name.removesuffix("_bias"), "")
         print(
             f"| {name} | {s['epoch']}/{stage_ends(s['protocol']['stages'])[-1]} | "
@@ -321,7 +321,7 @@ def report(args) -> int:
         print("\n| run | epochs | train ELBO | test ELBO | final test bound (+- s.e.) |")
         print("|---|---|---|---|---|")
     for name, s in frey.items():
-        last, final = (s["evals"] or [{}])[-1], s.get("final", [{}])[-1]
+        last, final = (s["evals"] or [{}])[-1], (s.get("final") or [{}])[-1]
         print(
             f"| {name} | {s['epoch']} | {s['epochs'][-1]['train_elbo']:.1f} | "
             f"{last.get('elbo', math.nan):.1f} | {final.get('log_likelihood', math.nan):.1f} "

@@ -110,3 +110,30 @@ def test_a_bias_run_starts_at_the_data_marginal(tmp_path, monkeypatch):
         assert final["epoch"] == 0
         bounds[name] = final["log_likelihood"]
     assert bounds["tiny_bias"] > bounds["tiny"] + 5.0, bounds
+
+
+def test_the_report_tables_each_run_beside_its_papers_number(tmp_path, capsys):
+    """Made-up states: the table's last bounds, the final k = 5000 bound, the paper's figure
+    (a _bias run is compared with its base run's), and the curve is written."""
+    for name, final in (
+        ("vae_k1", [{"epoch": 3280, "log_likelihood": -87.16}]),
+        ("vae_k1_bias", []),
+    ):
+        state = {
+            "protocol": {"run": name, **reproduce.RUNS[name], "seed": 0},
+            "epoch": 3280 if final else 250,
+            "epochs": [],
+            "evals": [
+                {"epoch": 10, "elbo": -95.0, "iwae_k50": -91.0},
+                {"epoch": 20, "elbo": -93.5, "iwae_k50": -89.25},
+            ],
+            **({"final": final} if final else {}),  # what train() writes: none until the end
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(json.dumps(state))
+    png = tmp_path / "curve.png"
+    assert reproduce.main(["--report", str(png), "--workdir", str(tmp_path)]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
+    assert rows["vae_k1"] == "| vae_k1 | 3280/3280 | 93.50 | 89.25 | 87.16 (at 3280) | 86.76 |"
+    assert rows["vae_k1_bias"] == "| vae_k1_bias | 250/3280 | 93.50 | 89.25 | nan | 86.76 |"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
