@@ -453,7 +453,8 @@ class TrainConfig(_Config):
         False,
         "start the decoder's output biases at the training data's per-pixel statistics "
         "(VAE.set_output_bias: the logit of the mean for a Bernoulli decoder, as Burda et al.'s "
-        "code does) instead of zero; a fresh run only (a resumed one has its weights)",
+        "code does) instead of their seeded initialisation; a fresh run only (a resumed one has "
+        "its weights)",
         _flag,
     )
     clipnorm: Optional[float] = _field(

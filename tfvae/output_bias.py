@@ -46,7 +46,9 @@ def data_moments(x, config, name: str = "x") -> tuple:
     else:
         x = check_dataset(x, config, name)
         if x.cardinality() == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(f"{name}: the dataset repeats forever; pass one pass over the data")
+            raise ValueError(
+                f"{name}: the dataset repeats forever; pass one that ends after one pass"
+            )
         batches = ((e[0] if isinstance(e, (tuple, list)) else e).numpy() for e in x)
     total = np.zeros(config.input_dim)
     squares = np.zeros(config.input_dim)
