@@ -40,7 +40,8 @@ _CHUNK = 8192  # rows of an array summed at a time
 def data_moments(x, config, name: str = "x") -> tuple:
     """(mean, mean of squares) of each of the `input_dim` features, float64, over `x`:
     an array `[n, input_dim]`, or a batched `tf.data.Dataset` of x or (x, ...), read once."""
-    if not isinstance(x, tf.data.Dataset):
+    unchecked = isinstance(x, tf.data.Dataset)  # an array is checked whole by check_inputs
+    if not unchecked:
         arr = check_inputs(x, config, name, require_examples=True, as_numpy=True)
         batches = (arr[i : i + _CHUNK] for i in range(0, len(arr), _CHUNK))
     else:
@@ -55,22 +56,29 @@ def data_moments(x, config, name: str = "x") -> tuple:
     count = 0
     for batch in batches:
         batch = batch.astype(np.float64)  # a chunk at a time: float64 sums without a full copy
-        if batch.ndim != 2 or batch.shape[1] != config.input_dim:
-            raise ValueError(
-                f"{name}: a batch of shape {batch.shape}; expected [batch, {config.input_dim}]"
-            )
-        if not np.isfinite(batch).all():
-            row, col = np.argwhere(~np.isfinite(batch))[0]
-            index = f"({count + int(row)}, {int(col)})"
-            raise ValueError(non_finite_message(name, index, str(batch[row, col])))
-        if config.decoder == "bernoulli" and batch.size and (batch.min() < 0 or batch.max() > 1):
-            raise ValueError(unit_interval_message(name, f"{batch.min():g}", f"{batch.max():g}"))
+        if unchecked:
+            _check_batch(batch, count, config, name)
         total += batch.sum(axis=0)
         squares += np.square(batch).sum(axis=0)
         count += len(batch)
     if count == 0:
         raise ValueError(f"{name}: the dataset holds no examples")
     return total / count, squares / count
+
+
+def _check_batch(batch, first_row: int, config, name: str) -> None:
+    """What check_inputs checks of an array, for one dataset batch (rows numbered from the
+    dataset's start, which check_inputs on the batch alone would not)."""
+    if batch.ndim != 2 or batch.shape[1] != config.input_dim:
+        raise ValueError(
+            f"{name}: a batch of shape {batch.shape}; expected [batch, {config.input_dim}]"
+        )
+    if not np.isfinite(batch).all():
+        row, col = np.argwhere(~np.isfinite(batch))[0]
+        index = f"({first_row + int(row)}, {int(col)})"
+        raise ValueError(non_finite_message(name, index, str(batch[row, col])))
+    if config.decoder == "bernoulli" and batch.size and (batch.min() < 0 or batch.max() > 1):
+        raise ValueError(unit_interval_message(name, f"{batch.min():g}", f"{batch.max():g}"))
 
 
 def inverse_soft_clip(y, low: float, high: float) -> np.ndarray:
