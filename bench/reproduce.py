@@ -16,7 +16,10 @@ the epoch and step, `tfvae.input_pipeline.epoch_dataset`).
   python3 -m bench.reproduce vae_k1                    # Burda's VAE, k = 1 (~3.6 h, 1 core)
   python3 -m bench.reproduce iwae_k5 --stop-after-minutes 60
   python3 -m bench.reproduce vae_k1 --final             # k = 5000 bound now, mid-run too
-  python3 -m bench.reproduce --report docs/reproduction_curve.png
+  python3 -m bench.reproduce --report docs/reproduction_curve.png --workdir bench/results/reproduce
+
+Our own runs are the ones under bench/results/reproduce (`COMMITTED_RUNS`), committed with
+their latest checkpoint so that a fresh machine continues them (`--workdir` there).
 
 `vae_k1_bias` and `iwae_k5_bias` are `vae_k1` and `iwae_k5` with one departure of the
 authors' code from their text, the one an independent reimplementation found to close the
@@ -32,12 +35,16 @@ import hashlib
 import json
 import math
 import os
+import pathlib
 import shutil
 import sys
 import time
 
 import numpy as np
 
+# Our own runs, committed with their latest checkpoint: the machines that run them are reset
+# between working sessions, so only what is committed survives to be continued.
+COMMITTED_RUNS = pathlib.Path(__file__).resolve().parent / "results" / "reproduce"
 BURDA_STAGES = tuple((3**i, 1e-3 * 10 ** (-i / 7)) for i in range(8))  # (passes, lr)
 # Burda et al. 2015, Table 1, MNIST, one stochastic layer: test -log p(x), k = 5000.
 BURDA_TABLE = {

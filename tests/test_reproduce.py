@@ -137,3 +137,35 @@ def test_the_report_tables_each_run_beside_its_papers_number(tmp_path, capsys):
     assert rows["vae_k1"] == "| vae_k1 | 3280/3280 | 93.50 | 89.25 | 87.16 (at 3280) | 86.76 |"
     assert rows["vae_k1_bias"] == "| vae_k1_bias | 250/3280 | 93.50 | 89.25 | nan | 86.76 |"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+COMMITTED = sorted(reproduce.COMMITTED_RUNS.glob("*/state.json"))
+
+
+@pytest.mark.parametrize("state_file", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+def test_a_committed_run_continues_from_its_checkpoint(state_file):
+    """The runs committed in bench/results/reproduce (a fresh machine continues them): each
+    still matches its protocol, and an unfinished one's checkpoint restores into the model at
+    the step count its state records (the learning-rate schedule and the noise are keyed on it)."""
+    state = json.loads(state_file.read_text())
+    name = state_file.parent.name
+    run = reproduce.RUNS[name]
+    assert state["protocol"] == {
+        "run": name,
+        **run,
+        "train_sha256": state["protocol"]["train_sha256"],
+        "seed": state["protocol"]["seed"],
+    }
+    assert [e["epoch"] for e in state["epochs"]] == list(range(1, state["epoch"] + 1))
+    ckpts = sorted(p.name for p in state_file.parent.glob("ckpt-*"))
+    if state["epoch"] == reproduce.stage_ends(run["stages"])[-1]:
+        assert state["final"], "a finished run holds its final bound"
+        return
+    assert ckpts == [state["checkpoint"]] == [f"ckpt-{state['epoch']:05d}"]
+    # (input size, image shape, steps per pass): 60,000 digits in 20s, 1,768 faces in 100s
+    dim, shape, steps = {"mnist": (784, (28, 28, 1), 3000), "frey": (560, (28, 20, 1), 18)}[
+        run["dataset"]
+    ]
+    model = reproduce._model(run, dim, shape, steps)
+    reproduce._restore(model, str(state_file.parent), state["checkpoint"])
+    assert int(model.optimizer.iterations.numpy()) == state["epoch"] * steps
