@@ -1,6 +1,7 @@
 """bench/reproduce.py: Burda et al.'s schedule, and a stopped run resumes to the same numbers."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -157,15 +158,16 @@ def test_a_committed_run_continues_from_its_checkpoint(state_file):
         "seed": state["protocol"]["seed"],
     }
     assert [e["epoch"] for e in state["epochs"]] == list(range(1, state["epoch"] + 1))
-    ckpts = sorted(p.name for p in state_file.parent.glob("ckpt-*"))
     if state["epoch"] == reproduce.stage_ends(run["stages"])[-1]:
         assert state["final"], "a finished run holds its final bound"
         return
+    ckpts = sorted(p.name for p in state_file.parent.glob("ckpt-*"))
     assert ckpts == [state["checkpoint"]] == [f"ckpt-{state['epoch']:05d}"]
-    # (input size, image shape, steps per pass): 60,000 digits in 20s, 1,768 faces in 100s
-    dim, shape, steps = {"mnist": (784, (28, 28, 1), 3000), "frey": (560, (28, 20, 1), 18)}[
+    # (input size, image shape, training examples) of the datasets the runs use
+    dim, shape, n = {"mnist": (784, (28, 28, 1), 60_000), "frey": (560, (28, 20, 1), 1_768)}[
         run["dataset"]
     ]
+    steps = math.ceil(n / run["batch_size"])
     model = reproduce._model(run, dim, shape, steps)
     reproduce._restore(model, str(state_file.parent), state["checkpoint"])
     assert int(model.optimizer.iterations.numpy()) == state["epoch"] * steps
