@@ -228,6 +228,22 @@ def train(args) -> int:
             raise SystemExit(
                 f"{state_file}: recorded protocol differs from this run's; use another --workdir"
             )
+    ends = stage_ends(run["stages"])
+    if state["checkpoint"] and not os.path.isdir(os.path.join(workdir, state["checkpoint"])):
+        # A finished run keeps its state only (bench/results/reproduce): say what it recorded.
+        final = [f for f in state.get("final", []) if f["epoch"] == state["epoch"]]
+        if state["epoch"] >= ends[-1] and final and not args.final:
+            print(
+                f"{args.run}: finished at epoch {state['epoch']}: test log p(x) >= "
+                f"{final[-1]['log_likelihood']:.2f} (k = {final[-1]['samples']}), as recorded; "
+                f"its checkpoint {state['checkpoint']} is gone",
+                flush=True,
+            )
+            return 0
+        raise SystemExit(
+            f"{os.path.join(workdir, state['checkpoint'])}: the checkpoint that {state_file} "
+            "names is missing; without it the run cannot continue or be evaluated"
+        )
     steps = math.ceil(len(x_train) / run["batch_size"])
     model = _model(run, x_train.shape[1], image_shape, steps)
     if state["checkpoint"]:
@@ -235,7 +251,6 @@ def train(args) -> int:
         print(f"{args.run}: resumed at epoch {state['epoch']} ({state['checkpoint']})", flush=True)
     elif run.get("output_bias") == "data":
         model.set_output_bias(x_train)
-    ends = stage_ends(run["stages"])
     total = ends[-1]
     started = time.time()
     while state["epoch"] < total and not args.final:

@@ -82,6 +82,32 @@ def test_a_changed_protocol_is_refused(tmp_path, monkeypatch):
         reproduce.main(args)
 
 
+def test_a_run_whose_checkpoint_is_gone_says_so(tmp_path, monkeypatch, capsys):
+    """A finished run keeps its state only: rerunning it prints the bound it recorded; an
+    unfinished one, or --final, stops with the missing checkpoint's path (not a traceback)."""
+    import shutil
+
+    monkeypatch.setitem(reproduce.RUNS, "tiny", {**TINY, "stages": [[1, 1e-2], [1, 1e-3]]})
+    args = ["tiny", "--workdir", str(tmp_path), "--threads", "1", "--final-samples", "2"]
+    assert reproduce.main([*args, "--stop-after-minutes", "1e-9"]) == 0  # 1 of 2 epochs
+    state = _state(tmp_path)
+    shutil.rmtree(tmp_path / "tiny" / state["checkpoint"])
+    with pytest.raises(SystemExit, match=f"{state['checkpoint']}: the checkpoint .* is missing"):
+        reproduce.main(args)
+    shutil.rmtree(tmp_path / "tiny")
+    assert reproduce.main(args) == 0  # the whole run and its final bound
+    state = _state(tmp_path)
+    shutil.rmtree(tmp_path / "tiny" / state["checkpoint"])
+    capsys.readouterr()
+    assert reproduce.main(args) == 0
+    recorded = state["final"][-1]["log_likelihood"]
+    printed = capsys.readouterr().out
+    assert f"finished at epoch 2: test log p(x) >= {recorded:.2f} (k = 2)" in printed
+    assert _state(tmp_path) == state  # nothing recomputed or rewritten
+    with pytest.raises(SystemExit, match="is missing"):
+        reproduce.main([*args, "--final"])
+
+
 def test_bias_runs_are_their_base_runs_with_the_output_bias_from_data():
     for base in ("vae_k1", "iwae_k5"):
         assert reproduce.RUNS[f"{base}_bias"] == {**reproduce.RUNS[base], "output_bias": "data"}
