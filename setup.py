@@ -14,8 +14,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfvae", "tfvae.*"]),
-    # the embedded 8x8 digits (tfvae.data.load_default) and their licence notice
-    package_data={"tfvae": ["_data/digits.npz", "_data/DIGITS_LICENSE.txt"]},
+    # the embedded 8x8 digits (tfvae.data.datasets.load_default) and their licence notice
+    package_data={"tfvae.data": ["_data/digits.npz", "_data/DIGITS_LICENSE.txt"]},
     python_requires=">=3.10,<3.13",
     # Ranges of what tfvae imports at run time, not pins, so tfvae installs beside other
     # stacks. TF, tf-keras and TFP move together: tf-keras X.Y needs tensorflow X.Y, and
@@ -31,7 +31,7 @@ setup(
         "tensorboard>=2.21,<3",  # the CLI's TensorBoard logs (tf.summary needs it)
     ],
     extras_require={
-        # tfvae.serving's gRPC, models.config and warm-up helpers (the REST ones need nothing)
+        # tfvae.serving.client's gRPC, models.config and warm-up helpers (the REST ones need nothing)
         "serving": SERVING,
         # the tests import the serving protos and run the notebooks
         "test": SERVING

@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
         "results": results,
     }
     if args.out:
-        from tfvae import atomic  # TF-free: tfvae's package imports lazily
+        from tfvae.base import atomic  # TF-free: tfvae's package imports lazily
 
         atomic.write_json(args.out, summary, sort_keys=False)
     return summary

@@ -7,7 +7,7 @@ Usage (from the repository root):
 
 Each configuration runs in a fresh process (logical devices must be set before TensorFlow
 starts): the default strategy on one device with and without XLA, and `MirroredStrategy` over
-2 logical CPU devices (XLA is off there: see `tfvae.train`). The first epoch (tracing,
+2 logical CPU devices (XLA is off there: see `tfvae.training.train`). The first epoch (tracing,
 compilation) is not timed; the table reports examples/second over the remaining epochs,
 median of the epochs. On a CPU-only machine the logical devices share the same cores, so this
 measures the overhead of the replica machinery, not a speed-up; real gains need one GPU per
@@ -33,14 +33,14 @@ CONFIGS = [
 
 def _run_one(args) -> None:
     """Child process: trains and prints one JSON line of per-epoch timings."""
-    from tfvae.distribute import make_strategy, use_logical_cpus
+    from tfvae.engine.distribute import make_strategy, use_logical_cpus
 
     devices = use_logical_cpus(args.devices)
     import tf_keras as tfk
 
     from tfvae import VAE, VAEConfig
-    from tfvae.data import load_dataset
-    from tfvae.input_pipeline import make_dataset
+    from tfvae.data.datasets import load_dataset
+    from tfvae.data.input_pipeline import make_dataset
 
     strategy = make_strategy(args.strategy, devices if args.strategy == "mirrored" else None)
     data = load_dataset(args.dataset, os.environ.get("TFVAE_DATA_DIR"))

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfvae
-from tfvae.export import export
+from tfvae.serving.export import export
 
 
 def _timed(fn, calls: int, warmup: int = 5) -> np.ndarray:

@@ -103,7 +103,7 @@ def save_arrays(path: str, x_train, x_test, eval_samples: int, seed: int) -> Non
 def save_mnist_arrays(path: str, data_dir: str, subset, eval_samples: int) -> None:
     """The benchmark's MNIST file: grey levels binarized once (`binarize(x, "static")`, seed 0
     for train, 1 for test) and evaluation noise drawn with seed 2, for every contestant."""
-    from tfvae.data import binarize, load_mnist
+    from tfvae.data.datasets import binarize, load_mnist
 
     mnist = load_mnist(data_dir, binarization="none", subset=subset)
     save_arrays(
@@ -128,7 +128,7 @@ def load_arrays(path: str):
 def analytic_kl(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """KL(N(mu, sigma^2) || N(0, I)) per example, summed over latent dimensions (float64).
 
-    The referee's own numpy copy of `tfvae.objectives.analytic_kl`, on purpose: it scores
+    The referee's own numpy copy of `tfvae.model.objectives.analytic_kl`, on purpose: it scores
     every contestant alike and must not load TensorFlow into the PyTorch worker, whose
     peak RSS is part of the result.
     """

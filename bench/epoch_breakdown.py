@@ -33,8 +33,8 @@ def main(argv=None) -> dict:
     import tf_keras as tfk
 
     from tfvae import VAE
-    from tfvae.data import binarize, load_mnist
-    from tfvae.input_pipeline import make_dataset
+    from tfvae.data.datasets import binarize, load_mnist
+    from tfvae.data.input_pipeline import make_dataset
 
     mnist = load_mnist(args.data_dir, binarization="none", subset=args.subset)
     x = binarize(mnist.x_train, "static", seed=0)  # as `common.save_mnist_arrays`

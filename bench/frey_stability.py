@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from tfvae import TrainConfig, VAEConfig, train_and_evaluate
-    from tfvae.data import load_frey_face
+    from tfvae.data.datasets import load_frey_face
 
     data = load_frey_face(args.data_dir)
     extra = {} if args.min_log_var is None else {"min_log_var": args.min_log_var}
@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
         eval_samples=100,
         seed=args.seed,
     )
-    from tfvae.callbacks import NonFiniteLossError
+    from tfvae.engine.callbacks import NonFiniteLossError
 
     start = time.perf_counter()
     try:

@@ -50,8 +50,8 @@ def train_step_seed(config, step: int):
     """The stateless seed tfvae's training step `step` samples z with (`VAE.train_step`)."""
     import tensorflow as tf
 
-    from tfvae import model as vae_model
-    from tfvae.distribute import replica_seed
+    from tfvae.engine.distribute import replica_seed
+    from tfvae.model import vae as vae_model
 
     stream = tf.constant(config.seed * 4 + vae_model._TRAIN_STREAM, tf.int32)
     return replica_seed(tf.stack([stream, tf.constant(step, tf.int32)]))

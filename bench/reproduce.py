@@ -11,7 +11,7 @@ Every run is resumable: it checkpoints weights and optimizer every `--eval-every
 (and at each stage's end) into `WORKDIR/RUN/`, with `state.json` holding the per-epoch
 training loss and the test bounds measured so far; the same command continues where a
 killed or `--stop-after-minutes` run stopped, on the same batches and noise (both keyed on
-the epoch and step, `tfvae.input_pipeline.epoch_dataset`).
+the epoch and step, `tfvae.data.input_pipeline.epoch_dataset`).
 
   python3 -m bench.reproduce vae_k1                    # Burda's VAE, k = 1 (~3.6 h, 1 core)
   python3 -m bench.reproduce iwae_k5 --stop-after-minutes 60
@@ -124,7 +124,7 @@ def stage_ends(stages) -> list:
 
 def _load(run: dict, data_dir):
     """(x_train grey levels or continuous, x_test as evaluated, image shape, identity)."""
-    from tfvae import data
+    from tfvae.data import datasets as data
 
     if run["dataset"] == "digits":  # tfvae's embedded 8x8 digits: the harness's own tests
         d = data.load_default(binarization="dynamic")
@@ -145,7 +145,7 @@ def _model(run: dict, input_dim: int, image_shape, steps: int):
     import tf_keras as tfk
 
     from tfvae.config import VAEConfig
-    from tfvae.model import VAE
+    from tfvae.model.vae import VAE
 
     try:
         config = VAEConfig(input_dim=input_dim, image_shape=image_shape, **run["model"])
@@ -180,7 +180,7 @@ def _bounds(model, x, k: int, seed: int = 0) -> dict:
 
 
 def _write_json(path: str, obj) -> None:
-    from tfvae import atomic
+    from tfvae.base import atomic
 
     atomic.write_json(path, obj, indent=1)
 
@@ -188,7 +188,7 @@ def _write_json(path: str, obj) -> None:
 def _checkpoint(model, workdir: str, epoch: int) -> str:
     import tensorflow as tf
 
-    from tfvae import atomic
+    from tfvae.base import atomic
 
     name = f"ckpt-{epoch:05d}"
     with atomic.staged_dir(os.path.join(workdir, name)) as tmp:
@@ -207,7 +207,7 @@ def _restore(model, workdir: str, name: str) -> None:
 def train(args) -> int:
     import tensorflow as tf
 
-    from tfvae import input_pipeline
+    from tfvae.data import input_pipeline
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -355,7 +355,7 @@ def report(args) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from tfvae import atomic
+        from tfvae.base import atomic
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name, s in states.items():

@@ -225,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     contestants = [(n, *CONTESTANTS[n][:2]) for n in names if n not in skipped]
     run_torch = "pytorch" not in skipped and "pytorch" in names
 
-    from tfvae.data import load_binarized_mnist
+    from tfvae.data.datasets import load_binarized_mnist
 
     env = dict(os.environ)
     env.update(common.thread_env(args.threads, args.inter_op))

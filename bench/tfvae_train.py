@@ -8,7 +8,7 @@ README's snippet). `--steps-per-execution` / `--fused-steps` set them instead (1
 one step per call, the default before). The default initialisation (`fan_in_uniform`) is
 PyTorch's `nn.Linear` one, as in the PyTorch reference; `--weight-init glorot_uniform`
 starts from Keras' instead. `--compile-cache DIR` keeps XLA's programs in DIR across
-processes (`tfvae.xla_cache`, as the CLI does). The trained model is saved with
+processes (`tfvae.engine.xla_cache`, as the CLI does). The trained model is saved with
 `tfvae.save_model` for the evaluation (`bench.tfvae_eval`).
 """
 
@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     if args.compile_cache:
         import os
 
-        from tfvae import xla_cache
+        from tfvae.engine import xla_cache
 
         os.environ[xla_cache.ENV] = args.compile_cache
         xla_cache.enable()  # before TensorFlow starts (a no-op in the in-process smoke test)
@@ -41,8 +41,9 @@ def main(argv=None) -> dict:
     import tensorflow as tf
     import tf_keras as tfk
 
-    from tfvae import VAE, keras_internals, save_model
-    from tfvae.input_pipeline import make_dataset
+    from tfvae import VAE, save_model
+    from tfvae.data.input_pipeline import make_dataset
+    from tfvae.engine import keras_internals
 
     tf.random.set_seed(args.seed)
     speed = {

@@ -53,7 +53,7 @@ command line does the same in one: `tfvae run`.
 The loss is the negative ELBO: -log p(x|z) + KL(q(z|x) || p(z)), in nats per example.
 """),
     code("""
-from tfvae.data import load_default
+from tfvae.data.datasets import load_default
 
 data = load_default()  # binarized digits, [N, 64]
 config = tfvae.VAEConfig(
@@ -95,11 +95,11 @@ plots.latent_scatter(z_mean, data.y_test)
     md("""
 ## 4. Export for TF Serving
 
-`tfvae.export` writes a SavedModel in TF Serving's layout `<base>/<name>/<version>`;
+`tfvae.serving.export` writes a SavedModel in TF Serving's layout `<base>/<name>/<version>`;
 the next free version is chosen, an existing one is never replaced.
 """),
     code("""
-from tfvae.export import export, load_exported
+from tfvae.serving.export import export, load_exported
 
 path = export(model, os.path.join(WORKDIR, "saved_models", "digits"))
 print(path, sorted(os.listdir(path)))
@@ -120,7 +120,7 @@ parameters are fixed; x is still random. This notebook shows it with a Bernoulli
     code(
         SETUP
         + """
-from tfvae.data import load_default
+from tfvae.data.datasets import load_default
 
 EPOCHS = 3 if SMALL else 100
 
@@ -232,7 +232,7 @@ nothing is downloaded.
     code(
         SETUP
         + """
-from tfvae.data import load_frey_face
+from tfvae.data.datasets import load_frey_face
 
 DATA_DIR = os.environ.get("TFVAE_DATA_DIR")
 if not DATA_DIR or not os.path.isdir(DATA_DIR):
@@ -301,9 +301,9 @@ at what it offers, and answer such a request in-process the way the server would
         + """
 import json
 
-from tfvae.data import load_default
-from tfvae.export import export, load_exported
-from tfvae.serving import parse_rest_response, rest_body, rest_url
+from tfvae.data.datasets import load_default
+from tfvae.serving.export import export, load_exported
+from tfvae.serving.client import parse_rest_response, rest_body, rest_url
 
 data = load_default()
 model = tfvae.VAE(tfvae.VAEConfig(input_dim=64, latent_dim=2, hidden_units=(64,),

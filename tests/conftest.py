@@ -30,9 +30,9 @@ def closed_port_url() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_downloads():
-    """Tests never reach the internet: dataset downloads (`tfvae.download`) go to a closed
+    """Tests never reach the internet: dataset downloads (`tfvae.data.download`) go to a closed
     loopback port unless a test serves the files itself. Nor do they write the CLI's XLA
-    cache in the home directory (`tfvae.xla_cache`; tests/test_xla_cache.py turns it on)."""
+    cache in the home directory (`tfvae.engine.xla_cache`; tests/test_xla_cache.py turns it on)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TFVAE_DATASETS_URL", closed_port_url())
         patch.setenv("TFVAE_XLA_CACHE", "off")
@@ -55,7 +55,8 @@ def small_config():
 def checkpoint_callback(tmp_path):
     """(a `TrainingCheckpoint` writing into tmp_path, its compiled 16-2 VAE): set up as `fit`
     sets it up (optimizer slots built, `on_train_begin` run), no epoch written yet."""
-    from tfvae import VAE, VAEConfig, checkpointing
+    from tfvae import VAE, VAEConfig
+    from tfvae.training import checkpointing
 
     model = VAE(VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,)))
     model.compile()

@@ -19,7 +19,10 @@ import signal
 import sys
 import time
 
-from tfvae import atomic, checkpointing, cli, plots, train
+from tfvae import plots
+from tfvae.base import atomic
+from tfvae.cli import app as cli
+from tfvae.training import checkpointing, train
 
 
 def _kill():

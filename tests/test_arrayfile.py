@@ -9,7 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from tfvae import arrayfile, cli, data
+from tfvae.cli import app as cli
+from tfvae.data import arrayfile
+from tfvae.data import datasets as data
 
 
 def npy_header(shape, descr="<f4"):

@@ -1,4 +1,4 @@
-"""tfvae.atomic: whole files or none, no clobbering without overwrite, no debris on failure."""
+"""tfvae.base.atomic: whole files or none, no clobbering without overwrite, no debris on failure."""
 
 import json
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tfvae import atomic
+from tfvae.base import atomic
 
 
 def test_write_json_round_trip_and_no_temp_left(tmp_path):

@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from tfvae import VAE, TrainConfig, VAEConfig, cli, export
+from tfvae import VAE, TrainConfig, VAEConfig, export
+from tfvae.cli import app as cli
 from tfvae.config import LIMITS, MAX_ARRAY_BYTES, weight_count
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")

@@ -70,7 +70,7 @@ def test_run_writes_model_logs_pictures(workdir):
         assert image.shape[:2] == size, name
         assert image[..., :3].std() > 0, name
     # One run.json describes the run: the configs the same flags build.
-    from tfvae.cli import _config_values, _parser
+    from tfvae.cli.app import _config_values, _parser
 
     model, train = _config_values(_parser().parse_args(["run", *TINY]))
     recorded = json.loads((run / "run.json").read_text())
@@ -85,7 +85,7 @@ def test_run_writes_model_logs_pictures(workdir):
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert math.isfinite(metrics["elbo"]) and metrics["elbo"] < 0
     try:
-        import tfvae.export  # noqa: F401
+        import tfvae.serving.export  # noqa: F401
     except ImportError:
         return
     assert (workdir / "saved_models" / "default" / "1" / "saved_model.pb").is_file()
@@ -148,7 +148,7 @@ def test_export_writes_tf_serving_layout(workdir, tmp_path, capsys):
     assert "pass --overwrite" in line and "overwrite=True" not in line
     assert tree_digest(tmp_path) == before
     # The log_likelihood signature's K and the request budget, chosen and recorded.
-    from tfvae.export import METADATA_FILE
+    from tfvae.serving.export import METADATA_FILE
 
     status = main(["export", str(workdir / "runs" / "default"), "--base-dir", str(tmp_path),
                    "--iwae-samples", "7", "--max-request-elements", "6"])  # fmt: skip
@@ -193,7 +193,7 @@ def one_line_error(stderr):
 def test_incompatible_checkpoint_from_subprocess(workdir, tmp_path):
     import shutil
 
-    from tfvae.saving import sha256_file
+    from tfvae.model.saving import sha256_file
 
     model = tmp_path / "run" / "model"
     shutil.copytree(workdir / "runs" / "default" / "model", model)
@@ -273,7 +273,7 @@ def test_every_subcommand_has_help_describing_it(capsys):
     it runs; `tfvae COMMAND --help` shows the rest of that docstring."""
     import inspect
 
-    from tfvae import cli
+    from tfvae.cli import app as cli
 
     with pytest.raises(SystemExit):
         cli.main(["--help"])
@@ -314,7 +314,8 @@ def test_dynamic_binarization_trains_on_grey_levels_with_a_bernoulli_decoder(
 ):
     """--dynamic-binarization loads grey levels (redrawn as pixels each epoch), not a static
     binarization on which the redraw would change nothing; the decoder stays Bernoulli."""
-    from tfvae import cli, data
+    from tfvae.cli import app as cli
+    from tfvae.data import datasets as data
 
     loaded = {}
     load_dataset = data.load_dataset
@@ -336,7 +337,7 @@ def test_dynamic_binarization_trains_on_grey_levels_with_a_bernoulli_decoder(
 
 def test_run_data_is_read_from_run_json_or_an_older_runs_dataset_json(tmp_path):
     from tfvae import TrainConfig, VAEConfig
-    from tfvae.cli import UsageError, _dataset_source
+    from tfvae.cli.app import UsageError, _dataset_source
 
     (tmp_path / "dataset.json").write_text(json.dumps({"dataset": "old.npy", "seed": 1}))
     assert _dataset_source(str(tmp_path)) == {"dataset": "old.npy", "seed": 1}

@@ -1,6 +1,6 @@
 """The `tfvae` command starts without TensorFlow and keeps TF's start-up lines quiet.
 
-`import tfvae` (and tfvae.cli, tfvae.serving's REST helpers) must not import TensorFlow, so
+`import tfvae` (and tfvae.cli.app, tfvae.serving.client's REST helpers) must not import TensorFlow, so
 `--help` and argument errors answer at once; commands that do load TF hide its C++ lines
 unless `--verbose` or the user's own $TF_CPP_MIN_LOG_LEVEL asks for them. Timings live in
 bench/bench_cli_startup.py, not here.
@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from export_helpers import run_python
 
-from tfvae import cli
+from tfvae.cli import app as cli
 
 # Prints, at exit, which of these modules the process imported (--help exits early).
 _REPORT = (
@@ -40,13 +40,13 @@ def loaded(result):
 def test_importing_tfvae_cli_and_serving_leaves_tensorflow_out():
     code = _REPORT + textwrap.dedent(
         """
-        import tfvae, tfvae.cli, tfvae.serving
-        from tfvae.serving import rest_url, rest_body, parse_rest_response
+        import tfvae, tfvae.cli.app, tfvae.serving.client
+        from tfvae.serving.client import rest_url, rest_body, parse_rest_response
         assert set(tfvae.__all__) <= set(dir(tfvae)), set(tfvae.__all__) - set(dir(tfvae))
         body = rest_body("encode", x=[[0.5, 0.5]], seed=1)
         assert parse_rest_response({"outputs": [1, 2]})["output"].tolist() == [1, 2]
         assert rest_url("vae").endswith("/v1/models/vae:predict"), body
-        assert tfvae.serving.rest_url is rest_url  # submodules reachable as attributes
+        assert tfvae.serving.client.rest_url is rest_url  # submodules reachable as attributes
         try:
             tfvae.no_such_name
         except AttributeError:
@@ -87,13 +87,13 @@ def test_help_and_argument_errors_do_not_import_tensorflow(args, status, tmp_pat
 
 def test_public_names_resolve_lazily_and_export_stays_the_function():
     import tfvae
-    import tfvae.export  # binds the submodule's name on the package, which must stay the function
+    import tfvae.serving.export  # binds the submodule's name on the package, which must stay the function
     from tfvae import VAE, export
-    from tfvae.model import VAE as model_vae
+    from tfvae.model.vae import VAE as model_vae
 
     assert VAE is model_vae and tfvae.VAE is VAE
-    assert callable(export) and export is tfvae.export.__globals__["export"]
-    assert tfvae.export is export
+    assert callable(export) and export is tfvae.serving.export.__globals__["export"]
+    assert tfvae.serving.export is export
     assert sorted(tfvae.__all__) == sorted(n for n in dir(tfvae) if n in tfvae.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         tfvae.nope  # noqa: B018
@@ -120,7 +120,7 @@ def test_log_level_default_user_setting_and_verbose(env, verbose, level, hooked)
     code = _REPORT + textwrap.dedent(
         f"""
         import os, sys
-        from tfvae import cli
+        from tfvae.cli import app as cli
         cli._tensorflow_log_level({verbose})
         hooks = [f for f in sys.meta_path if isinstance(f, cli._QuietImport)]
         print(os.environ["TF_CPP_MIN_LOG_LEVEL"], bool(hooks))

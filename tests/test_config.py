@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from tfvae import TrainConfig, VAEConfig, cli
+from tfvae import TrainConfig, VAEConfig
+from tfvae.cli import app as cli
 from tfvae.config import DEFAULT_PRESET, PRESETS, cli_fields, preset
 
 DATA_FIELDS = {"input_dim", "image_shape"}  # set by the data, never by a flag

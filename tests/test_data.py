@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfvae import data
+from tfvae.data import datasets as data
 
 
 def test_default_is_embedded_and_binary():
@@ -26,7 +26,7 @@ def test_default_is_scikit_learns_digits_without_scikit_learn():
         np.testing.assert_array_equal(npz["labels"], digits.target)
     assert os.path.isfile(os.path.join(os.path.dirname(data.DIGITS_FILE), "DIGITS_LICENSE.txt"))
     # scikit-learn made unimportable (TensorFlow imports it when present, tfvae never needs it)
-    code = "import sys; sys.modules['sklearn'] = None; import tfvae.data as d; d.load_default()"
+    code = "import sys; sys.modules['sklearn'] = None; import tfvae.data.datasets as d; d.load_default()"
     subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
 
 

@@ -19,8 +19,13 @@ import pytest
 import tensorflow as tf
 from export_helpers import run_python
 
-from tfvae import VAE, VAEConfig, atomic, checkpointing, cli, download, load_model, saving
-from tfvae.atomic import DiskFullError
+from tfvae import VAE, VAEConfig, load_model
+from tfvae.base import atomic
+from tfvae.base.atomic import DiskFullError
+from tfvae.cli import app as cli
+from tfvae.data import download
+from tfvae.model import saving
+from tfvae.training import checkpointing
 
 TINY = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,))
 
@@ -297,7 +302,8 @@ def tmpfs(tmp_path):
 
 SAVE_ON_FULL_DISK = """
 import os, sys
-from tfvae import VAE, VAEConfig, atomic, save_model
+from tfvae import VAE, VAEConfig, save_model
+from tfvae.base import atomic
 model = VAE(VAEConfig(input_dim=784, latent_dim=20, hidden_units=(500,)))
 if sys.argv[2] == "unchecked":  # as if the disk filled after the space was checked
     atomic.check_space = lambda path, needed: None
@@ -354,4 +360,4 @@ def test_the_test_helpers_fill_as_promised(tmp_path):
         with pytest.raises(OSError) as e:
             f.write(b"123456")
     assert e.value.errno == errno.ENOSPC and (tmp_path / "f").read_bytes() == b"1234"
-    assert sys.modules["tfvae.atomic"] is atomic
+    assert sys.modules["tfvae.base.atomic"] is atomic

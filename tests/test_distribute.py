@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae import distribute
-from tfvae.cli import _parser
+from tfvae.cli.app import _parser
+from tfvae.engine import distribute
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "tests", "distribute_scripts")
@@ -234,8 +234,8 @@ def test_a_restarted_cluster_resumes_from_its_checkpoint(two_workers):
 def test_the_workers_see_the_global_batches_of_an_uninterrupted_run(two_workers):
     """Both launches together fed exactly `epoch_dataset`'s batches (worker.py: seed 0, batch
     128): each step, the two workers' shares add up to that step's global batch."""
-    from tfvae.data import load_default
-    from tfvae.input_pipeline import epoch_dataset
+    from tfvae.data.datasets import load_default
+    from tfvae.data.input_pipeline import epoch_dataset
 
     _, _, seen, _ = two_workers
     expected, steps = epoch_dataset(load_default().x_train, 128, 0, 0, 2)

@@ -1,4 +1,4 @@
-"""`tfvae.download` against a loopback HTTP server holding ../shared/data (never the internet):
+"""`tfvae.data.download` against a loopback HTTP server holding ../shared/data (never the internet):
 success and reuse, a wrong hash, a cut-short transfer, an unreachable host; and the main job's
 choice of data (MNIST when it can be had, else the embedded digits, saying so)."""
 
@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from conftest import closed_port_url
 
-from tfvae import data, download
 from tfvae.config import PRESETS
-from tfvae.download import SOURCES, DownloadError, fetch
+from tfvae.data import datasets as data
+from tfvae.data import download
+from tfvae.data.download import SOURCES, DownloadError, fetch
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -207,7 +208,7 @@ def test_keras_mnist_npz_is_a_dataset_and_a_cached_mnist(data_dir, cache):
     binary = data.load_dataset(keras_file)
     assert binary.binary and set(np.unique(binary.x_train)) == {0.0, 1.0}
     # The command line trains it with the MNIST preset.
-    from tfvae.cli import _config_values
+    from tfvae.cli.app import _config_values
 
     assert _config_values(run_args("--dataset", keras_file))[0] == dict(PRESETS["mnist"].model)
 
@@ -230,13 +231,13 @@ def test_binarized_mnist_from_amat_files(data_dir, cache):
 
 # ------------------------------------------------------------------ the main job's data
 def run_args(*words):
-    from tfvae.cli import _parser
+    from tfvae.cli.app import _parser
 
     return _parser().parse_args(["run", *words])
 
 
 def test_run_takes_mnist_when_it_can_be_downloaded(data_dir, cache, monkeypatch):
-    from tfvae.cli import _choose_dataset, _config_values
+    from tfvae.cli.app import _choose_dataset, _config_values
 
     with serve(data_dir) as server:
         monkeypatch.setenv(download.DATASETS_URL_ENV, server.url)

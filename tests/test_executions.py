@@ -1,4 +1,4 @@
-"""`VAE.compile()`'s default steps per execution (`tfvae.executions`): fused steps on arrays
+"""`VAE.compile()`'s default steps per execution (`tfvae.engine.executions`): fused steps on arrays
 and datasets of known size with no arguments, one step per call where Keras needs it.
 
 The reference is the same model compiled with `steps_per_execution=1` (Keras' one step per
@@ -12,9 +12,9 @@ import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig, make_dataset
 from tfvae.config import STEPS_PER_EXECUTION
-from tfvae.executions import never_runs_out_mid_execution
-from tfvae.fused_steps import is_fused
-from tfvae.keras_internals import steps_per_execution
+from tfvae.engine.executions import never_runs_out_mid_execution
+from tfvae.engine.fused_steps import is_fused
+from tfvae.engine.keras_internals import steps_per_execution
 
 CONFIG = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1)
 X = (np.random.default_rng(0).random((1000, 16)) < 0.3).astype(np.float32)

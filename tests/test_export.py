@@ -26,7 +26,7 @@ from export_helpers import (
 import tfvae
 from tfvae import export as export_fn
 from tfvae import load_exported
-from tfvae.export import SIGNATURES, _clean_stale, _move_into_place
+from tfvae.serving.export import SIGNATURES, _clean_stale, _move_into_place
 
 SEED = 7
 NUM_SAMPLES = 5
@@ -500,7 +500,7 @@ def test_concurrent_version_is_not_clobbered(tmp_path):
 )
 def test_other_decoders_and_conv_give_the_model_parameters(kwargs):
     """The export's tensors equal the tfvae distributions' (traced, not saved: fast)."""
-    from tfvae.export import make_serving_module
+    from tfvae.serving.export import make_serving_module
 
     config = tfvae.VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), **kwargs)
     model = tfvae.VAE(config)
@@ -525,7 +525,7 @@ def test_concurrent_exports_claim_distinct_versions(tmp_path, monkeypatch):
     """A version that appears while an export with an automatic number is being written (a
     concurrent `tfvae export`) is left whole, and this export takes the next number; an
     explicitly asked-for version is refused instead."""
-    from tfvae import atomic
+    from tfvae.base import atomic
 
     model, _ = exported("bernoulli")
     base = tmp_path / "vae"

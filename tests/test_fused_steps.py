@@ -1,4 +1,4 @@
-"""Fused steps (`tfvae.fused_steps`): the same training as Keras' loop, fewer XLA launches.
+"""Fused steps (`tfvae.engine.fused_steps`): the same training as Keras' loop, fewer XLA launches.
 
 The reference is Keras' own train function (`fused_steps=1`): the fused loop must take
 the same steps on the same batches, so weights and logged metrics agree.
@@ -10,8 +10,8 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig
-from tfvae.fused_steps import is_fused
-from tfvae.keras_internals import train_counter
+from tfvae.engine.fused_steps import is_fused
+from tfvae.engine.keras_internals import train_counter
 
 CONFIG = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), seed=1)
 X = (np.random.default_rng(0).random((1000, 16)) < 0.3).astype(np.float32)

@@ -7,7 +7,7 @@ import tensorflow_probability as tfp
 import tf_keras as tfk
 
 from tfvae import VAEConfig
-from tfvae.heads import (
+from tfvae.model.heads import (
     BernoulliLogits,
     DiagonalGaussian,
     FixedVarianceGaussian,
@@ -16,7 +16,7 @@ from tfvae.heads import (
     make_head,
     soft_clip,
 )
-from tfvae.networks import make_decoder, make_encoder
+from tfvae.model.networks import make_decoder, make_encoder
 
 rng = np.random.default_rng(2)
 

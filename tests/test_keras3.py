@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import VAE, Data, TrainConfig, keras3, train_and_evaluate
-from tfvae.networks import make_decoder, make_encoder
+from tfvae import VAE, Data, TrainConfig, train_and_evaluate
+from tfvae.engine import keras3
+from tfvae.model.networks import make_decoder, make_encoder
 
 ONE_LINE = r"is Keras 3; tfvae uses Keras 2: .*tf-keras.*TF_USE_LEGACY_KERAS=1"
 

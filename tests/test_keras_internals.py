@@ -1,7 +1,7 @@
-"""The tf_keras and TFP private attributes that `tfvae.keras_internals` relies on, pinned.
+"""The tf_keras and TFP private attributes that `tfvae.engine.keras_internals` relies on, pinned.
 
 If an upgrade renames, retypes or repurposes one, a test here fails naming the attribute
-and the versions; `tfvae/keras_internals.py` is then the one file to fix.
+and the versions; `tfvae/engine/keras_internals.py` is then the one file to fix.
 """
 
 import numpy as np
@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import keras_internals
+from tfvae.engine import keras_internals
 
 tfd = tfp.distributions
 
@@ -29,12 +29,14 @@ def require(obj, attribute, expected_type):
     """`obj.attribute`, failing loudly unless it exists with `expected_type`."""
     owner = obj.__name__ if isinstance(obj, type) else type(obj).__name__
     if not hasattr(obj, attribute):
-        pytest.fail(f"{VERSIONS}: {owner}.{attribute} no longer exists (tfvae.keras_internals)")
+        pytest.fail(
+            f"{VERSIONS}: {owner}.{attribute} no longer exists (tfvae.engine.keras_internals)"
+        )
     value = getattr(obj, attribute)
     if not isinstance(value, expected_type):
         pytest.fail(
             f"{VERSIONS}: {owner}.{attribute} is a {type(value).__name__}, "
-            f"tfvae.keras_internals expects {expected_type}"
+            f"tfvae.engine.keras_internals expects {expected_type}"
         )
     return value
 
@@ -134,9 +136,9 @@ def test_saved_model_save_lists_children_as_savedmodel_and_can_be_refused(tmp_pa
     class Refused(tfk.Sequential):
         pass
 
-    keras_internals.refuse_saved_model(Refused, "use tfvae.export")
+    keras_internals.refuse_saved_model(Refused, "use tfvae.serving.export")
     model = Refused([tfk.Input((2,)), tfk.layers.Dense(1)])
-    with pytest.raises(TypeError, match="use tfvae.export"):
+    with pytest.raises(TypeError, match="use tfvae.serving.export"):
         tf.saved_model.save(model, str(tmp_path / "sm"))
     assert not (tmp_path / "sm" / "saved_model.pb").exists(), VERSIONS
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt" / "c"))

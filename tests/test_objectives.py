@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import objectives
+from tfvae.model import objectives
 
 tfd = tfp.distributions
 rng = np.random.default_rng(1)

@@ -11,9 +11,9 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import VAE, TrainConfig, VAEConfig, train_and_evaluate
-from tfvae.data import Data, load_default
-from tfvae.heads import soft_clip
-from tfvae.output_bias import inverse_soft_clip
+from tfvae.data.datasets import Data, load_default
+from tfvae.model.heads import soft_clip
+from tfvae.model.output_bias import inverse_soft_clip
 
 D = 12
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tfvae import VAE, TrainConfig, VAEConfig
-from tfvae.validation import check_array, check_positive_int, check_seed
+from tfvae.data.validation import check_array, check_positive_int, check_seed
 
 D, J = 6, 2
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

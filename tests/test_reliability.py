@@ -14,15 +14,15 @@ from tfvae import (
     VAE,
     TrainConfig,
     VAEConfig,
-    checkpointing,
     load_model,
     save_model,
     train_and_evaluate,
 )
-from tfvae.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
-from tfvae.data import Data, load_default
-from tfvae.input_pipeline import epoch_dataset
-from tfvae.saving import sha256_file
+from tfvae.data.datasets import Data, load_default
+from tfvae.data.input_pipeline import epoch_dataset
+from tfvae.engine.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from tfvae.model.saving import sha256_file
+from tfvae.training import checkpointing
 
 TINY = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,))
 FAST = dict(eval_samples=2, jit_compile=False)
@@ -283,8 +283,8 @@ def test_save_and_load_arguments_are_checked(tmp_path):
 
 
 def test_data_loaders_refuse_bad_arrays(tmp_path):
-    from tfvae.data import load_array
-    from tfvae.input_pipeline import make_dataset
+    from tfvae.data.datasets import load_array
+    from tfvae.data.input_pipeline import make_dataset
 
     bad = np.ones((4, 3, 2), np.float32)
     bad[1, 2, 0] = np.nan
@@ -306,7 +306,7 @@ def test_resume_on_other_training_data_is_refused_naming_both(tmp_path):
     """run.json records the data (source, shape, sha256): a resume on other data is refused,
     on the same data (or from a run.json recorded without data) it goes on."""
     from tfvae import TrainConfig, VAEConfig
-    from tfvae.checkpointing import CheckpointError, dataset_identity, prepare_run
+    from tfvae.training.checkpointing import CheckpointError, dataset_identity, prepare_run
 
     config, train = VAEConfig(input_dim=4), TrainConfig()
     x = np.zeros((10, 4), np.float32)

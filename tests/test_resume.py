@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfvae import TrainConfig, VAEConfig, load_model, train_and_evaluate
-from tfvae.data import load_default
+from tfvae.data.datasets import load_default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, KILL_EPOCH = 4, 2  # killed during the 3rd epoch (index 2), after 2 complete ones
@@ -20,8 +20,9 @@ EPOCHS, KILL_EPOCH = 4, 2  # killed during the 3rd epoch (index 2), after 2 comp
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from tfvae import TrainConfig, VAEConfig, checkpointing, train_and_evaluate
-    from tfvae.data import load_default
+    from tfvae import TrainConfig, VAEConfig, train_and_evaluate
+    from tfvae.training import checkpointing
+    from tfvae.data.datasets import load_default
 
     workdir, kill_epoch = sys.argv[1], int(sys.argv[2])
 

@@ -19,10 +19,10 @@ import pytest
 from export_helpers import REPO, run_python, tree_digest
 
 from tfvae import TrainConfig, VAEConfig, load_model, train_and_evaluate
-from tfvae.checkpointing import CheckpointError
 from tfvae.cli import main
-from tfvae.data import Data, load_default
-from tfvae.train import make_callbacks
+from tfvae.data.datasets import Data, load_default
+from tfvae.training.checkpointing import CheckpointError
+from tfvae.training.train import make_callbacks
 
 CHILD = os.path.join(REPO, "tests", "lifecycle_child.py")
 # A tiny CLI run: seconds in process; batch callbacks every step (for the mid-epoch kill).
@@ -33,7 +33,7 @@ CLI_TINY = [
 ]  # fmt: skip
 TINY = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(8,), seed=3)
 FAST = TrainConfig(epochs=2, eval_samples=2, jit_compile=False, seed=5)
-# The holder of a lock in a second process: tfvae.runlock alone, loaded in a blink.
+# The holder of a lock in a second process: tfvae.training.runlock alone, loaded in a blink.
 HOLDER = (
     "import importlib.util, sys; spec = importlib.util.spec_from_file_location('runlock', "
     f"{os.path.join(REPO, 'tfvae', 'runlock.py')!r}); runlock = importlib.util.module_from_spec("
@@ -98,7 +98,7 @@ def _hold_in_another_process(workdir):
 def test_a_locked_run_directory_is_refused_naming_the_holder_until_it_dies(
     tmp_path, digits, capsys
 ):
-    from tfvae import runlock
+    from tfvae.training import runlock
 
     run = tmp_path / "run"
     holder = _hold_in_another_process(run)
@@ -181,7 +181,7 @@ def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run
     assert "training diverged at epoch 1" in one_line_error(capsys.readouterr().err)
     assert tree_digest(cli_run) == before
     assert sorted(os.listdir(parent)) == ["flat.npy", "one.npy", "run", "split.npz"]  # no staging
-    from tfvae.cli import _dataset_source
+    from tfvae.cli.app import _dataset_source
 
     model = load_model(cli_run)  # the old run still evaluates
     assert model.config.hidden_units == (8,) and _dataset_source(str(cli_run))
@@ -266,7 +266,7 @@ def test_a_failure_worth_resuming_names_the_command_that_finishes_the_run(
 ):
     """A full disk after epoch 1's checkpoint: the note names `--resume`, which finishes
     the run with both rows of history.csv."""
-    from tfvae import checkpointing
+    from tfvae.training import checkpointing
 
     save = checkpointing.TrainingCheckpoint.save
 
@@ -308,7 +308,7 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_newest_intact_one(tmp_pa
     raw = bytearray(data_file.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte
     data_file.write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="tfvae.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="tfvae.training.checkpointing"):
         model, history, _ = _api_run(run, digits)
     skipped = [r.getMessage() for r in caplog.records if "epoch-000002" in r.getMessage()]
     assert len(skipped) == 1 and "is corrupt or truncated" in skipped[0], skipped

@@ -134,7 +134,7 @@ def test_model_export_writes_the_serving_export(trained, binary_x, tmp_path):
 def test_tf_saved_model_save_points_to_tfvae_export(trained, tmp_path):
     import tensorflow as tf
 
-    with pytest.raises(TypeError, match=r"tfvae.export\(model, path\)") as e:
+    with pytest.raises(TypeError, match=r"tfvae.serving.export\(model, path\)") as e:
         tf.saved_model.save(trained, str(tmp_path / "sm"))
     assert "\n" not in str(e.value)
     assert not os.path.exists(tmp_path / "sm" / "saved_model.pb")

@@ -8,8 +8,11 @@ import re
 
 import pytest
 
-from tfvae import VAE, TrainConfig, VAEConfig, checkpointing, cli, load_model, save_model, schema
-from tfvae.checkpointing import CheckpointError
+from tfvae import VAE, TrainConfig, VAEConfig, load_model, save_model
+from tfvae.base import schema
+from tfvae.cli import app as cli
+from tfvae.training import checkpointing
+from tfvae.training.checkpointing import CheckpointError
 
 TINY = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,))
 

@@ -15,8 +15,9 @@ import tensorflow as tf
 from export_helpers import INPUT_DIM, LATENT_DIM, REPO, exported
 from tensorflow_serving.apis import predict_pb2
 
-from tfvae import load_exported, serving
-from tfvae.export import SIGNATURES
+from tfvae import load_exported
+from tfvae.serving import client as serving
+from tfvae.serving.export import SIGNATURES
 
 _LOADED = {}
 
@@ -246,11 +247,11 @@ def test_export_without_the_serving_extra_skips_only_the_warmup(
     from tfvae import export
 
     model = exported("bernoulli")[0]
-    with caplog.at_level("WARNING", logger="tfvae.export"):
+    with caplog.at_level("WARNING", logger="tfvae.serving.export"):
         path = export(model, tmp_path / "vae")
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
     assert not os.path.exists(os.path.join(path, serving.WARMUP_FILE))
-    (record,) = [r for r in caplog.records if r.name == "tfvae.export"]
+    (record,) = [r for r in caplog.records if r.name == "tfvae.serving.export"]
     assert record.levelname == "WARNING" and "\n" not in record.getMessage()
     assert (
         "warm-up" in record.getMessage() and 'pip install "tfvae[serving]"' in record.getMessage()

@@ -14,8 +14,9 @@ import pytest
 from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, REPO, exported, run_python
 from request_probe import SessionRunner
 
-from tfvae import load_exported, serving
-from tfvae.export import DEFAULT_REQUEST_BYTES, METADATA_FILE, make_serving_module
+from tfvae import load_exported
+from tfvae.serving import client as serving
+from tfvae.serving.export import DEFAULT_REQUEST_BYTES, METADATA_FILE, make_serving_module
 
 SMALL_BUDGET = 100  # rows x samples: 3 log_likelihood rows (K = 32), 100 rows otherwise
 X_SIGNATURES = ("serving_default", "encode", "log_likelihood")

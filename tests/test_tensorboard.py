@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from tfvae import VAE, TrainConfig, VAEConfig, train_and_evaluate
-from tfvae.data import load_default
-from tfvae.tensorboard import EVAL_DIR, EvalSummaries, hparams_of
-from tfvae.train import make_callbacks
+from tfvae.data.datasets import load_default
+from tfvae.training.tensorboard import EVAL_DIR, EvalSummaries, hparams_of
+from tfvae.training.train import make_callbacks
 
 
 def read_events(log_dir):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfvae import TrainConfig, VAEConfig, load_model, train_and_evaluate
-from tfvae.data import Data, load_default, load_frey_face, load_mnist
+from tfvae.data.datasets import Data, load_default, load_frey_face, load_mnist
 
 
 def _elbo_gain(config, train_config, data, tmp_path=None):
@@ -77,7 +77,7 @@ def test_input_dim_mismatch_is_refused():
 
 
 def _tiny_run(workdir, epochs):
-    from tfvae.train import make_callbacks
+    from tfvae.training.train import make_callbacks
 
     data = load_default()
     config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(8,))
@@ -107,7 +107,7 @@ def test_history_csv_counts_epochs_from_one_and_resumes(tmp_path):
 def test_history_csv_drops_a_cut_row_and_later_epochs(tmp_path):
     import tf_keras as tfk
 
-    from tfvae.callbacks import HistoryCSV
+    from tfvae.engine.callbacks import HistoryCSV
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss\n1,5.0\n2,4.5\n3,4.")  # killed mid-row, resumed after epoch 1
@@ -122,7 +122,7 @@ def test_history_csv_drops_a_cut_row_and_later_epochs(tmp_path):
 def test_epoch_line_prints_fixed_point(capsys):
     import tf_keras as tfk
 
-    from tfvae.callbacks import EpochLine
+    from tfvae.engine.callbacks import EpochLine
 
     line = EpochLine()
     line.set_model(tfk.Sequential([tfk.layers.Dense(1, input_shape=(1,))]))

@@ -14,7 +14,7 @@ import tensorflow_probability as tfp
 import tf_keras as tfk
 
 from tfvae import VAE, VAEConfig
-from tfvae.distribute import replica_seed
+from tfvae.engine.distribute import replica_seed
 
 ACTIVATIONS = {
     "relu": (lambda a: np.maximum(a, 0.0), lambda a: (a > 0).astype(np.float64)),
@@ -94,7 +94,7 @@ class Adam:
 @pytest.mark.parametrize(
     "activation, steps_per_execution, jit_compile",
     # relu, 2 steps per execution, XLA: the two full batches of an epoch run as one fused
-    # group (tfvae.fused_steps), the short one alone.
+    # group (tfvae.engine.fused_steps), the short one alone.
     [("relu", 2, True), ("tanh", 1, True), ("tanh", 3, False)],
 )
 def test_fit_matches_numpy_reference(activation, steps_per_execution, jit_compile):

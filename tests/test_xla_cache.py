@@ -1,4 +1,4 @@
-"""The CLI's persistent XLA cache (`tfvae.xla_cache`): where it lives, when it is set, which
+"""The CLI's persistent XLA cache (`tfvae.engine.xla_cache`): where it lives, when it is set, which
 files it keeps, and that a second process loads what the first compiled.
 
 conftest turns the cache off for every test; these turn it on in a temporary directory.
@@ -11,7 +11,7 @@ import time
 import pytest
 from export_helpers import run_python
 
-from tfvae import xla_cache
+from tfvae.engine import xla_cache
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_the_least_recently_used_entries_go_beyond_the_size_limit(tmp_path, rele
 
 FIT = """
 import sys
-from tfvae import xla_cache
+from tfvae.engine import xla_cache
 print("cache", xla_cache.enable())
 import numpy as np
 from tfvae import VAE, VAEConfig

@@ -7,29 +7,29 @@ command's `--help` do not import TensorFlow; `from tfvae import VAE` works as us
 """
 
 import importlib
+import importlib.abc
 import sys
-import types
 
 # public name -> the module that defines it
 _PUBLIC = {
     "VAEConfig": "tfvae.config",
-    "VAE": "tfvae.model",
+    "VAE": "tfvae.model.vae",
     "TrainConfig": "tfvae.config",
-    "KLWarmup": "tfvae.train",
-    "StopOnNonFiniteLoss": "tfvae.callbacks",
-    "NonFiniteLossError": "tfvae.callbacks",
-    "train_and_evaluate": "tfvae.train",
-    "evaluate_model": "tfvae.train",
-    "save_model": "tfvae.saving",
-    "load_model": "tfvae.saving",
-    "Data": "tfvae.data",
-    "load_dataset": "tfvae.data",
-    "make_dataset": "tfvae.input_pipeline",
-    "DiagonalGaussian": "tfvae.heads",
-    "IsotropicGaussian": "tfvae.heads",
-    "FixedVarianceGaussian": "tfvae.heads",
-    "export": "tfvae.export",
-    "load_exported": "tfvae.export",
+    "KLWarmup": "tfvae.training.train",
+    "StopOnNonFiniteLoss": "tfvae.engine.callbacks",
+    "NonFiniteLossError": "tfvae.engine.callbacks",
+    "train_and_evaluate": "tfvae.training.train",
+    "evaluate_model": "tfvae.training.train",
+    "save_model": "tfvae.model.saving",
+    "load_model": "tfvae.model.saving",
+    "Data": "tfvae.data.datasets",
+    "load_dataset": "tfvae.data.datasets",
+    "make_dataset": "tfvae.data.input_pipeline",
+    "DiagonalGaussian": "tfvae.model.heads",
+    "IsotropicGaussian": "tfvae.model.heads",
+    "FixedVarianceGaussian": "tfvae.model.heads",
+    "export": "tfvae.serving.export",
+    "load_exported": "tfvae.serving.export",
 }
 
 __all__ = list(_PUBLIC)
@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name not in _PUBLIC:
-        try:  # a submodule, as `import tfvae; tfvae.serving` found it when imports were eager
+        try:  # a subpackage, as `import tfvae; tfvae.serving` finds it
             return importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:
             if e.name != f"{__name__}.{name}":
@@ -53,14 +53,45 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(types.ModuleType):
-    """Keeps `tfvae.export` the function: importing the submodule `tfvae.export` would
-    otherwise rebind the package attribute of the same name to the module."""
+# modules that moved into the package's folders (2026-12): old name -> new name
+MOVED = {
+    "tfvae.atomic": "tfvae.base.atomic",
+    "tfvae.schema": "tfvae.base.schema",
+    "tfvae.arrayfile": "tfvae.data.arrayfile",
+    "tfvae.download": "tfvae.data.download",
+    "tfvae.input_pipeline": "tfvae.data.input_pipeline",
+    "tfvae.validation": "tfvae.data.validation",
+    "tfvae.keras_internals": "tfvae.engine.keras_internals",
+    "tfvae.executions": "tfvae.engine.executions",
+    "tfvae.fused_steps": "tfvae.engine.fused_steps",
+    "tfvae.keras3": "tfvae.engine.keras3",
+    "tfvae.distribute": "tfvae.engine.distribute",
+    "tfvae.callbacks": "tfvae.engine.callbacks",
+    "tfvae.xla_cache": "tfvae.engine.xla_cache",
+    "tfvae.objectives": "tfvae.model.objectives",
+    "tfvae.multi_sample": "tfvae.model.multi_sample",
+    "tfvae.heads": "tfvae.model.heads",
+    "tfvae.networks": "tfvae.model.networks",
+    "tfvae.output_bias": "tfvae.model.output_bias",
+    "tfvae.saving": "tfvae.model.saving",
+    "tfvae.train": "tfvae.training.train",
+    "tfvae.checkpointing": "tfvae.training.checkpointing",
+    "tfvae.tensorboard": "tfvae.training.tensorboard",
+    "tfvae.rundir": "tfvae.training.rundir",
+    "tfvae.runlock": "tfvae.training.runlock",
+    "tfvae.export": "tfvae.serving.export",
+    "tfvae.request_checks": "tfvae.serving.request_checks",
+}
 
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and value.__name__ == _PUBLIC.get(name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder):
+    """`import tfvae.atomic` (a module that moved) fails in one line naming where it went."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in MOVED:
+            raise ModuleNotFoundError(f"{fullname} moved to {MOVED[fullname]}", name=fullname)
+        return None
 
 
-sys.modules[__name__].__class__ = _Package
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

@@ -1,4 +1,4 @@
-"""`python -m tfvae`: the command line (see tfvae.cli)."""
+"""`python -m tfvae`: the command line (see tfvae.cli.app)."""
 
 from tfvae.cli import main
 

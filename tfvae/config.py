@@ -1,7 +1,7 @@
 """Hyperparameters: `VAEConfig` (the model), `TrainConfig` (its training) and named presets.
 
 The one home of every hyperparameter's name, default, validation and help text: the
-command line's options are generated from these fields (`tfvae.cli`), and a model is
+command line's options are generated from these fields (`tfvae.cli.app`), and a model is
 rebuilt from its saved `VAEConfig` when its weights are loaded. No TensorFlow here: the
 CLI builds its parser before TensorFlow is imported.
 """
@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Callable, Mapping, Optional, Tuple
 
-from tfvae import atomic
+from tfvae.base import atomic
 
 __all__ = [
     "VAEConfig",
@@ -60,10 +60,10 @@ GRADIENT_ESTIMATORS = ("reparameterized", "dreg")
 WEIGHT_INITS = ("fan_in_uniform", "glorot_uniform")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
 
-# Training steps per XLA program by default (see `VAE.compile`, `tfvae.fused_steps`).
+# Training steps per XLA program by default (see `VAE.compile`, `tfvae.engine.fused_steps`).
 FUSED_STEPS = 32
 # Steps per call into the compiled graph by default (`VAE.compile`, `TrainConfig`); data that
-# may end mid-call runs one step per call (`tfvae.executions`).
+# may end mid-call runs one step per call (`tfvae.engine.executions`).
 STEPS_PER_EXECUTION = 128
 
 CONFIG_NAME = "VAEConfig"
@@ -472,7 +472,7 @@ class TrainConfig(_Config):
         1,
         "evaluate the test split every this many epochs for TensorBoard's val_elbo, "
         "val_reconstruction, val_kl (and val_iwae with the iwae objective) (0: never; only "
-        "with tfvae.tensorboard.EvalSummaries, which tfvae train and run use); training is the "
+        "with tfvae.training.tensorboard.EvalSummaries, which tfvae train and run use); training is the "
         "same whatever its value",
         _int_at_least(0, MAX_EPOCHS),
     )
@@ -487,7 +487,7 @@ class TrainConfig(_Config):
         FUSED_STEPS,
         "with XLA, train steps per compiled program (VAE.compile): the same steps with fewer "
         "launches (1 keeps Keras' one program per step); leftover steps run in smaller "
-        "groups (tfvae.fused_steps)",
+        "groups (tfvae.engine.fused_steps)",
         _int_at_least(1, MAX_FUSED_STEPS),
     )
     seed: int = _field(
@@ -539,7 +539,7 @@ PRESETS = {
     "library": Preset("the library's defaults, VAEConfig() and TrainConfig() (the paper's MNIST)"),
 }
 DEFAULT_PRESET = "digits"  # what the command line uses unless --preset or the dataset says
-# The datasets known by name (`tfvae.data.load_dataset`; here so the CLI can list them
+# The datasets known by name (`tfvae.data.datasets.load_dataset`; here so the CLI can list them
 # without importing TensorFlow) and the preset each one trains with by default.
 DATASETS = ("default", "mnist", "binarized_mnist", "frey")
 DATASET_PRESETS = {"mnist": "mnist", "binarized_mnist": "mnist"}

@@ -7,7 +7,7 @@ JSON line with the largest differences, which tests/test_distribute.py checks.
 import json
 import sys
 
-from tfvae.distribute import make_strategy, use_logical_cpus
+from tfvae.engine.distribute import make_strategy, use_logical_cpus
 
 DEVICES = use_logical_cpus(2)
 

@@ -1,14 +1,14 @@
 """One worker of a MultiWorkerMirroredStrategy run (its role comes from TF_CONFIG).
 
 Usage: python worker.py WORKDIR RESULT_JSON SEEN_LOG. Trains a tiny VAE on the embedded
-digits with `tfvae.train.train_and_evaluate` and writes, per training step, the number and sum
+digits with `tfvae.training.train.train_and_evaluate` and writes, per training step, the number and sum
 of the examples this worker fed to `train_step` to SEEN_LOG, then a JSON summary to RESULT_JSON.
 """
 
 import json
 import sys
 
-from tfvae.distribute import is_chief, make_strategy, write_dir
+from tfvae.engine.distribute import is_chief, make_strategy, write_dir
 
 STRATEGY = make_strategy("multi-worker")  # first: before any other TensorFlow op
 
@@ -17,9 +17,9 @@ import os  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import tfvae.train  # noqa: E402
+import tfvae.training.train  # noqa: E402
 from tfvae import VAE, TrainConfig, VAEConfig  # noqa: E402
-from tfvae.data import load_default  # noqa: E402
+from tfvae.data.datasets import load_default  # noqa: E402
 
 
 def main():
@@ -33,13 +33,13 @@ def main():
             tf.print(tf.shape(x)[0], tf.reduce_sum(x), output_stream=f"file://{seen_path}", sep=" ")
             return super().train_step(data)
 
-    tfvae.train.VAE = RecordingVAE
+    tfvae.training.train.VAE = RecordingVAE
     extra_callbacks = []
     crash = os.environ.get("TFVAE_TEST_CRASH")  # "worker_index:epoch": die there (fault test)
     if crash:
         index, epoch = (int(v) for v in crash.split(":"))
 
-        class CrashAt(tfvae.train.tfk.callbacks.Callback):
+        class CrashAt(tfvae.training.train.tfk.callbacks.Callback):
             def on_epoch_begin(self, e, logs=None):
                 if e == epoch and STRATEGY.cluster_resolver.task_id == index:
                     os._exit(3)
@@ -49,7 +49,7 @@ def main():
     data = load_default()
     config = VAEConfig(input_dim=data.input_dim, latent_dim=2, hidden_units=(16,), seed=1)
     train_config = TrainConfig(epochs=epochs, batch_size=128, eval_samples=5, seed=0)
-    model, history, metrics = tfvae.train.train_and_evaluate(
+    model, history, metrics = tfvae.training.train.train_and_evaluate(
         config,
         train_config,
         data,
@@ -59,7 +59,7 @@ def main():
         callbacks=extra_callbacks,
     )
     exported = None
-    from tfvae.export import export
+    from tfvae.serving.export import export
 
     with write_dir(os.path.join(workdir, "export"), STRATEGY) as out:
         exported = str(export(model, out))

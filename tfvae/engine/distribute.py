@@ -11,7 +11,7 @@
 The helpers below hold what the training code needs to be correct under any of them: the
 global-batch loss average (`replica_average`), a per-replica sampling seed (`replica_seed`)
 and the chief/worker split of who writes what (`is_chief`, `write_dir`, `barrier`). The
-sharded input is `tfvae.input_pipeline`'s.
+sharded input is `tfvae.data.input_pipeline`'s.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _check_tf_config(text: str) -> None:
 
 def is_multi_worker(strategy) -> bool:
     """True when `strategy` spans several processes (workers)."""
-    from tfvae.keras_internals import in_multi_worker_mode
+    from tfvae.engine.keras_internals import in_multi_worker_mode
 
     return in_multi_worker_mode(strategy)
 

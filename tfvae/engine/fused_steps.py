@@ -21,7 +21,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import keras_internals
+from tfvae.engine import keras_internals
 
 __all__ = ["can_fuse", "fused_train_function", "group_length", "is_fused", "plain_batches"]
 

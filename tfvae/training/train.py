@@ -15,15 +15,18 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import atomic, checkpointing, distribute, input_pipeline, keras3, rundir, runlock
-from tfvae.callbacks import EpochLine, HistoryCSV, StopOnNonFiniteLoss
+from tfvae.base import atomic
 from tfvae.config import TrainConfig, VAEConfig
-from tfvae.data import Data
-from tfvae.model import VAE
-from tfvae.objectives import bits_per_dim
-from tfvae.saving import RUN_MODEL_DIR, save_model
-from tfvae.tensorboard import EvalSummaries
-from tfvae.validation import check_data
+from tfvae.data import input_pipeline
+from tfvae.data.datasets import Data
+from tfvae.data.validation import check_data
+from tfvae.engine import distribute, keras3
+from tfvae.engine.callbacks import EpochLine, HistoryCSV, StopOnNonFiniteLoss
+from tfvae.model.objectives import bits_per_dim
+from tfvae.model.saving import RUN_MODEL_DIR, save_model
+from tfvae.model.vae import VAE
+from tfvae.training import checkpointing, rundir, runlock
+from tfvae.training.tensorboard import EvalSummaries
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class KLWarmup(tfk.callbacks.Callback):
 
 def make_callbacks(workdir: str) -> list:
     """Logging callbacks for a run directory: TensorBoard under `workdir/logs` (Keras'
-    training scalars, plus `tfvae.tensorboard.EvalSummaries`: evaluation ELBO, pictures and
+    training scalars, plus `tfvae.training.tensorboard.EvalSummaries`: evaluation ELBO, pictures and
     hyperparameters once `train_and_evaluate` attaches its test split) and one CSV row per
     epoch in `workdir/history.csv` (`HistoryCSV`: a resumed run keeps its rows)."""
     os.makedirs(workdir, exist_ok=True)
@@ -95,23 +98,23 @@ def train_and_evaluate(
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
 
     With a `workdir`, the training state is checkpointed at the end of every epoch
-    (`tfvae.checkpointing`), and a rerun with the same workdir and configuration resumes
+    (`tfvae.training.checkpointing`), and a rerun with the same workdir and configuration resumes
     from the last completed epoch (`resume=True`, the default): a run killed at any moment
     loses at most the epoch in progress and ends with the same weights as an uninterrupted
     one (a run killed after saving its model but before `metrics.json` is finished the same
     way; a corrupt latest checkpoint is skipped for the one before). A workdir whose run
     differs in configuration is refused, as is one that already holds a finished run,
     unless `overwrite=True` (which starts afresh). The workdir is locked while this runs
-    (`tfvae.runlock.RunLockedError` if another process trains there).
+    (`tfvae.training.runlock.RunLockedError` if another process trains there).
 
-    Training stops with `tfvae.callbacks.NonFiniteLossError` (epoch, batch and term) if
+    Training stops with `tfvae.engine.callbacks.NonFiniteLossError` (epoch, batch and term) if
     the loss becomes NaN/inf. `callbacks` are extra Keras callbacks for `fit` (e.g.
     `make_callbacks(workdir)` for TensorBoard and a CSV log); each
-    `tfvae.tensorboard.EvalSummaries` among them is given `data.x_test` and the configs.
-    `verbose=2` prints one line per epoch (`tfvae.callbacks.EpochLine`), 1 a progress bar.
+    `tfvae.training.tensorboard.EvalSummaries` among them is given `data.x_test` and the configs.
+    `verbose=2` prints one line per epoch (`tfvae.engine.callbacks.EpochLine`), 1 a progress bar.
 
     Args:
-      strategy: a `tf.distribute.Strategy` (see `tfvae.distribute.make_strategy`); default:
+      strategy: a `tf.distribute.Strategy` (see `tfvae.engine.distribute.make_strategy`); default:
         the current one (single device). `train_config.batch_size` is the GLOBAL batch,
         split over all replicas. Under `MultiWorkerMirroredStrategy` every worker must call
         this with the same arguments and see the same `workdir` (a shared filesystem); only
@@ -131,7 +134,7 @@ def train_and_evaluate(
     if not isinstance(train_config, TrainConfig):
         raise TypeError(f"train_config must be a TrainConfig, got {type(train_config).__name__}")
     if not hasattr(data, "x_train"):
-        raise TypeError(f"data must be a tfvae.data.Data, got {type(data).__name__}")
+        raise TypeError(f"data must be a tfvae.data.datasets.Data, got {type(data).__name__}")
     if model_config.input_dim != data.input_dim:
         raise ValueError(
             f"VAEConfig.input_dim is {model_config.input_dim} but the data has "
@@ -141,7 +144,7 @@ def train_and_evaluate(
     keras3.check(callbacks, "train_and_evaluate(callbacks=...)")
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
-    # One process trains in a workdir (`tfvae.runlock`); a multi-worker run's other workers
+    # One process trains in a workdir (`tfvae.training.runlock`); a multi-worker run's other workers
     # share the chief's on purpose and take no lock.
     locked = runlock.hold(workdir) if workdir is not None and chief else contextlib.nullcontext()
     with locked:
@@ -256,7 +259,7 @@ def _replicas_on_cpu(strategy) -> bool:
 
 def _save(model, workdir, history, metrics, train_config, overwrite):
     """Writes `workdir/model`, then `workdir/metrics.json`: the last file of a run, which
-    marks it finished (`tfvae.rundir`)."""
+    marks it finished (`tfvae.training.rundir`)."""
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         save_model(model, os.path.join(workdir, RUN_MODEL_DIR), overwrite=overwrite)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tfvae import atomic as _atomic
+from tfvae.base import atomic as _atomic
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis import predict_pb2
@@ -53,7 +53,7 @@ __all__ = [
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SERVING_EXTRA = 'pip install "tfvae[serving]"'
 
-# The dtype of every input of the exported signatures (see tfvae/export.py).
+# The dtype of every input of the exported signatures (see tfvae/serving/export.py).
 INPUT_DTYPES = {"x": np.float32, "z": np.float32, "seed": np.int64, "num_samples": np.int32}
 # The values each integer input may take; outside them a cast to its dtype would wrap.
 INPUT_RANGES = {"num_samples": (1, 2**31 - 1), "seed": (-(2**63), 2**63 - 1)}

@@ -11,9 +11,9 @@ import os
 import re
 from typing import List
 
-from tfvae import atomic
-from tfvae.runlock import LOCK_FILE
-from tfvae.saving import MANIFEST, RUN_MODEL_DIR
+from tfvae.base import atomic
+from tfvae.model.saving import MANIFEST, RUN_MODEL_DIR
+from tfvae.training.runlock import LOCK_FILE
 
 __all__ = [
     "RUN_FILE",
@@ -43,7 +43,7 @@ RUN_ENTRIES = (
     "dataset.json",
     LOCK_FILE,
 )
-_TEMP = re.compile(r"^\.(.+)\.tmp-")  # `tfvae.atomic`'s temporary siblings
+_TEMP = re.compile(r"^\.(.+)\.tmp-")  # `tfvae.base.atomic`'s temporary siblings
 
 
 def is_finished(workdir) -> bool:

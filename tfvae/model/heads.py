@@ -9,7 +9,7 @@ Each distribution layer follows `tfp.layers` conventions: `params_size(event_siz
 how many parameters it needs and the static `new(params, ...)` builds the distribution.
 The `*_head` builders add the Dense (or Conv) projections that produce those parameters;
 their `layer_init`, if given, is called once per projection, in build order, for its
-`kernel_initializer`/`bias_initializer` arguments (`tfvae.networks` seeds them).
+`kernel_initializer`/`bias_initializer` arguments (`tfvae.model.networks` seeds them).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import keras_internals, objectives
+from tfvae.engine import keras_internals
+from tfvae.model import objectives
 
 tfd = tfp.distributions
 tfpl = tfp.layers

@@ -1,7 +1,7 @@
 """In-graph checks of a serving request, so one request can neither crash a server nor get
 impossible numbers back: the Python API's input messages, and a budget of rows x samples.
 
-The messages are `tfvae.validation`'s, filled in with graph ops; they reach a client as the
+The messages are `tfvae.data.validation`'s, filled in with graph ops; they reach a client as the
 InvalidArgumentError `assertion failed: [<message>]` (TF Serving, `saved_model_cli`, the C
 API). Each check gates the tensor it returns, so nothing downstream runs on a refused input.
 """
@@ -13,7 +13,7 @@ import re
 
 import tensorflow as tf
 
-from tfvae import validation
+from tfvae.data import validation
 
 __all__ = ["checked_array", "checked_budget", "checked_positive", "one_value", "budget_message"]
 
@@ -63,7 +63,7 @@ def _gate(t: tf.Tensor, ok: tf.Tensor, message_fn) -> tf.Tensor:
 def checked_array(
     t: tf.Tensor, dim: int, name: str, what: str, unit_interval: bool = False
 ) -> tf.Tensor:
-    """`t` as `tfvae.validation.check_array` would accept it: rank 2, `dim` features, finite,
+    """`t` as `tfvae.data.validation.check_array` would accept it: rank 2, `dim` features, finite,
     and in [0, 1] if `unit_interval`; otherwise the same message, from the graph."""
     # raw_ops: tf.size/tf.rank of a tensor with a static rank fold to constants when traced.
     shape = tf.raw_ops.Shape(input=t)
@@ -112,7 +112,7 @@ def checked_array(
 
 
 def checked_positive(n: tf.Tensor, name: str) -> tf.Tensor:
-    """A scalar int `n` >= 1, refused with `tfvae.validation.check_positive_int`'s message."""
+    """A scalar int `n` >= 1, refused with `tfvae.data.validation.check_positive_int`'s message."""
     return _gate(
         n,
         n >= 1,

@@ -17,7 +17,7 @@ import sys
 import urllib.request
 from typing import Optional, Tuple
 
-from tfvae import atomic
+from tfvae.base import atomic
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -203,7 +203,7 @@ def fetch(
     Raises:
       DownloadError: a file could not be fetched or verified; the one-line message names the
         files, their URL and the folder to place them in by hand. Nothing is left in place.
-      tfvae.atomic.DiskFullError: the disk has no room for a file (checked before the
+      tfvae.base.atomic.DiskFullError: the disk has no room for a file (checked before the
         download, and raised if it fills meanwhile); the temporary is removed.
     """
     if dataset not in SOURCES:

@@ -29,7 +29,7 @@ with K = `iwae_samples` draws (fixed at export, recorded in `assets.extra/tfvae_
 Every row is computed on its own with the same draws (from the fixed `likelihood_seed`), so
 a given x gets the same values, bit for bit, at any position in any batch.
 
-Every request is checked in the graph (`tfvae.request_checks`): x and z must be rank 2 with
+Every request is checked in the graph (`tfvae.serving.request_checks`): x and z must be rank 2 with
 the model's width, finite, and x in [0, 1] for a Bernoulli decoder, else they are refused
 with the Python API's messages; and one request may ask for at most `max_request_elements`
 rows x samples (rows x K for `log_likelihood`, `num_samples` for `generate`, rows for the
@@ -53,8 +53,10 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfvae import atomic, objectives, request_checks
-from tfvae.validation import check_positive_int
+from tfvae.base import atomic
+from tfvae.data.validation import check_positive_int
+from tfvae.model import objectives
+from tfvae.serving import request_checks
 
 __all__ = [
     "export",
@@ -263,7 +265,7 @@ def _floats_per_element(module: VAEServingModule) -> int:
 
 
 def _check_model(model) -> None:
-    from tfvae.model import VAE
+    from tfvae.model.vae import VAE
 
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
@@ -335,7 +337,7 @@ def export(
     """Writes `model` as a SavedModel in TF Serving's layout `base_dir/<version>/`.
 
     The export is built in `base_dir/.tmp-<version>-<pid>` (a name TF Serving ignores) and
-    renamed into place when complete (`tfvae.atomic.publish_dir`), so a server polling
+    renamed into place when complete (`tfvae.base.atomic.publish_dir`), so a server polling
     `base_dir` never sees half a version; other versions are never touched. Temp dirs of
     killed exports are removed by the next export.
 
@@ -404,7 +406,7 @@ def export(
 def _write_warmup(export_dir: str, module: VAEServingModule) -> None:
     """The warm-up file; without tensorflow-serving-api (the `serving` extra) the export,
     which does not need it, goes on without one and says so in one warning line."""
-    from tfvae import serving
+    from tfvae.serving import client as serving
 
     try:
         requests = serving.default_warmup_requests(module.input_dim, module.latent_dim)
@@ -472,7 +474,7 @@ class Exported:
     def __getitem__(self, name: str):
         if name not in self.signatures:
             raise KeyError(f"no signature {name!r}; this export has {sorted(self.signatures)}")
-        from tfvae import serving
+        from tfvae.serving import client as serving
 
         fn = self.signatures[name]
         specs = fn.structured_input_signature[1]

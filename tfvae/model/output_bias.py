@@ -9,7 +9,7 @@ of the training mean clipped to [0.001, 0.999]); the paper's text does not say s
 (docs/reproduction.md).
 
 `set_output_bias(decoder, config, x)` sets the biases of the head that `config.decoder`
-names (`tfvae.heads`):
+names (`tfvae.model.heads`):
 
 - `bernoulli`: `x_logits` = logit(clip(mean, 0.001, 0.999));
 - `gaussian`: `x_mean` = mean, `x_log_var` = log variance about that mean;
@@ -28,7 +28,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfvae.validation import check_dataset, check_inputs, non_finite_message, unit_interval_message
+from tfvae.data.validation import (
+    check_dataset,
+    check_inputs,
+    non_finite_message,
+    unit_interval_message,
+)
 
 __all__ = ["set_output_bias", "data_moments", "inverse_soft_clip", "PROBABILITY_CLIP"]
 
@@ -82,7 +87,7 @@ def _check_batch(batch, first_row: int, config, name: str) -> None:
 
 
 def inverse_soft_clip(y, low: float, high: float) -> np.ndarray:
-    """The x with `tfvae.heads.soft_clip(x, low, high) == y`, for `low < y < high`.
+    """The x with `tfvae.model.heads.soft_clip(x, low, high) == y`, for `low < y < high`.
 
     soft_clip(x) = low + log((1 + e^(x - low)) / (1 + e^(x - high))); solving for e^x gives
     e^x = (T - 1) / (e^-low - T e^-high) with T = e^(y - low).
@@ -121,7 +126,7 @@ def _layer(decoder, name: str):
 
 
 def set_output_bias(decoder, config, x, name: str = "x") -> dict:
-    """Sets the output biases of `decoder` (built by `tfvae.networks.make_decoder(config)`)
+    """Sets the output biases of `decoder` (built by `tfvae.model.networks.make_decoder(config)`)
     from the data `x` (see the module docstring); returns {layer name: the bias set}.
 
     Raises ValueError for data that `fit` would refuse (shape, NaN, range) or a decoder

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae.config import VAEConfig
-from tfvae.heads import gaussian_head, make_head
+from tfvae.model.heads import gaussian_head, make_head
 
 tfkl = tfk.layers
 
@@ -91,7 +91,7 @@ class _LayerInit:
     """Seeded initializer arguments for each layer in build order, numbering its weights.
 
     Each Dense/Conv layer has a kernel then a bias, numbered from `first_weight` up; passed
-    as the `layer_init` of the `tfvae.heads` builders too.
+    as the `layer_init` of the `tfvae.model.heads` builders too.
     """
 
     def __init__(self, config: VAEConfig, first_weight: int):

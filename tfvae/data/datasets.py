@@ -1,9 +1,9 @@
-"""Dataset loaders: `[N, D]` float32 arrays in [0, 1] (pipelines: `tfvae.input_pipeline`).
+"""Dataset loaders: `[N, D]` float32 arrays in [0, 1] (pipelines: `tfvae.data.input_pipeline`).
 
-The default dataset, scikit-learn's 8x8 digits, ships inside the package (`tfvae/_data`), so
+The default dataset, scikit-learn's 8x8 digits, ships inside the package (`tfvae/data/_data`), so
 the main job runs with no download and no scikit-learn. MNIST, Larochelle's binarized MNIST
 and Frey Face are read from a data directory (an argument, else `$TFVAE_DATA_DIR`, else
-`~/.tfvae/datasets`) and downloaded into it on first use (`tfvae.download`).
+`~/.tfvae/datasets`) and downloaded into it on first use (`tfvae.data.download`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from tfvae import arrayfile
 from tfvae.config import DATASETS
-from tfvae.download import DATA_DIR_ENV, fetch
-from tfvae.download import cache_dir as data_dir
-from tfvae.input_pipeline import make_dataset  # re-exported: `tfvae.data.make_dataset` works
+from tfvae.data import arrayfile
+from tfvae.data.download import DATA_DIR_ENV, fetch
+from tfvae.data.download import cache_dir as data_dir
+from tfvae.data.input_pipeline import (
+    make_dataset,  # re-exported: `tfvae.data.datasets.make_dataset` works
+)
 
 __all__ = [
     "Data",
@@ -181,7 +183,7 @@ def find_mnist(path: Optional[str] = None) -> str:
 
     `path` is such a file or folder, or a data directory holding `mnist/` (default
     `$TFVAE_DATA_DIR`, else `~/.tfvae/datasets`); the IDX files are downloaded into
-    `<data dir>/mnist` when neither layout is there (`tfvae.download.DownloadError` offline).
+    `<data dir>/mnist` when neither layout is there (`tfvae.data.download.DownloadError` offline).
     """
     if path is not None and os.path.isfile(path):
         return path
@@ -316,7 +318,7 @@ def load_array(
     image_shape: Optional[Tuple[int, int, int]] = None,
 ) -> Data:
     """A `.npy` array `[N, D]`, `[N, H, W]` or `[N, H, W, C]`, or an `.npz` with `train` (and
-    `test`) arrays, values in [0, 1]. Headers are checked before loading (`tfvae.arrayfile`)."""
+    `test`) arrays, values in [0, 1]. Headers are checked before loading (`tfvae.data.arrayfile`)."""
     _require_file(path)
     try:
         if arrayfile.file_kind(path) == "npz":
@@ -340,7 +342,7 @@ def load_array(
         if x_train.ndim == 4
         else (1, int(x_train.shape[1]), 1)
     )
-    from tfvae.validation import check_array
+    from tfvae.data.validation import check_array
 
     def flat(a, split):
         a = a.reshape(len(a), -1)

@@ -1,7 +1,7 @@
 """How many steps each call into the compiled graph runs, and when it must be one.
 
 `VAE.compile` sets `STEPS_PER_EXECUTION` steps per call unless told otherwise (with XLA they
-then run as fused groups, `tfvae.fused_steps`). Keras 2 cannot run several steps per call on
+then run as fused groups, `tfvae.engine.fused_steps`). Keras 2 cannot run several steps per call on
 data that may end inside a call: it refuses data of unknown size, drops the outputs of a
 `predict` that ends mid-call, and `train_on_batch` runs out after its one batch. So those
 calls run one step per call (`one_step_per_execution`), and a Keras function traced for one
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import keras_internals
+from tfvae.engine import keras_internals
 
 __all__ = ["mark_built", "never_runs_out_mid_execution", "one_step_per_execution", "stale"]
 

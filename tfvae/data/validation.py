@@ -29,7 +29,7 @@ __all__ = [
 
 
 # The messages, one home for each: the Python checks below and the exported signatures'
-# in-graph checks (`tfvae.request_checks`, which passes "{}" for values known at run time).
+# in-graph checks (`tfvae.serving.request_checks`, which passes "{}" for values known at run time).
 def shape_message(name: str, dim, what: str, got: str, hint: str = "") -> str:
     return f"{name} must have shape [batch, {dim}] ({what}), got {got}{hint}"
 
@@ -215,7 +215,7 @@ def check_seed(seed, name: str = "seed"):
 
 
 def check_data(data, config, name: str = "data") -> None:
-    """A `tfvae.data.Data` that fits `config`: non-empty, finite splits of `input_dim` features.
+    """A `tfvae.data.datasets.Data` that fits `config`: non-empty, finite splits of `input_dim` features.
 
     `model.fit` checks arrays itself, but training pipelines feed it a `tf.data.Dataset`,
     whose values are not inspected; this checks the arrays before they become one.
@@ -223,7 +223,7 @@ def check_data(data, config, name: str = "data") -> None:
     for split in ("x_train", "x_test"):
         if not hasattr(data, split):
             raise TypeError(
-                f"{name} must be a tfvae.data.Data with x_train and x_test, got "
+                f"{name} must be a tfvae.data.datasets.Data with x_train and x_test, got "
                 f"{type(data).__name__}"
             )
         check_inputs(

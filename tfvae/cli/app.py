@@ -15,8 +15,8 @@ otherwise, the dataset's: `mnist` for MNIST, `digits` for the rest).
 A run directory holds `model/` (config + weights), `run.json` (the configs and the data it
 was trained on, checked on resume), `checkpoints/` (the training state of the last epochs),
 `metrics.json`, `history.csv`, TensorBoard `logs/` and `pictures/`. One process at a time
-trains in a run directory (`tfvae.runlock`). Compiled XLA programs are kept across runs in a
-per-user cache (`tfvae.xla_cache`; `TFVAE_XLA_CACHE=off` turns it off), so a second run does
+trains in a run directory (`tfvae.training.runlock`). Compiled XLA programs are kept across runs in a
+per-user cache (`tfvae.engine.xla_cache`; `TFVAE_XLA_CACHE=off` turns it off), so a second run does
 not compile them again. Bad input (unknown names, missing files, impossible values, a model
 that does not fit the data, a directory in use) ends with one line on stderr and exit status
 2; nothing already written is replaced unless `--overwrite` says so, and then only once the
@@ -40,8 +40,7 @@ import tempfile
 import warnings
 from typing import Optional, Sequence, Tuple
 
-from tfvae import xla_cache
-from tfvae.atomic import as_disk_full, is_disk_full
+from tfvae.base.atomic import as_disk_full, is_disk_full
 from tfvae.config import (
     DATASETS,
     DEFAULT_PRESET,
@@ -57,6 +56,7 @@ from tfvae.config import (
     preset,
     preset_for,
 )
+from tfvae.engine import xla_cache
 
 __all__ = ["main", "EXIT_USAGE", "EXIT_FAILED"]
 
@@ -240,7 +240,7 @@ def _default_text(cls, field: dataclasses.Field) -> str:
 def _dataset_kind(dataset: str) -> str:
     """The named dataset a file holds (Keras' mnist.npz is `mnist`), else `dataset` itself."""
     if dataset.endswith(".npz") and os.path.isfile(dataset):
-        from tfvae.data import is_keras_mnist
+        from tfvae.data.datasets import is_keras_mnist
 
         return "mnist" if is_keras_mnist(dataset) else dataset
     return dataset
@@ -476,8 +476,8 @@ def _choose_dataset(dataset: str, data_dir: Optional[str]) -> str:
     """`auto`: MNIST when present or downloadable, else (one line on stderr) the digits."""
     if dataset != "auto":
         return dataset
-    from tfvae.data import find_mnist
-    from tfvae.download import DownloadError
+    from tfvae.data.datasets import find_mnist
+    from tfvae.data.download import DownloadError
 
     try:
         find_mnist(data_dir)
@@ -494,7 +494,7 @@ def _check_dataset_file(dataset: str) -> None:
 
 
 def _load_data(dataset: str, data_dir: Optional[str], seed: int, binarization: str = "static"):
-    from tfvae.data import load_dataset
+    from tfvae.data.datasets import load_dataset
 
     _check_dataset_file(dataset)
     name = _choose_dataset(dataset, data_dir)
@@ -533,8 +533,8 @@ def _check_unit_range(path: str, data) -> None:
 
 def _check_new_dir(path: str, overwrite: bool) -> None:
     """--out must be new or empty; with --overwrite, a run directory (nothing else in it)."""
-    from tfvae import rundir
-    from tfvae.runlock import LOCK_FILE
+    from tfvae.training import rundir
+    from tfvae.training.runlock import LOCK_FILE
 
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--out {path!r} exists and is not a directory")
@@ -557,9 +557,9 @@ def _check_new_dir(path: str, overwrite: bool) -> None:
 
 def _recorded_run(out: str) -> dict:
     """What `out/run.json` records (the configs, the data) for --resume, checked against its
-    schema (`tfvae.schema.RUN`) like every JSON file tfvae reads back."""
-    from tfvae import schema
-    from tfvae.rundir import RUN_FILE
+    schema (`tfvae.base.schema.RUN`) like every JSON file tfvae reads back."""
+    from tfvae.base import schema
+    from tfvae.training.rundir import RUN_FILE
 
     if not os.path.isdir(out):
         raise UsageError(f"--resume: no run directory at {out!r}")
@@ -579,7 +579,7 @@ def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] 
     the lock still held.
 
     With `overwrite`, the new run trains in a hidden sibling directory that replaces `out`
-    only once complete (`tfvae.atomic.publish_dir`: an atomic swap where the OS allows);
+    only once complete (`tfvae.base.atomic.publish_dir`: an atomic swap where the OS allows);
     until then `out` is untouched. `recorded` (--resume): the run's run.json, whose configs
     and data are used unless options say otherwise.
     """
@@ -592,7 +592,7 @@ def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] 
     args.dataset = _choose_dataset(args.dataset, args.data_dir)  # the preset follows the data
     model_values, train_values = _config_values(args, recorded)
     train_config = _build(TrainConfig, **train_values)
-    from tfvae.distribute import is_chief, make_strategy
+    from tfvae.engine.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.strategy)  # before any TF op: multi-worker requires it
     chief = is_chief(strategy)
@@ -612,7 +612,7 @@ def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] 
         try:
             model, metrics = _fit(args, config, train_config, data, workdir, strategy)
             if overwrite and chief:
-                from tfvae.atomic import publish_dir
+                from tfvae.base.atomic import publish_dir
 
                 publish_dir(workdir, out, overwrite=True)
         except BaseException:
@@ -625,7 +625,7 @@ def _training(args, out: str, overwrite: bool = False, recorded: Optional[dict] 
 
 def _staging_dir(out: str, strategy, chief: bool) -> str:
     """The empty hidden sibling of `out` where --overwrite trains (one name for all workers)."""
-    from tfvae.distribute import barrier
+    from tfvae.engine.distribute import barrier
 
     out = os.path.abspath(out)
     path = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp-overwrite")
@@ -638,8 +638,8 @@ def _staging_dir(out: str, strategy, chief: bool) -> str:
 
 def _fit(args, config, train_config, data, workdir: str, strategy):
     """`train_and_evaluate` into `workdir` with the CLI's logs and curves; (model, metrics)."""
-    from tfvae.distribute import is_chief
-    from tfvae.train import make_callbacks, train_and_evaluate
+    from tfvae.engine.distribute import is_chief
+    from tfvae.training.train import make_callbacks, train_and_evaluate
 
     dataset = os.path.abspath(args.dataset) if os.path.isfile(args.dataset) else args.dataset
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
@@ -678,7 +678,7 @@ def _draw_curves(run_dir: str) -> None:
 
 def _open_run(run_dir: str):
     """(model, run_info) of a run directory (or a bare saved-model directory)."""
-    from tfvae.saving import MANIFEST, RUN_MODEL_DIR, load_model
+    from tfvae.model.saving import MANIFEST, RUN_MODEL_DIR, load_model
 
     if not os.path.isdir(run_dir):
         raise UsageError(f"RUN {run_dir!r} not found: expected a directory written by tfvae train")
@@ -695,9 +695,9 @@ def _dataset_source(run_dir: str, run: Optional[dict] = None) -> dict:
     """How the run's data is loaded again: `dataset.source` of its run.json (`run`, if the
     caller has read it already; or, for runs made before run.json recorded it, its
     dataset.json); {} if neither says. Each file is checked against its schema
-    (`tfvae.schema`)."""
-    from tfvae import schema
-    from tfvae.checkpointing import RUN_FILE
+    (`tfvae.base.schema`)."""
+    from tfvae.base import schema
+    from tfvae.training.checkpointing import RUN_FILE
 
     def read(name, spec, what):
         path = os.path.join(run_dir, name)
@@ -778,11 +778,11 @@ def draw_latent(model, x, labels, path: str, grid: int = 15, image_shape=None) -
 # ---------------------------------------------------------------- commands
 @contextlib.contextmanager
 def _owned(out: str, chief: bool = True):
-    """Holds the lock of run directory `out` for the block (`tfvae.runlock`; on the chief
+    """Holds the lock of run directory `out` for the block (`tfvae.training.runlock`; on the chief
     only: the workers of a multi-worker run share `out`). If the block fails, an `out` this
     command created is removed, unless it holds trained epochs: those are kept, and the
     command that finishes them is named when it would work."""
-    from tfvae import rundir, runlock
+    from tfvae.training import rundir, runlock
 
     created = _first_missing(out)  # the top folder this command creates, if any
     with contextlib.ExitStack() as stack:
@@ -837,7 +837,7 @@ def _cmd_train(args) -> int:
     --resume`. Refuses an existing OUT unless --overwrite or --resume, and an OUT in which
     another process trains.
     """
-    from tfvae import rundir, runlock
+    from tfvae.training import rundir, runlock
 
     if args.strategy != "multi-worker":  # (there the chief holds the lock its workers share)
         try:
@@ -861,7 +861,7 @@ def _cmd_train(args) -> int:
 def _resume_finished(args, recorded: dict) -> int:
     """--resume of a finished run: nothing to train. Draws the curves if a kill came before
     them; refuses more epochs (a finished run is not continued)."""
-    from tfvae.rundir import METRICS_FILE
+    from tfvae.training.rundir import METRICS_FILE
 
     epochs = recorded["train_config"].get("epochs")
     if getattr(args, "epochs", epochs) != epochs:
@@ -872,7 +872,7 @@ def _resume_finished(args, recorded: dict) -> int:
     with _owned(args.out):
         if not os.path.isfile(os.path.join(args.out, "pictures", "curves.png")):
             _draw_curves(args.out)
-    from tfvae import schema
+    from tfvae.base import schema
 
     path = os.path.join(args.out, METRICS_FILE)
     metrics = schema.read_json(path, schema.METRICS, "metrics file", UsageError)
@@ -883,8 +883,8 @@ def _resume_finished(args, recorded: dict) -> int:
 
 
 def _metrics(model, data, samples: int, batch_size: int) -> dict:
-    from tfvae.objectives import bits_per_dim
-    from tfvae.train import evaluate_model
+    from tfvae.model.objectives import bits_per_dim
+    from tfvae.training.train import evaluate_model
 
     metrics = evaluate_model(model, data.x_test, batch_size, samples)
     metrics["elbo_bits_per_dim"] = float(bits_per_dim(-metrics["elbo"], model.config.input_dim))
@@ -924,9 +924,9 @@ def _cmd_evaluate(args) -> int:
 
 
 def _export(model, base_dir: str, name: str, version=None, overwrite=False, **options) -> str:
-    """`tfvae.export.export` into BASE_DIR/NAME; `options` are its keyword arguments."""
+    """`tfvae.serving.export.export` into BASE_DIR/NAME; `options` are its keyword arguments."""
     try:
-        from tfvae.export import export
+        from tfvae.serving.export import export
     except ImportError as e:
         raise UsageError(f"export is not available in this installation ({e})")
     if not name or os.sep in name or name in (".", ".."):
@@ -1048,7 +1048,7 @@ def _cmd_run(args) -> int:
         ]
         labels = None if data.y_test is None else data.y_test[:2000]
         paths += draw_latent(model, x[:2000], labels, os.path.join(pictures, "latent.png"))
-    from tfvae.objectives import bits_per_dim
+    from tfvae.model.objectives import bits_per_dim
 
     metrics["elbo_bits_per_dim"] = float(bits_per_dim(-metrics["elbo"], model.config.input_dim))
     if os.path.isfile(os.path.join(pictures, "curves.png")):
@@ -1157,7 +1157,7 @@ def _failure(error: Exception) -> Tuple[int, str]:
     unexpected ones (a bug's traceback is worth seeing)."""
     if is_disk_full(error):  # tfvae's writes say which file; TensorFlow's own are parsed
         return EXIT_FAILED, str(as_disk_full(error))
-    callbacks = sys.modules.get("tfvae.callbacks")  # loaded wherever training ran
+    callbacks = sys.modules.get("tfvae.engine.callbacks")  # loaded wherever training ran
     if callbacks is not None and isinstance(error, callbacks.NonFiniteLossError):
         return EXIT_FAILED, str(error)  # names epoch, batch, term and likely causes
     if isinstance(error, (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError)):

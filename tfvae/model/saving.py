@@ -4,7 +4,7 @@ Written atomically (a temporary sibling directory renamed into place), never ove
 existing directory unless `overwrite=True`; on load every file is checked against the
 manifest so a truncated or corrupt file is reported by name instead of loading garbage.
 Every file is built in memory first, so the space needed is known (and checked) before
-anything is written, and a disk that fills anyway ends in `tfvae.atomic.DiskFullError`.
+anything is written, and a disk that fills anyway ends in `tfvae.base.atomic.DiskFullError`.
 A path ending in `.keras` holds Keras' own zip instead (written atomically too); `load_model`
 reads both, and a run directory (its `model/`).
 """
@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 
-from tfvae import atomic, schema
+from tfvae.base import atomic, schema
 from tfvae.config import VAEConfig
 
 __all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE", "KERAS_SUFFIX"]
@@ -68,7 +68,7 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     Raises:
       FileExistsError: `directory` exists and `overwrite` is False (nothing is touched).
     """
-    from tfvae.model import VAE
+    from tfvae.model.vae import VAE
 
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
@@ -92,7 +92,7 @@ def _model_files(model) -> dict:
     The weights are HDF5 built in memory (`keras_internals.weights_h5_bytes`), the same
     file `save_weights` writes, but never written to disk by HDF5 itself.
     """
-    from tfvae import keras_internals
+    from tfvae.engine import keras_internals
 
     files = {CONFIG_FILE: model.config.to_json().encode("utf-8")}
     for part, file in _WEIGHTS.items():
@@ -120,7 +120,7 @@ def _save_keras_zip(model, tmp: str) -> None:
 def _load_keras_zip(path: str):
     import tf_keras as tfk
 
-    from tfvae.model import VAE
+    from tfvae.model.vae import VAE
 
     model = tfk.saving.load_model(path, custom_objects={"VAE": VAE}, compile=False)
     if not isinstance(model, VAE):
@@ -140,7 +140,7 @@ def load_model(directory: str | os.PathLike):
     Also accepts a run directory (`train_and_evaluate`'s workdir: its `model/` is loaded)
     and a `.keras` file (`save_model(model, "m.keras")` or `model.save("m.keras")`).
     """
-    from tfvae.model import VAE
+    from tfvae.model.vae import VAE
 
     directory = _path(directory, "directory")
     if directory.endswith(KERAS_SUFFIX) and os.path.isfile(directory):

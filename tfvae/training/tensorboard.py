@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import distribute, plots
+from tfvae import plots
+from tfvae.engine import distribute
 
 __all__ = ["EVAL_DIR", "EvalSummaries", "hparams_of"]
 
@@ -57,7 +58,7 @@ def _png_image(fig) -> tf.Tensor:
 class EvalSummaries(tfk.callbacks.Callback):
     """Evaluation scalars, pictures and hyperparameters for TensorBoard (see the module).
 
-    `tfvae.train.train_and_evaluate` calls `attach` with its test split and configs, so
+    `tfvae.training.train.train_and_evaluate` calls `attach` with its test split and configs, so
     `make_callbacks(workdir)` needs no data; with plain `fit`, pass `x_eval` (and
     `hparams`, e.g. `hparams_of(model.config, train_config)`) yourself.
 

@@ -9,12 +9,12 @@ ends exactly where an uninterrupted run would, because everything that step `t` 
 - the sampling noise of step `t` is stateless, seeded by `optimizer.iterations` (see
   `VAE.train_step`), so it continues from the restored counter;
 - the data order of epoch `e` (and its dynamic binarization) is a stateless function of
-  `(seed, e)` (`tfvae.input_pipeline.epoch_dataset`), not of how many epochs this process
+  `(seed, e)` (`tfvae.data.input_pipeline.epoch_dataset`), not of how many epochs this process
   has iterated.
 
 Under `MultiWorkerMirroredStrategy` every worker runs the same callback (a checkpoint write
 can be collective); the chief writes into the workdir, the others into temporary
-directories (`tfvae.distribute.write_dir`), and every worker restores from the workdir,
+directories (`tfvae.engine.distribute.write_dir`), and every worker restores from the workdir,
 which the workers must share.
 
 Layout of `<workdir>/`:
@@ -24,7 +24,7 @@ Layout of `<workdir>/`:
         ckpt.index, ckpt.data-*  tf.train.Checkpoint of model + optimizer
         state.json               epoch, history, sha256 of every file above
 
-A checkpoint directory is published whole or not at all (`tfvae.atomic.staged_dir`), so
+A checkpoint directory is published whole or not at all (`tfvae.base.atomic.staged_dir`), so
 a crash mid-write leaves the previous checkpoint as the latest; on restore every file is
 checked against `state.json`, and a checkpoint with a truncated or corrupt file is skipped,
 with a warning naming the file, for the newest intact one (`restore_latest`).
@@ -47,9 +47,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfvae import atomic, distribute, schema
-from tfvae.rundir import CHECKPOINT_DIR, RUN_FILE
-from tfvae.saving import sha256_file, verify_files
+from tfvae.base import atomic, schema
+from tfvae.engine import distribute
+from tfvae.model.saving import sha256_file, verify_files
+from tfvae.training.rundir import CHECKPOINT_DIR, RUN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class CheckpointError(ValueError):
 # ------------------------------------------------------------------------ files on disk
 def _read_json(path: str, what: str) -> dict:
     """The JSON document at `path`, checked against the schema of its file type
-    (`tfvae.schema`): `run.json`, or a checkpoint's `state.json`, whose epoch must be its
+    (`tfvae.base.schema`): `run.json`, or a checkpoint's `state.json`, whose epoch must be its
     directory's; `CheckpointError` names the file, the key and what was expected."""
     return schema.read_json(path, _schema(path), what, CheckpointError)
 

@@ -5,7 +5,7 @@ is what tutorials call the reconstruction x-hat, `.sample()` draws an x, `.log_p
 the likelihood term of the loss -log p(x|z) + beta * KL(q(z|x) || p(z)).
 `fit`/`evaluate` log `elbo`, `reconstruction` (log p(x|z)) and `kl` in nats per example.
 `VAEConfig.objective`/`num_samples` choose the multi-sample ELBO or the IWAE bound instead
-(`tfvae.multi_sample`; with `iwae` they also log the bound, `iwae`).
+(`tfvae.model.multi_sample`; with `iwae` they also log the bound, `iwae`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfvae import executions, keras3, keras_internals, multi_sample, objectives, output_bias
-from tfvae.callbacks import StopOnNonFiniteLoss
 from tfvae.config import (
     FUSED_STEPS,
     MAX_BATCH_SIZE,
@@ -28,12 +26,15 @@ from tfvae.config import (
     STEPS_PER_EXECUTION,
     VAEConfig,
 )
-from tfvae.distribute import replica_average, replica_seed
-from tfvae.export import export
-from tfvae.fused_steps import can_fuse, fused_train_function, is_fused, plain_batches
-from tfvae.networks import make_decoder, make_encoder
-from tfvae.saving import KERAS_SUFFIX, save_model
-from tfvae.validation import check_inputs, check_latents, check_positive_int, check_seed
+from tfvae.data.validation import check_inputs, check_latents, check_positive_int, check_seed
+from tfvae.engine import executions, keras3, keras_internals
+from tfvae.engine.callbacks import StopOnNonFiniteLoss
+from tfvae.engine.distribute import replica_average, replica_seed
+from tfvae.engine.fused_steps import can_fuse, fused_train_function, is_fused, plain_batches
+from tfvae.model import multi_sample, objectives, output_bias
+from tfvae.model.networks import make_decoder, make_encoder
+from tfvae.model.saving import KERAS_SUFFIX, save_model
+from tfvae.serving.export import export
 
 tfd = tfp.distributions
 
@@ -63,7 +64,7 @@ class VAE(tfk.Model):
 
     The loss is `config.objective` over `config.num_samples` draws per example: by default
     the paper's one-draw ELBO; K draws average the ELBO ("VAE k=K") or, with `iwae`, form
-    the bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (`tfvae.multi_sample`). Validation and
+    the bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (`tfvae.model.multi_sample`). Validation and
     `evaluate` use the same objective on their own draws.
 
     Sampling is stateless and seeded: training step `t` draws with seed
@@ -95,7 +96,7 @@ class VAE(tfk.Model):
         for part, network in (("encoder", encoder), ("decoder", decoder)):
             if network is not None:
                 keras3.check_network(network, f"VAE({part}=...)")
-        # Built-in networks start seeded by `config.seed` (`tfvae.networks`); the decoder's
+        # Built-in networks start seeded by `config.seed` (`tfvae.model.networks`); the decoder's
         # weights are numbered after the encoder's.
         self.encoder = encoder if encoder is not None else make_encoder(self.config)
         self.decoder = (
@@ -126,7 +127,7 @@ class VAE(tfk.Model):
         )
         self._fused_steps = FUSED_STEPS
         # Whether compile chose the steps per execution (then data that may end mid-call
-        # runs one step per call: `tfvae.executions`) rather than the caller.
+        # runs one step per call: `tfvae.engine.executions`) rather than the caller.
         self._default_steps_per_execution = True
         # Whether the data of the running `fit` never runs out mid-execution, so its steps
         # may fuse (`executions.never_runs_out_mid_execution`). Keras calls
@@ -136,7 +137,7 @@ class VAE(tfk.Model):
         self._predict_output = "mean"
         self._predict_latent = "sample"
         # The one-draw ELBO keeps the paper's path (`_elbo_terms`); everything else is
-        # `tfvae.multi_sample`'s.
+        # `tfvae.model.multi_sample`'s.
         self._one_draw_elbo = (self.config.objective, self.config.num_samples) == ("elbo", 1)
         tracked = ("loss", "elbo", "reconstruction", "kl")
         if self.config.objective == "iwae":
@@ -157,7 +158,7 @@ class VAE(tfk.Model):
         from `x` (the training data: an array or a batched `tf.data.Dataset`), as Burda et
         al.'s code does (logit of the training mean for a Bernoulli decoder; mean and log
         variance for a Gaussian). Call it before `fit`; returns {layer name: bias}
-        (`tfvae.output_bias`). `TrainConfig.output_bias_from_data` does it in training runs.
+        (`tfvae.model.output_bias`). `TrainConfig.output_bias_from_data` does it in training runs.
         """
         return output_bias.set_output_bias(self.decoder, self.config, x)
 
@@ -252,7 +253,7 @@ class VAE(tfk.Model):
         """(loss to differentiate, per-example loss for the metric).
 
         The first is this replica's share of the GLOBAL-batch mean (see
-        `tfvae.distribute.replica_average`): the optimizer sums gradients over replicas, so
+        `tfvae.engine.distribute.replica_average`): the optimizer sums gradients over replicas, so
         N replicas take the same step as one device on the same global batch. Regularizers
         (`self.losses`) are added once per replica, hence scaled by 1/num_replicas.
         """
@@ -304,7 +305,7 @@ class VAE(tfk.Model):
         )
 
     def _train_step_over_draws(self, x, seed):
-        """`train_step` for the multi-sample ELBO and IWAE (`tfvae.multi_sample`)."""
+        """`train_step` for the multi-sample ELBO and IWAE (`tfvae.model.multi_sample`)."""
         grads, per_example, draws = self._gradients_over_draws(x, seed, training=True)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._update_metrics(
@@ -388,13 +389,13 @@ class VAE(tfk.Model):
         them every step, at Keras' one-program-per-step speed. Data that may end inside a
         call (a dataset of unknown size, finite data cut by `steps_per_epoch` or `steps`,
         generators) and `train_on_batch` and the other `*_on_batch` calls run one step per
-        call, which Keras needs there (`tfvae.executions`).
+        call, which Keras needs there (`tfvae.engine.executions`).
         A Keras 3 optimizer (`tf.keras.optimizers.Adam()`) is rebuilt as its tf_keras twin
-        where that is exact (`tfvae.keras3`); other Keras 3 objects are refused by name.
+        where that is exact (`tfvae.engine.keras3`); other Keras 3 objects are refused by name.
 
         Args:
           fused_steps: with XLA and `steps_per_execution > 1`, `fit` runs this many steps
-            (at most `steps_per_execution`) per compiled program (`tfvae.fused_steps`): the
+            (at most `steps_per_execution`) per compiled program (`tfvae.engine.fused_steps`): the
             same steps, fewer launches. 1 keeps Keras' one program per step.
           steps_per_execution: Keras' argument; None (the default) for
             `STEPS_PER_EXECUTION`. Given explicitly, Keras' rules apply to every call
@@ -419,7 +420,7 @@ class VAE(tfk.Model):
 
     def make_train_function(self, force=False):
         """Keras' train function, or several steps per XLA program where that applies
-        (`tfvae.fused_steps`)."""
+        (`tfvae.engine.fused_steps`)."""
         fuse = self._fit_data_may_fuse and can_fuse(self, self._fused_steps)
         current = self.train_function
         if (
@@ -465,7 +466,7 @@ class VAE(tfk.Model):
 
     def _one_step_per_call_unless(self, *never_runs_out: bool):
         """One step per execution for this call if compile chose the steps per execution
-        and some of its data may end mid-call (`tfvae.executions`)."""
+        and some of its data may end mid-call (`tfvae.engine.executions`)."""
         return executions.one_step_per_execution(
             self, self._default_steps_per_execution and not all(never_runs_out)
         )
@@ -473,7 +474,7 @@ class VAE(tfk.Model):
     def fit(self, x=None, y=None, *args, validation_data=None, stop_on_non_finite=True, **kwargs):
         """Keras fit on x alone (the target of a VAE is its input; `y`, if given, is ignored).
 
-        Training stops with `tfvae.callbacks.NonFiniteLossError` (naming epoch, batch and
+        Training stops with `tfvae.engine.callbacks.NonFiniteLossError` (naming epoch, batch and
         term) at the first NaN/inf loss, instead of training on to NaN weights; pass
         `stop_on_non_finite=False` for Keras' behaviour.
         """
@@ -604,7 +605,7 @@ class VAE(tfk.Model):
 
         `filepath` is the model's base directory: the export goes to `filepath/<version>/`
         (the next free version unless `version=` is given); `tfvae.load_exported(filepath)`
-        loads the latest. Keyword arguments are `tfvae.export`'s.
+        loads the latest. Keyword arguments are `tfvae.serving.export`'s.
         """
         return export(self, filepath, **kwargs)
 
@@ -697,7 +698,7 @@ def _features(data):
 
 def _check_fit_input(x, config, name):
     if isinstance(x, tf.data.Dataset):
-        from tfvae.validation import check_dataset
+        from tfvae.data.validation import check_dataset
 
         return check_dataset(x, config, name)
     if isinstance(x, (tuple, list)) and len(x) > 0 and not isinstance(x[0], (int, float)):

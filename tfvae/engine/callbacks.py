@@ -21,7 +21,8 @@ from typing import Optional
 
 import tf_keras as tfk
 
-from tfvae import atomic, distribute
+from tfvae.base import atomic
+from tfvae.engine import distribute
 
 __all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss", "HistoryCSV", "EpochLine"]
 
@@ -120,7 +121,7 @@ class HistoryCSV(tfk.callbacks.Callback):
     """One CSV row per epoch, `epoch` numbered from 1 as the console counts.
 
     Only columns that have values appear. The file is rewritten whole at the end of every
-    epoch (`tfvae.atomic`), so it is never cut mid-row. `train_and_evaluate` rebuilds it
+    epoch (`tfvae.base.atomic`), so it is never cut mid-row. `train_and_evaluate` rebuilds it
     from the checkpointed history when a run resumes and when it ends (`rewrite`), so a row
     lost to a kill, or a file cut short, is restored; used alone, rows already in the file
     are kept, so a resumed `fit` continues them (rows of epochs trained again are replaced).

@@ -3,7 +3,7 @@
 Two front doors over one batching core (`_batches`): `make_dataset`, a general pipeline over
 an array (each pass a fresh permutation drawn from `seed`), and `epoch_dataset`, the one
 `train_and_evaluate` uses, whose epoch `e` is a pure function of `(seed, e)` so a resumed run
-sees exactly the batches an uninterrupted one would (`tfvae.checkpointing`). Both shuffle
+sees exactly the batches an uninterrupted one would (`tfvae.training.checkpointing`). Both shuffle
 example *indices* once per epoch and gather each batch in one op, hold byte-representable data
 as uint8 (`compact_storage`), and are ready for any strategy: the GLOBAL batch, sharded by
 example across workers (`AutoShardPolicy.DATA`; a no-op in one process). Why these choices
@@ -52,7 +52,7 @@ def make_dataset(
         `drop_remainder` leaves no batch.
       TypeError: `batch_size` is not an integer.
     """
-    from tfvae.validation import check_array, check_positive_int
+    from tfvae.data.validation import check_array, check_positive_int
 
     batch_size = check_positive_int(batch_size, "batch_size")
     if not hasattr(x, "shape"):

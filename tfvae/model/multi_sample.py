@@ -16,7 +16,7 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import objectives
+from tfvae.model import objectives
 
 tfd = tfp.distributions
 

@@ -1,0 +1,1 @@
+"""TensorFlow-free infrastructure: atomic writes, the JSON schemas tfvae reads back."""

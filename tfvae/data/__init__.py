@@ -1,0 +1,1 @@
+"""The data side: dataset files, downloads, input checks and tf.data pipelines."""

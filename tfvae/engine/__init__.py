@@ -1,0 +1,1 @@
+"""The tf_keras engine: fit/evaluate/predict fast paths, strategies, callbacks."""

@@ -1,0 +1,1 @@
+"""The model side: the VAE's mathematics, its networks, heads and objectives."""

@@ -1,0 +1,1 @@
+"""The deployment side: SavedModel export, in-graph request checks, clients."""

@@ -1,0 +1,1 @@
+"""The training side: train_and_evaluate, checkpoints, run directories, logs."""
