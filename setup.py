@@ -3,6 +3,9 @@
 from setuptools import find_packages, setup
 
 SERVING = ["tensorflow-serving-api>=2.21,<2.22"]  # its version follows TensorFlow's
+# bench/jax_reference.py: the JAX + Flax + optax contestant (the versions it was written and
+# tested with); the tests run it on two batches against numpy
+PEERS = ["jax>=0.10,<0.11", "jaxlib>=0.10,<0.11", "flax>=0.12,<0.13", "optax>=0.2.8,<0.3"]
 
 setup(
     name="tfvae",
@@ -33,8 +36,9 @@ setup(
     extras_require={
         # tfvae.serving.client's gRPC, models.config and warm-up helpers (the REST ones need nothing)
         "serving": SERVING,
-        # the tests import the serving protos and run the notebooks
+        # the tests import the serving protos, run the notebooks and the JAX contestant
         "test": SERVING
+        + PEERS
         + [
             "pytest>=9.0,<10",
             "hypothesis>=6.100,<7",
@@ -45,12 +49,12 @@ setup(
             "pytest-xdist>=3.5,<4",
             "packaging>=23",  # tests/test_packaging.py, scripts/freeze_constraints.py
             "keras>=3.10,<4",  # tests/test_keras3.py builds Keras 3 objects (TF brings it too)
+            "scikit-learn>=1.9,<2",  # tests/test_data.py: the embedded digits are sklearn's
         ],
         # bench/: the PyTorch reference VAE (CPU build).
         "bench": ["torch>=2.5,<3"],
-        # bench/jax_reference.py: the JAX + Flax + optax contestant (not installed by CI;
-        # the versions it was written and tested with)
-        "peers": ["jax>=0.10,<0.11", "jaxlib>=0.10,<0.11", "flax>=0.12,<0.13", "optax>=0.2.8,<0.3"],
+        # bench/jax_reference.py's contestant alone (`test` has it too)
+        "peers": PEERS,
     },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

@@ -172,9 +172,9 @@ def _model(run: dict, input_dim: int, image_shape, steps: int):
 
 def _bounds(model, x, k: int, seed: int = 0) -> dict:
     """Test ELBO (k = 1) and the k-sample bound, mean nats per example."""
-    elbo = model.log_likelihood(x, num_samples=1, batch_size=500, seed=seed)
+    elbo = model.log_likelihood(x, importance_samples=1, batch_size=500, seed=seed)
     iwae = model.log_likelihood(
-        x, num_samples=k, batch_size=100, chunk_size=min(k, 500), seed=seed + 1
+        x, importance_samples=k, batch_size=100, chunk_size=min(k, 500), seed=seed + 1
     )
     return {"elbo": float(np.mean(elbo)), f"iwae_k{k}": float(np.mean(iwae))}
 
@@ -299,7 +299,7 @@ def train(args) -> int:
     if state["epoch"] >= total or args.final:
         t0 = time.time()
         log_px = model.log_likelihood(
-            x_test, num_samples=args.final_samples, batch_size=100, chunk_size=500, seed=7
+            x_test, importance_samples=args.final_samples, batch_size=100, chunk_size=500, seed=7
         )
         state.setdefault("final", []).append(
             {

@@ -1,6 +1,6 @@
 """tfvae's importance-weighted -log p(x) (Burda et al. 2015), its cost in K, and the floor.
 
-For each saved model: `VAE.log_likelihood(x, num_samples=K)` on the first `n` test
+For each saved model: `VAE.log_likelihood(x, importance_samples=K)` on the first `n` test
 examples (chunked: draws are taken `chunk` at a time with a running logsumexp, so memory is
 bounded whatever K is), its wall time after a first call on one batch (tracing), its
 examples per second and this process's peak RSS; then the time for a few K on a small
@@ -56,7 +56,11 @@ def main(argv=None) -> dict:
         model = models[name] = load_model(model_dir)
         _, x_test, _ = common.load_arrays(data)
         x = x_test[: args.n]
-        iwae = {"num_samples": args.k, "batch_size": args.batch_size, "chunk_size": args.chunk}
+        iwae = {
+            "importance_samples": args.k,
+            "batch_size": args.batch_size,
+            "chunk_size": args.chunk,
+        }
         start = time.perf_counter()
         for batch in common.batch_shapes(x, args.batch_size):  # traces: the timed pass won't
             model.log_likelihood(batch, **iwae, seed=0)
@@ -64,7 +68,7 @@ def main(argv=None) -> dict:
         start = time.perf_counter()
         log_px = model.log_likelihood(x, **iwae, seed=0)
         seconds = time.perf_counter() - start
-        elbo = model.log_likelihood(x, num_samples=1, batch_size=args.batch_size, seed=1)
+        elbo = model.log_likelihood(x, importance_samples=1, batch_size=args.batch_size, seed=1)
         result["iwae"][name] = {
             "nll": float(-np.mean(log_px)),
             "nll_stderr": float(np.std(log_px) / np.sqrt(len(log_px))),
@@ -87,11 +91,11 @@ def main(argv=None) -> dict:
         model = models[name]
         _, x_test, _ = common.load_arrays(data)
         x = x_test[: args.scaling_n]
-        model.log_likelihood(x[:10], num_samples=10, chunk_size=args.chunk)  # warm-up trace
+        model.log_likelihood(x[:10], importance_samples=10, chunk_size=args.chunk)  # warm-up trace
         for k in [int(v) for v in args.scaling_k.split(",") if v.strip()]:
             start = time.perf_counter()
             model.log_likelihood(
-                x, num_samples=k, batch_size=args.batch_size, chunk_size=args.chunk
+                x, importance_samples=k, batch_size=args.batch_size, chunk_size=args.chunk
             )
             seconds = time.perf_counter() - start
             result["scaling"][str(k)] = {

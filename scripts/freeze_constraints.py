@@ -1,6 +1,6 @@
 """Writes constraints.txt: the installed version of everything `tfvae[test,bench,serving,peers]`
 pulls in (`pip freeze`, filtered to that dependency closure), for `pip install -c`. CI
-installs all but `peers` (bench/'s JAX contestant), which is pinned for the benchmark runs.
+installs `test` (which holds `peers`, bench/'s JAX contestant), `bench` and `serving`.
 
 Run it after upgrading what CI installs: python3 scripts/freeze_constraints.py
 """
@@ -28,8 +28,8 @@ HEADER = """\
 # Written by scripts/freeze_constraints.py from the installed packages; local version labels
 # (torch's +cpu) are dropped so the pins match PyPI's and the CPU wheel index's builds alike.
 # Frozen on CI's Python 3.11: some pins (numpy 2.4) need Python >= 3.11.
-# The `peers` extra (bench/'s JAX contestant: jax, flax, optax) is pinned for benchmark runs
-# (pip install -c constraints.txt -e ".[bench,peers]"); CI does not install it.
+# The `peers` extra (bench/'s JAX contestant: jax, flax, optax) is also in `test`: CI installs
+# it, and `pip install -c constraints.txt -e ".[bench,peers]"` installs it for benchmark runs.
 """
 
 

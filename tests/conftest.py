@@ -1,12 +1,14 @@
-"""Shared fixtures: the real-data directory (skipped with a reason when absent) and tiny data."""
+"""Shared fixtures: the real-data directory (skipped with a reason when absent) and tiny data.
+
+Shared functions (the repo root, subprocesses, numpy references) live in tests/helpers.py.
+"""
 
 import os
 import socket
 
 import numpy as np
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO
 
 
 def _data_dir():
@@ -37,6 +39,16 @@ def no_downloads():
         patch.setenv("TFVAE_DATASETS_URL", closed_port_url())
         patch.setenv("TFVAE_XLA_CACHE", "off")
         yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded 8x8 digits: all training images, the first 50 test images (a small test
+    split keeps evaluation quick)."""
+    from tfvae.data.datasets import Data, load_default
+
+    data = load_default()
+    return Data(data.x_train, data.x_test[:50], data.image_shape)
 
 
 @pytest.fixture

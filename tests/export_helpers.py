@@ -1,15 +1,12 @@
-"""Shared by the tests: one tiny exported model per decoder (made once), `python` subprocesses."""
+"""Shared by the export and serving tests: one tiny exported model per decoder, made and
+loaded once per process."""
 
 import atexit
 import functools
-import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IWAE_SAMPLES = 32
 INPUT_DIM, LATENT_DIM = 4, 2  # the shapes of the README serving examples
 
@@ -34,29 +31,9 @@ def exported(decoder: str = "bernoulli", max_request_elements=None):
     return model, path
 
 
-def run_python(args, env=None, timeout=240, cwd=REPO):
-    """Runs `python ARGS` (in `cwd`, the repo root by default) with quiet TF logs and this
-    checkout on PYTHONPATH; an `env` value of None unsets that variable. Returns the
-    CompletedProcess."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    full_env.update(env or {})
-    full_env = {k: v for k, v in full_env.items() if v is not None}
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@functools.lru_cache(maxsize=None)
+def loaded_export(decoder: str = "bernoulli"):
+    """`tfvae.load_exported` of `exported(decoder)`: the same SavedModel is loaded once."""
+    from tfvae import load_exported
 
-
-def tree_digest(root):
-    """sha256 of every file under `root` by relative path: proves nothing was touched."""
-    out = {}
-    for base, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return load_exported(exported(decoder)[1])

@@ -12,12 +12,13 @@ import math
 
 import numpy as np
 import pytest
+from helpers import np_log_mean_exp
 
 from bench import common, run
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-HAS_JAX = run.installed("jax")
-NO_JAX = "jax, flax or optax is not installed: `pip install -e .[peers]`"
+HAS_JAX = run.installed("jax")  # the `test` extra installs it (and the `peers` one)
+NO_JAX = "jax, flax or optax is not installed: `pip install -e .[test]`"
 NO_TORCH = "torch is not installed: `pip install .[bench]` (torch==2.13.0, CPU)"
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,19 @@ def _finite(value):
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+# The test -ELBO of binary 784-pixel MNIST after one short epoch (a few Adam steps) lies
+# between two models it cannot match: a decoder of independent pixels at the training set's
+# marginals (206.0 nats, the best such model, which a few steps cannot reach) and one that
+# flips a fair coin per pixel with q = p(z) (784 log 2 = 543.4 nats, which every contestant
+# beats in its first epoch: measured 468-502 nats at 300 examples, 3 steps of 128).
+MARGINAL_PIXELS_NATS = 206.0
+COIN_FLIP_NATS = 784 * math.log(2)
+
+
+def _after_one_short_epoch(neg_elbo):
+    return _finite(neg_elbo) and MARGINAL_PIXELS_NATS < neg_elbo < COIN_FLIP_NATS
+
+
 def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
     returned, written = summary
     assert written["table"].keys() == returned["table"].keys()
@@ -52,8 +66,7 @@ def test_summary_has_every_tensorflow_contestant_with_finite_numbers(summary):
         for key in ("median_epoch_s", "first_epoch_s", "examples_per_s", "peak_rss_mb"):
             assert _finite(row[key]) and row[key] > 0, (name, key, row[key])
         assert set(row["neg_elbo"]) == {"1"}
-        # -ELBO of a binary 784-pixel image: positive, at most 784 log 2 + KL at init scale.
-        assert 0 < row["neg_elbo"]["1"] < 2000, row
+        assert _after_one_short_epoch(row["neg_elbo"]["1"]), row
         assert row["finite"]
         assert len(row["first_epoch_s_per_repeat"]) == 1
         assert 0 < row["best_epoch_s"] <= row["median_epoch_s"], row
@@ -79,8 +92,9 @@ def test_iwae_floor_and_table_are_reported(summary):
     for name in ("mnist", "binarized_mnist"):
         q = s["iwae"][name]
         assert q["k"] == 16 and q["n"] == 20 and q["finite"]
-        # The importance-weighted bound is tighter than the one-sample ELBO on average.
-        assert 0 < q["nll"] < q["neg_elbo_k1_same_subset"] + 5
+        # The importance-weighted bound (K = 16) is tighter than the ELBO of the same model on
+        # the same 20 examples: -log p(x) below the -ELBO (measured 8.5-11.5 nats below).
+        assert MARGINAL_PIXELS_NATS < q["nll"] < q["neg_elbo_k1_same_subset"], q
     assert set(s["iwae_scaling"]) == {"4", "8"}
     assert s["flops"]["step_matmul_gflops"] > 0
     assert s["flops"]["step_flop_per_example"] == 3_280_000
@@ -92,7 +106,7 @@ def _assert_peer_benchmarked(s, peer):
     """`peer`'s row (finite epoch time, a plausible -ELBO), its ratio, and its place among
     the peers tfvae is measured against."""
     row = s["table"][peer]
-    assert _finite(row["median_epoch_s"]) and 0 < row["neg_elbo"]["1"] < 2000
+    assert _finite(row["median_epoch_s"]) and _after_one_short_epoch(row["neg_elbo"]["1"]), row
     assert _finite(s["ratios"][f"tfvae/{peer}"]["time_ratio_median"])
     assert peer in s["ratios"]["tfvae/fastest_peer"]["peers"]
 
@@ -114,8 +128,12 @@ def test_jax_is_benchmarked_for_training_and_evaluation_speed(summary):
         assert speed[name]["elbo"]["n"] == 300  # the whole (subset) test set
         for kind in ("elbo", "iwae"):
             assert _finite(speed[name][kind]["examples_per_s"]) and speed[name][kind]["finite"]
-        # The bound and the ELBO of the same model: close, both in a plausible range.
-        assert 0 < speed[name]["iwae"]["nll"] < speed[name]["elbo"]["neg_elbo"] + 30
+        # The bound (first 20 examples) is tighter than the ELBO (all 300) of the same model,
+        # up to the sampling of the 20 (3 standard errors of their mean; measured 15-17 nats
+        # below, with standard errors of 2.4-2.9 nats).
+        iwae, elbo = speed[name]["iwae"], speed[name]["elbo"]["neg_elbo"]
+        assert _after_one_short_epoch(elbo), (name, elbo)
+        assert MARGINAL_PIXELS_NATS < iwae["nll"] < elbo + 3 * iwae["nll_stderr"], (name, iwae)
     assert set(speed["tfvae_over_jax_examples_per_s"]) == {"elbo", "iwae"}
     assert "tfvae over JAX" in run.format_table(s)
 
@@ -211,8 +229,7 @@ def test_jax_contestant_trains_and_scores_its_weights_as_numpy_does(two_batches,
         log_pz = np.sum(-0.5 * z**2 - 0.5 * np.log(2 * np.pi), axis=-1)
         log_qz = np.sum(-0.5 * eps**2 - 0.5 * logvar - 0.5 * np.log(2 * np.pi), axis=-1)
         log_w = log_px + log_pz - log_qz
-        top = log_w.max(0)
-        want.append(top + np.log(np.mean(np.exp(log_w - top), axis=0)))
+        want.append(np_log_mean_exp(log_w))
     np.testing.assert_allclose(got, np.concatenate(want), rtol=1e-5)
 
 
@@ -282,7 +299,7 @@ def test_lockstep_trains_both_from_the_same_start(data_dir, tmp_path):
     s = lockstep.main(args + ["--eval-samples", "1", "--out", str(out), "--quiet"])
     (row,) = s["seeds"][0]["epochs"]
     # Measured: 0.001 nats apart; with the noise of the wrong step (seed t + 1) 0.50 nats.
-    assert abs(row["tfvae_minus_pytorch"]) < 0.05 and 0 < row["tfvae"] < 2000, row
+    assert abs(row["tfvae_minus_pytorch"]) < 0.05 and _after_one_short_epoch(row["tfvae"]), row
     # Adam's first steps are ~lr * sign(gradient): 4 steps move a weight by at most ~4e-3.
     assert row["max_abs_weight_difference"] < 1e-2, row
     assert json.loads(out.read_text())["mean_tfvae_minus_pytorch_per_epoch"] == [
@@ -311,7 +328,7 @@ def test_quality_study_reports_every_seed_and_the_welch_interval(data_dir, tmp_p
         assert [r["weight_init"] for r in runs] == [inits[name]] * 2, name
         per_seed = [r["evals"]["1"]["neg_elbo"] for r in runs]
         assert per_seed[0] != per_seed[1], (name, per_seed)  # the seed reaches the run
-        assert all(0 < v < 2000 for v in per_seed), per_seed
+        assert all(_after_one_short_epoch(v) for v in per_seed), per_seed
         row = s["table"][name]["1"]
         assert row["n"] == 2 and row["mean"] == pytest.approx(sum(per_seed) / 2)
         assert row["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)

@@ -7,7 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import INPUT_DIM, REPO, exported
+from export_helpers import INPUT_DIM, exported
+from helpers import REPO
 
 SOURCE = os.path.join(REPO, "tests", "c", "run_saved_model.c")
 

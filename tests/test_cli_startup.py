@@ -1,8 +1,9 @@
 """The `tfvae` command starts without TensorFlow and keeps TF's start-up lines quiet.
 
-`import tfvae` (and tfvae.cli.app, tfvae.serving.client's REST helpers) must not import TensorFlow, so
-`--help` and argument errors answer at once; commands that do load TF hide its C++ lines
-unless `--verbose` or the user's own $TF_CPP_MIN_LOG_LEVEL asks for them. Timings live in
+`import tfvae` (and tfvae.cli.app, tfvae.training.rundir, tfvae.serving.client's REST
+helpers) must not import TensorFlow, so `--help` and argument errors answer at once; commands
+that do load TF hide its C++ lines unless `--verbose` or the user's own $TF_CPP_MIN_LOG_LEVEL
+asks for them. Timings live in
 bench/bench_cli_startup.py, not here.
 """
 
@@ -12,9 +13,10 @@ import re
 import textwrap
 
 import pytest
-from export_helpers import run_python
+from helpers import run_python
 
 from tfvae.cli import app as cli
+from tfvae.cli import quiet
 
 # Prints, at exit, which of these modules the process imported (--help exits early).
 _REPORT = (
@@ -40,7 +42,7 @@ def loaded(result):
 def test_importing_tfvae_cli_and_serving_leaves_tensorflow_out():
     code = _REPORT + textwrap.dedent(
         """
-        import tfvae, tfvae.cli.app, tfvae.serving.client
+        import tfvae, tfvae.cli.app, tfvae.serving.client, tfvae.training.rundir
         from tfvae.serving.client import rest_url, rest_body, parse_rest_response
         assert set(tfvae.__all__) <= set(dir(tfvae)), set(tfvae.__all__) - set(dir(tfvae))
         body = rest_body("encode", x=[[0.5, 0.5]], seed=1)
@@ -87,20 +89,24 @@ def test_help_and_argument_errors_do_not_import_tensorflow(args, status, tmp_pat
 
 def test_public_names_resolve_lazily_and_export_stays_the_function():
     import tfvae
-    import tfvae.serving.export  # binds the submodule's name on the package, which must stay the function
+    import tfvae.serving.export  # the module lives in serving/: no clash with the function
     from tfvae import VAE, export
     from tfvae.model.vae import VAE as model_vae
 
     assert VAE is model_vae and tfvae.VAE is VAE
-    assert callable(export) and export is tfvae.serving.export.__globals__["export"]
-    assert tfvae.serving.export is export
+    assert callable(export) and tfvae.export is export
+    assert export is tfvae.serving.export.export and export.__module__ == "tfvae.serving.export"
+    with pytest.raises(
+        ModuleNotFoundError, match=r"^tfvae\.export moved to tfvae\.serving\.export$"
+    ):
+        import tfvae.export  # noqa: F401
     assert sorted(tfvae.__all__) == sorted(n for n in dir(tfvae) if n in tfvae.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         tfvae.nope  # noqa: B018
 
 
 def test_verbose_is_accepted_before_or_after_the_command():
-    parser = cli._parser()
+    parser = cli.parser()
     assert parser.parse_args(["--verbose", "train"]).verbose is True
     assert parser.parse_args(["train", "--verbose"]).verbose is True
     assert parser.parse_args(["train"]).verbose is False
@@ -120,9 +126,9 @@ def test_log_level_default_user_setting_and_verbose(env, verbose, level, hooked)
     code = _REPORT + textwrap.dedent(
         f"""
         import os, sys
-        from tfvae.cli import app as cli
-        cli._tensorflow_log_level({verbose})
-        hooks = [f for f in sys.meta_path if isinstance(f, cli._QuietImport)]
+        from tfvae.cli import quiet
+        quiet.tensorflow_log_level({verbose})
+        hooks = [f for f in sys.meta_path if isinstance(f, quiet.QuietImport)]
         print(os.environ["TF_CPP_MIN_LOG_LEVEL"], bool(hooks))
         """
     )
@@ -133,7 +139,7 @@ def test_log_level_default_user_setting_and_verbose(env, verbose, level, hooked)
 
 
 def test_filtered_stderr_drops_absl_lines_below_the_level_and_keeps_the_rest(capfd):
-    with cli._filtered_stderr(2):
+    with quiet.filtered_stderr(2):
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are\n")
         os.write(2, b"I0000 00:00:1796073657.112299   15485 port.cc:153] oneDNN custom ops\n")
         os.write(2, b"W1130 21:14:53.246161    7675 cudart_stub.cc:31] no cuda drivers\n")

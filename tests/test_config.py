@@ -2,12 +2,15 @@
 
 import dataclasses
 import json
+import re
 
+import numpy as np
 import pytest
 
 from tfvae import TrainConfig, VAEConfig
 from tfvae.cli import app as cli
-from tfvae.config import DEFAULT_PRESET, PRESETS, cli_fields, preset
+from tfvae.cli import flags
+from tfvae.config import DEFAULT_PRESET, LIMITS, PRESETS, cli_fields, preset
 
 DATA_FIELDS = {"input_dim", "image_shape"}  # set by the data, never by a flag
 
@@ -103,10 +106,37 @@ def test_train_config_bad_values_name_the_field(field, value, message):
     assert str(e.value).startswith(message)
 
 
-def test_docstrings_list_every_field():
+def _documented(cls):
+    """[(name, help)] read from the `Args:` section of `cls.__doc__`, in order."""
+    args = cls.__doc__.split("\n    Args:\n", 1)[1]
+    return re.findall(r"^      (\w+): (.+)$", args, re.M)
+
+
+def test_docstrings_document_every_field_in_order():
     for cls in (VAEConfig, TrainConfig):
-        for field in dataclasses.fields(cls):
-            assert f"{field.name}: {field.metadata['help']}" in cls.__doc__
+        documented = _documented(cls)
+        assert [name for name, _ in documented] == [f.name for f in dataclasses.fields(cls)]
+        for name, help in documented:
+            assert len(help.split()) >= 3, (cls.__name__, name)  # a sentence, not a stub
+
+
+def test_a_limited_field_documents_its_limit():
+    docs = {name: help for cls in (VAEConfig, TrainConfig) for name, help in _documented(cls)}
+    checked = set()
+    for what, limit in LIMITS.items():
+        for name in re.findall(r"\w+", what.split("(")[0]):
+            if name in docs:
+                assert re.search(rf"at most {limit}\b", docs[name]), (name, limit, docs[name])
+                checked.add(name)
+    assert {"latent_dim", "hidden_units", "conv_filters", "epochs", "num_samples"} <= checked
+
+
+def test_numpy_integers_are_integers_and_stored_as_int():
+    config = VAEConfig(latent_dim=np.int64(3), seed=np.uint8(7))
+    assert type(config.latent_dim) is int and config.latent_dim == 3 and config.seed == 7
+    assert VAEConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="VAEConfig.latent_dim: must be an integer >= 1"):
+        VAEConfig(latent_dim=np.bool_(True))
 
 
 # ------------------------------------------------------------------ presets
@@ -127,14 +157,14 @@ def test_presets_are_valid_and_digits_keeps_the_main_jobs_settings():
 # ------------------------------------------------------------------ the CLI's flags
 def _configs(argv):
     """The (VAEConfig, TrainConfig) the CLI would build from `argv` for 8x8 binary digits."""
-    model, train = cli._config_values(cli._parser().parse_args(argv))
+    model, train = flags.config_values(cli.parser().parse_args(argv))
     model.setdefault("decoder", "bernoulli")
     return VAEConfig(input_dim=64, image_shape=(8, 8, 1), **model), TrainConfig(**train)
 
 
 def _sample(field):
     """A valid value of `field` that is not its default, and its command-line words."""
-    flag = cli._flag(field.name)
+    flag = flags.flag(field.name)
     if field.type == "bool":
         return (not field.default), [f"--no-{flag[2:]}" if field.default else flag]
     if field.metadata["choices"]:
@@ -156,7 +186,7 @@ def test_every_field_has_a_flag(command):
             assert field not in cli_fields(cls)
             continue
         value, words = _sample(field)
-        model, train = cli._config_values(cli._parser().parse_args(command + words))
+        model, train = flags.config_values(cli.parser().parse_args(command + words))
         got = model if cls is VAEConfig else train
         assert got[field.name] == (list(value) if isinstance(value, tuple) else value), words
 

@@ -17,9 +17,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import run_python
+from helpers import one_line_error, run_python
 
-from tfvae import VAE, VAEConfig, load_model
+from tfvae import VAE, VAEConfig, export, load_model
 from tfvae.base import atomic
 from tfvae.base.atomic import DiskFullError
 from tfvae.cli import app as cli
@@ -73,12 +73,6 @@ def everything_under(root):
     return sorted(
         os.path.relpath(os.path.join(b, n), root) for b, ds, fs in os.walk(root) for n in ds + fs
     )
-
-
-def one_line(text):
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert lines and "Traceback" not in text, text
-    return lines[-1]
 
 
 # ------------------------------------------------------------------------ atomic writes
@@ -186,7 +180,7 @@ def test_cli_train_on_a_full_disk_exits_1_keeping_the_trained_epochs(tmp_path, m
     out = tmp_path / "run"
     argv = ["train", "--out", str(out), "--epochs", "3", "--hidden-units", "8", "--quiet"]
     assert cli.main([*argv, "--eval-samples", "2", "--steps-per-execution", "8"]) == 1
-    line = one_line(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     expected = f"tfvae train: error: no space left on device to write {str(out)!r}"
     assert line.startswith(expected[:-1] + "/checkpoints/epoch-000002'"), line
     assert "free in" in line
@@ -211,12 +205,12 @@ def test_export_on_a_full_disk_keeps_earlier_versions(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(tf.saved_model, "save", filling)
     with pytest.raises(DiskFullError) as e:
-        model.export(str(base))
+        export(model, str(base))
     assert e.value.path == str(base / "2") and "3.00 kB were written before it" in str(e.value)
     assert everything_under(base) == before
     assert (base / "1" / "saved_model.pb").read_bytes() == b"version 1"
     assert cli.main(["export", model_dir, "--base-dir", str(tmp_path / "new")]) == 1
-    line = one_line(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert line.startswith("tfvae export: error: no space left on device to write ")
     assert str(tmp_path / "new" / "model" / "1") in line
     assert not (tmp_path / "new").exists()  # nor the folders made for it
@@ -232,7 +226,7 @@ def test_download_checks_the_space_before_fetching(tmp_path, monkeypatch, capsys
     assert os.listdir(tmp_path) == []
     argv = ["train", "--dataset", "frey", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
     assert cli.main(argv) == 1
-    line = one_line(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "frey_rawface.mat" in line and "1.10 MB needed" in line
     assert os.listdir(tmp_path) == []
 
@@ -264,11 +258,13 @@ def test_cli_names_the_file_of_a_disk_full_error_it_did_not_raise(tmp_path, caps
             None, None, f"{tmp_path}/logs/events.out.tfevents.1.v2; No space left on device"
         )
 
-    command.__doc__ = cli._cmd_sample.__doc__
+    from tfvae.cli import commands
 
-    monkeypatch.setattr(cli, "_cmd_sample", command)
+    command.__doc__ = commands.sample.__doc__
+
+    monkeypatch.setattr(commands, "sample", command)
     assert cli.main(["sample", str(tmp_path)]) == 1
-    line = one_line(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert line.startswith(f"tfvae sample: error: no space left on device to write '{tmp_path}")
     assert "events.out.tfevents.1.v2" in line and "free in" in line
 
@@ -335,7 +331,7 @@ def test_train_and_export_filling_a_real_tmpfs(tmpfs, tmp_path):
     tiny = ["--epochs", "3", "--hidden-units", "200", "--eval-samples", "2", "--quiet"]
     done = run_python(["-m", "tfvae", "train", *tiny, "--out", str(out)], timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]
-    line = one_line(done.stderr)
+    line = one_line_error(done.stderr)
     assert line.startswith(f"tfvae train: error: no space left on device to write '{out}/"), line
     assert "free in" in line
     assert sorted(os.listdir(out / "checkpoints")) == ["epoch-000001", "epoch-000002"]
@@ -349,7 +345,7 @@ def test_train_and_export_filling_a_real_tmpfs(tmpfs, tmp_path):
     base = tmpfs("300k")
     done = run_python(["-m", "tfvae", "export", str(run), "--base-dir", str(base)])
     assert done.returncode == 1, done.stderr[-3000:]
-    line = one_line(done.stderr)
+    line = one_line_error(done.stderr)
     assert line.startswith(f"tfvae export: error: no space left on device to write '{base}/"), line
     assert everything_under(base) == []
 

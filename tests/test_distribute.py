@@ -17,11 +17,11 @@ import tempfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO
 
-from tfvae.cli.app import _parser
+from tfvae.cli.app import parser as _parser
 from tfvae.engine import distribute
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "tests", "distribute_scripts")
 
 
@@ -269,18 +269,31 @@ def test_only_the_chief_writes_and_its_model_loads(two_workers):
 
 
 @pytest.mark.slow
-def test_the_chief_export_loads(two_workers):
+def test_the_chief_export_loads_and_encodes_as_the_trained_model(two_workers, tmp_path):
+    """In a fresh plain-TensorFlow process the chief's export has every signature, and its
+    serving_default gives the E[q(z|x)] of the model the run saved."""
+    import tfvae
+    from tfvae.data.datasets import load_default
+    from tfvae.serving.export import SIGNATURES
+
     workdir, results, _, _ = two_workers
     assert results[0]["exported"] and os.path.isdir(results[0]["exported"])
+    x = load_default().x_test[:5]
+    np.save(tmp_path / "x.npy", x)
     code = (
-        "import sys, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]);"
-        " print(sorted(m.signatures))"
+        "import json, sys, numpy as np, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]);"
+        " out = m.signatures['serving_default'](x=tf.constant(np.load(sys.argv[2])));"
+        " print(json.dumps([sorted(m.signatures), out['z_mean'].numpy().tolist()]))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, results[0]["exported"]],
+        [sys.executable, "-c", code, results[0]["exported"], str(tmp_path / "x.npy")],
         env=_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    signatures, z_mean = json.loads(out.stdout.strip().splitlines()[-1])
+    assert signatures == sorted(SIGNATURES)
+    model = tfvae.load_model(workdir / "model")
+    np.testing.assert_allclose(z_mean, model.encode(x).mean().numpy(), rtol=1e-5, atol=1e-6)

@@ -208,7 +208,7 @@ def test_keras_mnist_npz_is_a_dataset_and_a_cached_mnist(data_dir, cache):
     binary = data.load_dataset(keras_file)
     assert binary.binary and set(np.unique(binary.x_train)) == {0.0, 1.0}
     # The command line trains it with the MNIST preset.
-    from tfvae.cli.app import _config_values
+    from tfvae.cli.flags import config_values as _config_values
 
     assert _config_values(run_args("--dataset", keras_file))[0] == dict(PRESETS["mnist"].model)
 
@@ -231,13 +231,14 @@ def test_binarized_mnist_from_amat_files(data_dir, cache):
 
 # ------------------------------------------------------------------ the main job's data
 def run_args(*words):
-    from tfvae.cli.app import _parser
+    from tfvae.cli.app import parser as _parser
 
     return _parser().parse_args(["run", *words])
 
 
 def test_run_takes_mnist_when_it_can_be_downloaded(data_dir, cache, monkeypatch):
-    from tfvae.cli.app import _choose_dataset, _config_values
+    from tfvae.cli.flags import config_values as _config_values
+    from tfvae.data.choice import choose_dataset as _choose_dataset
 
     with serve(data_dir) as server:
         monkeypatch.setenv(download.DATASETS_URL_ENV, server.url)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as tfk
+from helpers import assert_same_weights
 
 from tfvae import VAE, VAEConfig, make_dataset
 from tfvae.config import STEPS_PER_EXECUTION
@@ -32,11 +33,6 @@ def unknown_size(batch=100):
     return data
 
 
-def assert_same_weights(a, b):
-    for wa, wb in zip(a.weights, b.weights):
-        np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-5, atol=1e-6, err_msg=wa.name)
-
-
 @pytest.mark.parametrize("kind", ["array", "dataset"])
 def test_compile_without_arguments_fuses_the_steps_of_fit(kind):
     """The README's `model.compile(); model.fit(x, batch_size=...)` takes the fused path, and
@@ -52,7 +48,7 @@ def test_compile_without_arguments_fuses_the_steps_of_fit(kind):
     reference = keras_loop.fit(data, epochs=2, verbose=0, **fit).history
     assert int(default.optimizer.iterations) == int(keras_loop.optimizer.iterations) == 22
     np.testing.assert_allclose(history["loss"], reference["loss"], rtol=1e-5)
-    assert_same_weights(default, keras_loop)
+    assert_same_weights(default, keras_loop, rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_and_predict_by_default_match_one_step_per_call():

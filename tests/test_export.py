@@ -1,7 +1,6 @@
 """SavedModel export: signatures match independent references, in-process and in a fresh
 process without tfvae/TFP (TF Serving's loader), atomic versions, refusals, saved_model_cli."""
 
-import functools
 import json
 import math
 import os
@@ -13,20 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from export_helpers import (
-    INPUT_DIM,
-    IWAE_SAMPLES,
-    LATENT_DIM,
-    REPO,
-    exported,
-    run_python,
-    tree_digest,
-)
+from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, exported, loaded_export
+from helpers import REPO, np_log_mean_exp, run_python, tree_digest
 
 import tfvae
 from tfvae import export as export_fn
 from tfvae import load_exported
-from tfvae.serving.export import SIGNATURES, _clean_stale, _move_into_place
+from tfvae.serving.export import _clean_stale, _move_into_place
+from tfvae.serving.signatures import SIGNATURES
 
 SEED = 7
 NUM_SAMPLES = 5
@@ -115,18 +108,12 @@ def _references(model):
             for k in range(IWAE_SAMPLES)
         ]
     )
-    m = log_w.max(0)
-    ref["log_likelihood/iwae"] = m + np.log(np.mean(np.exp(log_w - m), 0))
+    ref["log_likelihood/iwae"] = np_log_mean_exp(log_w)
     return ref
 
 
-@functools.lru_cache(maxsize=None)
-def _loaded(path):
-    return load_exported(path)
-
-
-def _in_process(path):
-    loaded = _loaded(path)
+def _in_process(decoder):
+    loaded = loaded_export(decoder)
     by_sig = {}
     for key, value in _requests().items():
         sig, name = key.split("/")
@@ -148,8 +135,8 @@ def _assert_matches(got, ref, what):
 
 @pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
 def test_signatures_match_references_in_process(decoder):
-    model, path = exported(decoder)
-    _assert_matches(_in_process(path), _references(model), f"{decoder} in process")
+    model, _ = exported(decoder)
+    _assert_matches(_in_process(decoder), _references(model), f"{decoder} in process")
 
 
 @pytest.mark.slow
@@ -161,7 +148,7 @@ def test_fresh_process_without_tfvae_or_tfp_matches(tmp_path):
         _, path = exported(decoder)
         np.savez(tmp_path / f"requests{i}.npz", **_requests())
         args += [path, str(tmp_path / f"requests{i}.npz")]
-        in_process[decoder] = _in_process(path)
+        in_process[decoder] = _in_process(decoder)
     proc = run_python(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for i, decoder in enumerate(["bernoulli", "gaussian"]):
@@ -193,8 +180,7 @@ def test_fresh_process_without_tfvae_or_tfp_matches(tmp_path):
 
 
 def test_same_seed_same_samples_different_seed_differs():
-    _, path = exported("bernoulli")
-    loaded = _loaded(path)
+    loaded = loaded_export("bernoulli")
     a = loaded["generate"](num_samples=[64], seed=[1])
     b = loaded["generate"](num_samples=64, seed=1)
     c = loaded["generate"](num_samples=64, seed=2)
@@ -214,8 +200,7 @@ def test_same_seed_same_samples_different_seed_differs():
 
 
 def test_iwae_bound_is_not_below_elbo_on_average():
-    _, path = exported("bernoulli")
-    out = _loaded(path)["log_likelihood"](x=_x())
+    out = loaded_export("bernoulli")["log_likelihood"](x=_x())
     assert np.mean(out["iwae"]) >= np.mean(out["elbo"]) - 1e-3
     assert np.all(out["iwae"] < 0)
 
@@ -349,7 +334,7 @@ def test_killed_export_leaves_no_loadable_version(tmp_path):
     before = tree_digest(base / "1")
     script = (
         "import time, tfvae\n"
-        "from tfvae import atomic\n"
+        "from tfvae.base import atomic\n"
         "def hang(tmp, target, overwrite=False):\n"
         "    print('TFVAE_EXPORT_HANGING', tmp, flush=True)\n"
         "    time.sleep(3600)\n"
@@ -500,7 +485,7 @@ def test_concurrent_version_is_not_clobbered(tmp_path):
 )
 def test_other_decoders_and_conv_give_the_model_parameters(kwargs):
     """The export's tensors equal the tfvae distributions' (traced, not saved: fast)."""
-    from tfvae.serving.export import make_serving_module
+    from tfvae.serving.signatures import make_serving_module
 
     config = tfvae.VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,), **kwargs)
     model = tfvae.VAE(config)

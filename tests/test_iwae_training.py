@@ -15,11 +15,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
+from helpers import np_log_mean_exp, np_soft_clip
 
 from tfvae import VAE, VAEConfig
 from tfvae.config import TrainConfig
 from tfvae.model import multi_sample
-from tfvae.training.checkpointing import RUN_FILE, prepare_run
+from tfvae.training.checkpointing import prepare_run
+from tfvae.training.rundir import RUN_FILE
 
 CONFIG = VAEConfig(input_dim=6, latent_dim=2, hidden_units=(8,), seed=2)
 X = (np.random.default_rng(0).random((12, 6)) > 0.5).astype(np.float32)
@@ -39,7 +41,7 @@ def np_log_terms(w, x, eps, low=-8.0, high=8.0):
     w1, b1, wm, bm, wv, bv, w3, b3, w4, b4 = w
     h = np.tanh(x @ w1 + b1)
     mu, raw = h @ wm + bm, h @ wv + bv
-    log_var = low + np.logaddexp(0.0, raw - low) - np.logaddexp(0.0, raw - high)
+    log_var = np_soft_clip(raw, low, high)
     z = mu + np.exp(0.5 * log_var) * eps
     logits = np.tanh(z @ w3 + b3) @ w4 + b4
     reconstruction = np.sum(x * logits - np.logaddexp(0.0, logits), -1)
@@ -47,11 +49,6 @@ def np_log_terms(w, x, eps, low=-8.0, high=8.0):
     log_q = np.sum(-0.5 * LOG_2PI - 0.5 * log_var - 0.5 * eps**2, -1)
     analytic_kl = 0.5 * np.sum(mu**2 + np.exp(log_var) - 1.0 - log_var, -1)
     return reconstruction, log_prior, log_q, analytic_kl
-
-
-def np_log_mean_exp(a):
-    top = a.max(0)
-    return top + np.log(np.mean(np.exp(a - top), 0))
 
 
 def np_objective(w, x, eps, objective, beta=1.0, kl_method="monte_carlo"):
@@ -286,9 +283,9 @@ def test_iwae_training_on_the_digits_raises_the_test_bound():
     )
     model = VAE(config)
     model.compile(tfk.optimizers.Adam(3e-3), jit_compile=False)
-    before = model.log_likelihood(data.x_test, num_samples=50).mean()
+    before = model.log_likelihood(data.x_test, importance_samples=50).mean()
     history = model.fit(data.x_train, batch_size=50, epochs=4, verbose=0).history
-    after = model.log_likelihood(data.x_test, num_samples=50).mean()
+    after = model.log_likelihood(data.x_test, importance_samples=50).mean()
     assert after > before + 5, (before, after)
     assert all(i > e for i, e in zip(history["iwae"], history["elbo"]))
     assert history["iwae"][-1] > history["iwae"][0]
@@ -296,7 +293,8 @@ def test_iwae_training_on_the_digits_raises_the_test_bound():
 
 # ------------------------------------------------------------------ command line
 def test_cli_flags_set_the_training_objective():
-    from tfvae.cli.app import _config_values, _parser
+    from tfvae.cli.app import parser as _parser
+    from tfvae.cli.flags import config_values as _config_values
 
     args = ["train", "--objective", "iwae", "--num-samples", "5", "--gradient-estimator", "dreg"]
     model, train = _config_values(_parser().parse_args(args))

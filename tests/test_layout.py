@@ -147,4 +147,30 @@ def test_layering_check_sees_a_violation():
     """The checks above are not vacuous: the graph has edges, and an upward one is caught."""
     assert sum(len(t) for t in GRAPH.values()) > 50
     assert _layer("tfvae.base.atomic") < _layer("tfvae.cli.app")
-    assert "tfvae.base.atomic" in GRAPH["tfvae.config"]
+    assert "tfvae.base.atomic" in GRAPH["tfvae.base.configs"]
+
+
+def test_old_module_names_fail_naming_the_new_ones():
+    import importlib
+
+    import tfvae
+
+    for old, new in tfvae.MOVED.items():
+        assert new in MODULES, f"MOVED names {new}, which does not exist"
+        assert old not in MODULES
+        with pytest.raises(ModuleNotFoundError, match=f"^{old} moved to {new}$"):
+            importlib.import_module(old)
+    # the old modules whose names are folders now: their public names point to the new module
+    import tfvae.serving
+
+    with pytest.raises(
+        AttributeError,
+        match=r"^tfvae\.serving\.rest_body moved to "
+        r"tfvae\.serving\.client\.rest_body$",
+    ):
+        tfvae.serving.rest_body  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        tfvae.serving.no_such_name  # noqa: B018
+    from tfvae.serving import client  # a submodule still imports by name
+
+    assert callable(client.rest_body)

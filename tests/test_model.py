@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from helpers import np_log_mean_exp
 
 from tfvae import VAE, VAEConfig
 
@@ -108,16 +109,16 @@ def test_iwae_bound_above_elbo_and_rising_in_k(small_config, binary_x):
     model.fit(binary_x, epochs=3, batch_size=16, verbose=0)
     x = binary_x[:32]
     elbo = np.mean([model.elbo(x, seed=s).numpy().mean() for s in range(20)])
-    k1 = model.log_likelihood(x, num_samples=1, seed=0).mean()
-    k10 = model.log_likelihood(x, num_samples=10, seed=0).mean()
-    k500 = model.log_likelihood(x, num_samples=500, chunk_size=64, seed=0).mean()
+    k1 = model.log_likelihood(x, importance_samples=1, seed=0).mean()
+    k10 = model.log_likelihood(x, importance_samples=10, seed=0).mean()
+    k500 = model.log_likelihood(x, importance_samples=500, chunk_size=64, seed=0).mean()
     assert abs(k1 - elbo) < 1.0  # K = 1 is an ELBO estimate
     assert elbo <= k10 <= k500 + 0.05
     # Chunks change the draws and the memory, not the estimator: K = 300 in chunks of 64 or
     # 7 (combined by a running logsumexp) meets K = 300 in one chunk to Monte Carlo error.
-    whole = model.log_likelihood(x, num_samples=300, chunk_size=300, seed=0)
+    whole = model.log_likelihood(x, importance_samples=300, chunk_size=300, seed=0)
     for chunk_size in (64, 7):
-        chunked = model.log_likelihood(x, num_samples=300, chunk_size=chunk_size, seed=0)
+        chunked = model.log_likelihood(x, importance_samples=300, chunk_size=chunk_size, seed=0)
         assert abs(chunked.mean() - whole.mean()) < 0.05, chunk_size
         np.testing.assert_allclose(chunked, whole, atol=0.3, err_msg=f"chunks of {chunk_size}")
 
@@ -133,8 +134,8 @@ def test_iwae_matches_numpy_log_mean_exp(small_config, binary_x):
     log_q = np.sum(-0.5 * np.log(2 * np.pi) - np.log(sd) - 0.5 * ((z - mu) / sd) ** 2, -1)
     log_p = np.sum(-0.5 * np.log(2 * np.pi) - 0.5 * z**2, -1)
     lw = (log_px_z + log_p - log_q).astype(np.float64)
-    expected = np.log(np.mean(np.exp(lw - lw.max(0)), 0)) + lw.max(0)
-    got = model.log_likelihood(x, num_samples=2000, chunk_size=2000, seed=0)
+    expected = np_log_mean_exp(lw)
+    got = model.log_likelihood(x, importance_samples=2000, chunk_size=2000, seed=0)
     np.testing.assert_allclose(got, expected, atol=0.15)  # different draws, same estimator
 
 
@@ -285,9 +286,28 @@ def test_initial_weights_follow_config_weight_init(weight_init):
 def test_log_likelihood_of_one_example(small_config, binary_x):
     # A batch of one traced its running tensors as [1]; the loop then refused [None].
     model = VAE(small_config)
-    one = model.log_likelihood(binary_x[:1], num_samples=7, chunk_size=3)
+    one = model.log_likelihood(binary_x[:1], importance_samples=7, chunk_size=3)
     assert one.shape == (1,) and np.isfinite(one).all()
     np.testing.assert_array_equal(one, model.log_likelihood(binary_x[:1], 7, chunk_size=3))
+
+
+def test_sample_counts_have_one_name_each_and_the_old_keyword_names_the_new(small_config):
+    """`num_samples` is the config's training draws; the methods' counts have their own names."""
+    model = VAE(small_config)
+    x = np.full((2, 16), 0.5, np.float32)
+    assert model.log_likelihood(x, importance_samples=3).shape == (2,)
+    assert model.generate(num_examples=2).shape == (2, 16)
+    assert model.sample_prior(num_examples=2).batch_shape == [2]
+    for call, new in (
+        (lambda: model.log_likelihood(x, num_samples=3), "importance_samples"),
+        (lambda: model.generate(num_samples=2), "num_examples"),
+        (lambda: model.sample_prior(num_samples=2), "num_examples"),
+    ):
+        with pytest.raises(TypeError, match=rf"takes {new}= now, not num_samples=$") as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'samples'"):
+        model.generate(2, samples=3)
 
 
 def test_elbo_terms_takes_an_int_seed_like_elbo(small_config, binary_x):

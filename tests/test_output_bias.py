@@ -11,7 +11,6 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae import VAE, TrainConfig, VAEConfig, train_and_evaluate
-from tfvae.data.datasets import Data, load_default
 from tfvae.model.heads import soft_clip
 from tfvae.model.output_bias import inverse_soft_clip
 
@@ -167,12 +166,6 @@ def test_inverse_soft_clip_inverts_it():
 # ------------------------------------------------------------------ training runs
 TINY = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,))
 FAST = dict(eval_samples=2, jit_compile=False)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = load_default()
-    return Data(data.x_train[:400], data.x_test[:50], data.image_shape)
 
 
 def test_train_config_starts_a_fresh_run_at_the_training_mean(digits):

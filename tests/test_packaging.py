@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from tfvae.data.validation import check_array, check_positive_int, check_seed
 
 D, J = 6, 2
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANY = settings(SETTINGS, max_examples=300)  # numpy-only checks: cheap, so more examples
 DTYPES = [np.float16, np.float32, np.float64, np.int32, np.uint8, np.int64, np.bool_]
 
 
@@ -29,20 +30,22 @@ def models():
 
 
 def arrays():
-    """Arrays of rank 0-3, small sizes (D itself often), any of DTYPES, wild values."""
-    shapes = st.lists(st.sampled_from([0, 1, 2, 3, D, D + 1]), min_size=0, max_size=3).map(tuple)
-    return st.sampled_from(DTYPES).flatmap(
-        lambda dtype: shapes.flatmap(
-            lambda shape: hnp.arrays(
-                dtype,
-                shape,
-                elements=st.floats(-2, 3, width=16)
-                | st.sampled_from([0.0, 1.0, 0.5, math.nan, math.inf, -math.inf])
-                if np.issubdtype(dtype, np.floating)
-                else None,
-            )
-        )
+    """Arrays of rank 0-3, small sizes (half of them `[batch, D]`), any of DTYPES; float values
+    all in [0, 1] (valid for either decoder), wide, or mixed with NaN and infinities."""
+    shapes = st.one_of(
+        st.tuples(st.sampled_from([0, 1, 2, 3]), st.just(D)),
+        st.lists(st.sampled_from([0, 1, 2, 3, D, D + 1]), min_size=0, max_size=3).map(tuple),
     )
+    unit = st.floats(0, 1, width=16) | st.sampled_from([0.0, 1.0, 0.5])
+    odd = st.sampled_from([math.nan, math.inf, -math.inf])
+    floats = st.sampled_from([unit, st.floats(-2, 3, width=16), unit | odd, odd | unit])
+
+    def of(dtype, shape):
+        if not np.issubdtype(dtype, np.floating):
+            return hnp.arrays(dtype, shape)
+        return floats.flatmap(lambda elements: hnp.arrays(dtype, shape, elements=elements))
+
+    return st.sampled_from(DTYPES).flatmap(lambda dtype: shapes.flatmap(lambda s: of(dtype, s)))
 
 
 def _valid(x, decoder):
@@ -54,9 +57,33 @@ def _valid(x, decoder):
     return decoder != "bernoulli" or values.size == 0 or (values.min() >= 0 and values.max() <= 1)
 
 
+def _valid_latents(z):
+    """z for the decoder: `[batch, J]` of finite numbers."""
+    return z.ndim == 2 and z.shape[1] == J and bool(np.all(np.isfinite(z.astype(np.float64))))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_count(value):
+    """What `check_positive_int` allows for the values ODD draws: an int (not a bool) >= 1."""
+    return _is_int(value) and value >= 1
+
+
+def _valid_seed(value):
+    """What `check_seed` allows for the values ODD draws: an int >= 0 or a pair of ints."""
+    if isinstance(value, list):
+        return len(value) == 2 and all(_is_int(v) for v in value)
+    return _is_int(value) and value >= 0
+
+
 def _assert_clear(error, name):
+    """A ValueError or TypeError whose message is about `name`: a line of it (Keras wraps a
+    layer's error in lines of its own) starts with the name."""
     assert isinstance(error, (ValueError, TypeError)), repr(error)
-    assert name in str(error), f"{name!r} not named in: {error}"
+    lines = str(error).splitlines()
+    assert any(line.startswith(f"{name} ") for line in lines), f"{name!r} not the subject: {error}"
 
 
 @SETTINGS
@@ -75,17 +102,19 @@ def test_model_call_returns_a_distribution_or_a_clear_error(models, x, decoder):
     assert log_p.shape == (x.shape[0],) and np.all(np.isfinite(log_p))
 
 
-@SETTINGS
+@MANY
 @given(x=arrays(), unit=st.booleans(), required=st.booleans(), as_numpy=st.booleans())
 def test_check_array_accepts_exactly_the_valid_arrays(x, unit, required, as_numpy):
+    valid = _valid(x, "bernoulli" if unit else "gaussian") and not (required and len(x) == 0)
     try:
         out = check_array(
             x, D, "my_arg", unit_interval=unit, require_examples=required, as_numpy=as_numpy
         )
     except Exception as e:  # noqa: BLE001
         _assert_clear(e, "my_arg")
+        assert not valid, f"valid array refused: {e!r}"
         return
-    assert _valid(x, "bernoulli" if unit else "gaussian") and not (required and len(x) == 0)
+    assert valid, "invalid array accepted"
     assert isinstance(out, np.ndarray) == as_numpy and out.dtype == np.float32
     np.testing.assert_array_equal(out if as_numpy else out.numpy(), x.astype(np.float32))
 
@@ -99,12 +128,15 @@ def test_check_array_hands_float32_numpy_back_without_a_copy():
 @SETTINGS
 @given(z=arrays())
 def test_decode_returns_a_distribution_or_a_clear_error(models, z):
+    z = z[..., :J] if z.ndim == 2 else z
     try:
-        px = models["gaussian"].decode(z[..., :J] if z.ndim == 2 else z)
+        px = models["gaussian"].decode(z)
     except Exception as e:  # noqa: BLE001
         _assert_clear(e, "z")
+        assert not _valid_latents(z), f"valid z refused: {e!r}"
         return
-    assert px.batch_shape.as_list()[0] == z.shape[0]
+    assert _valid_latents(z), "invalid z accepted"
+    assert px.batch_shape.as_list() == [z.shape[0]] and px.event_shape.as_list() == [D]
 
 
 ODD = st.one_of(
@@ -124,28 +156,42 @@ def test_generate_and_likelihood_arguments(models, num_samples, seed):
     try:
         out = model.generate(num_samples, seed=seed)
     except Exception as e:  # noqa: BLE001
-        _assert_clear(e, "num_samples" if "num_samples" in str(e) else "seed")
+        # the count is checked first, so a refusal names the first invalid argument
+        _assert_clear(e, "seed" if _valid_count(num_samples) else "num_examples")
+        assert not (_valid_count(num_samples) and _valid_seed(seed)), f"valid refused: {e!r}"
     else:
+        assert _valid_count(num_samples) and _valid_seed(seed), "invalid arguments accepted"
         assert out.shape == (num_samples, D) and set(np.unique(out)) <= {0.0, 1.0}
     try:
-        out = model.log_likelihood(np.zeros((2, D), np.float32), num_samples=num_samples)
+        out = model.log_likelihood(np.zeros((2, D), np.float32), importance_samples=num_samples)
     except Exception as e:  # noqa: BLE001
-        _assert_clear(e, "num_samples")
+        _assert_clear(e, "importance_samples")
+        assert not _valid_count(num_samples), f"valid num_samples refused: {e!r}"
     else:
+        assert _valid_count(num_samples), "invalid num_samples accepted"
         assert out.shape == (2,) and np.all(out < 0)
 
 
-@SETTINGS
+@MANY
 @given(value=ODD)
 def test_scalar_validators(value):
     try:
-        assert check_positive_int(value, "n") == value >= 1
+        out = check_positive_int(value, "the_count")
     except (ValueError, TypeError) as e:
-        _assert_clear(e, "n")
+        _assert_clear(e, "the_count")
+        assert str(e).startswith("the_count must be an integer >= 1, got "), e
+        assert not _valid_count(value), f"valid count refused: {e!r}"
+    else:
+        assert _valid_count(value), f"invalid count accepted: {value!r}"
+        assert out == value and type(out) is int
     try:
-        check_seed(value, "the_seed")
+        out = check_seed(value, "the_seed")
     except (ValueError, TypeError) as e:
         _assert_clear(e, "the_seed")
+        assert not _valid_seed(value), f"valid seed refused: {e!r}"
+    else:
+        assert _valid_seed(value), f"invalid seed accepted: {value!r}"
+        assert out is value
 
 
 FIELD_VALUES = {

@@ -1,6 +1,6 @@
 """Faults provoked on purpose: NaN batches, divergence, bad data, corrupt files, clipping.
 
-The SIGKILL-and-resume test is in test_resume.py.
+The SIGKILL-and-resume tests are in test_run_lifecycle.py.
 """
 
 import json
@@ -26,12 +26,6 @@ from tfvae.training import checkpointing
 
 TINY = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,))
 FAST = dict(eval_samples=2, jit_compile=False)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = load_default()  # 1437 training images; a small test split keeps evaluation quick
-    return Data(data.x_train, data.x_test[:50], data.image_shape)
 
 
 def _tiny_model(config=TINY):

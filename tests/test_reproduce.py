@@ -167,13 +167,30 @@ def test_the_report_tables_each_run_beside_its_papers_number(tmp_path, capsys):
 
 
 COMMITTED = sorted(reproduce.COMMITTED_RUNS.glob("*/state.json"))
+# (input size, image shape, training examples) of the datasets the runs use
+SHAPES = {"mnist": (784, (28, 28, 1), 60_000), "frey": (560, (28, 20, 1), 1_768)}
+
+
+def _assert_restores_at_its_recorded_step(state_file, dim, shape, n):
+    """The checkpoint that an unfinished run's state names restores into the run's model at
+    the step count the state records (the learning-rate schedule and the noise are keyed on
+    it); returns the model."""
+    state = json.loads(state_file.read_text())
+    run = {k: v for k, v in state["protocol"].items() if k not in ("run", "train_sha256", "seed")}
+    ckpts = sorted(p.name for p in state_file.parent.glob("ckpt-*"))
+    assert ckpts == [state["checkpoint"]] == [f"ckpt-{state['epoch']:05d}"]
+    steps = math.ceil(n / run["batch_size"])
+    model = reproduce._model(run, dim, shape, steps)
+    reproduce._restore(model, str(state_file.parent), state["checkpoint"])
+    assert int(model.optimizer.iterations.numpy()) == state["epoch"] * steps
+    return model
 
 
 @pytest.mark.parametrize("state_file", COMMITTED, ids=[p.parent.name for p in COMMITTED])
 def test_a_committed_run_continues_from_its_checkpoint(state_file):
     """The runs committed in bench/results/reproduce (a fresh machine continues them): each
-    still matches its protocol, and an unfinished one's checkpoint restores into the model at
-    the step count its state records (the learning-rate schedule and the noise are keyed on it)."""
+    still matches its protocol; a finished one holds its final bound and no checkpoint (the
+    state alone is kept), an unfinished one's checkpoint restores."""
     state = json.loads(state_file.read_text())
     name = state_file.parent.name
     run = reproduce.RUNS[name]
@@ -184,16 +201,27 @@ def test_a_committed_run_continues_from_its_checkpoint(state_file):
         "seed": state["protocol"]["seed"],
     }
     assert [e["epoch"] for e in state["epochs"]] == list(range(1, state["epoch"] + 1))
-    if state["epoch"] == reproduce.stage_ends(run["stages"])[-1]:
-        assert state["final"], "a finished run holds its final bound"
+    if state["epoch"] < reproduce.stage_ends(run["stages"])[-1]:
+        _assert_restores_at_its_recorded_step(state_file, *SHAPES[run["dataset"]])
         return
-    ckpts = sorted(p.name for p in state_file.parent.glob("ckpt-*"))
-    assert ckpts == [state["checkpoint"]] == [f"ckpt-{state['epoch']:05d}"]
-    # (input size, image shape, training examples) of the datasets the runs use
-    dim, shape, n = {"mnist": (784, (28, 28, 1), 60_000), "frey": (560, (28, 20, 1), 1_768)}[
-        run["dataset"]
-    ]
-    steps = math.ceil(n / run["batch_size"])
-    model = reproduce._model(run, dim, shape, steps)
-    reproduce._restore(model, str(state_file.parent), state["checkpoint"])
-    assert int(model.optimizer.iterations.numpy()) == state["epoch"] * steps
+    assert [f["epoch"] for f in state["final"]][-1] == state["epoch"], "its final bound"
+    assert state["checkpoint"] == f"ckpt-{state['epoch']:05d}"
+    assert not (state_file.parent / state["checkpoint"]).exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_runs_checkpoint_restores_the_trained_model(tmp_path, monkeypatch):
+    """The restore check above, on a run this test stops itself after 1 of 3 epochs: the
+    restored model's test bounds are the ones the run recorded at that epoch."""
+    monkeypatch.setitem(reproduce.RUNS, "tiny", TINY)
+    args = ["tiny", "--workdir", str(tmp_path), "--threads", "1", "--eval-every", "1"]
+    assert reproduce.main([*args, "--stop-after-minutes", "1e-9"]) == 0
+    state = _state(tmp_path)
+    assert state["epoch"] == 1 and [e["epoch"] for e in state["evals"]] == [1]
+    x_train, x_test, shape, _ = reproduce._load(TINY, None)
+    model = _assert_restores_at_its_recorded_step(
+        tmp_path / "tiny" / "state.json", x_train.shape[1], shape, len(x_train)
+    )
+    assert reproduce._bounds(model, x_test, reproduce.EVAL_K) == {
+        k: v for k, v in state["evals"][0].items() if k != "epoch"
+    }

@@ -1,8 +1,9 @@
-"""The life of a run directory: one trainer at a time, --overwrite that replaces a run only
-once the new one is complete, a run killed at any point finished by `tfvae train --out RUN
---resume`, history.csv rebuilt from the checkpoints, and a corrupt latest checkpoint skipped.
+"""The life of a run directory (`tfvae.training.rundir`): one trainer at a time, its lock
+taken once per run, --overwrite that replaces a run only once the new one is complete, a run
+killed at any point finished by `tfvae train --out RUN --resume` (or `train_and_evaluate`
+again), history.csv rebuilt from the checkpoints, and a corrupt latest checkpoint skipped.
 
-The kills are real SIGKILLs of `tfvae` subprocesses at exact points (lifecycle_child.py).
+The kills are real SIGKILLs of subprocesses at exact points (lifecycle_child.py).
 """
 
 import json
@@ -12,15 +13,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
 import pytest
-from export_helpers import REPO, run_python, tree_digest
+from helpers import REPO, assert_same_weights, one_line_error, run_python, tree_digest
 
 from tfvae import TrainConfig, VAEConfig, load_model, train_and_evaluate
 from tfvae.cli import main
-from tfvae.data.datasets import Data, load_default
+from tfvae.training import rundir
 from tfvae.training.checkpointing import CheckpointError
 from tfvae.training.train import make_callbacks
 
@@ -36,35 +38,11 @@ FAST = TrainConfig(epochs=2, eval_samples=2, jit_compile=False, seed=5)
 # The holder of a lock in a second process: tfvae.training.runlock alone, loaded in a blink.
 HOLDER = (
     "import importlib.util, sys; spec = importlib.util.spec_from_file_location('runlock', "
-    f"{os.path.join(REPO, 'tfvae', 'runlock.py')!r}); runlock = importlib.util.module_from_spec("
+    f"{os.path.join(REPO, 'tfvae', 'training', 'runlock.py')!r}); "
+    "runlock = importlib.util.module_from_spec("
     "spec); spec.loader.exec_module(runlock); held = runlock.hold(sys.argv[1]); "
     "held.__enter__(); print('held', flush=True); sys.stdin.read()"
 )
-
-
-def one_line_error(stderr):
-    """The one error line (`tfvae: ...` notes may come before it)."""
-    lines = [line for line in stderr.splitlines() if line.startswith("tfvae train: error:")]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
-def weights(model):
-    return model.encoder.get_weights() + model.decoder.get_weights()
-
-
-def assert_same_weights(a, b):
-    got, want = weights(a), weights(b)
-    assert len(got) == len(want) > 0
-    for x, y in zip(got, want):
-        np.testing.assert_array_equal(x, y)  # bit-identical
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = load_default()
-    return Data(data.x_train, data.x_test[:50], data.image_shape)
 
 
 @pytest.fixture
@@ -98,12 +76,10 @@ def _hold_in_another_process(workdir):
 def test_a_locked_run_directory_is_refused_naming_the_holder_until_it_dies(
     tmp_path, digits, capsys
 ):
-    from tfvae.training import runlock
-
     run = tmp_path / "run"
     holder = _hold_in_another_process(run)
     try:
-        with pytest.raises(runlock.RunLockedError, match=f"pid {holder.pid} on host"):
+        with pytest.raises(rundir.RunLockedError, match=f"pid {holder.pid} on host"):
             train_and_evaluate(TINY, FAST, digits, str(run), verbose=0)
         for extra in ([], ["--resume"], ["--overwrite"]):
             assert main(["train", "--out", str(run), *CLI_TINY, *extra]) == 2
@@ -114,11 +90,34 @@ def test_a_locked_run_directory_is_refused_naming_the_holder_until_it_dies(
     finally:
         holder.send_signal(signal.SIGKILL)  # the kernel drops a dead holder's flock
         holder.wait(timeout=30)
-    with runlock.hold(run) as path:
-        with runlock.hold(run):  # re-entrant in one process
-            assert json.loads(open(path).read())["pid"] == os.getpid()
-        assert os.path.exists(path)
+    path = run / ".lock"
+    with rundir.claim(str(run)):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
     assert not os.path.exists(path)  # a clean release leaves no file
+
+
+def test_the_lock_is_taken_once_per_run(tmp_path, digits, monkeypatch):
+    """The CLI's claim holds the lock; train_and_evaluate inside it takes none (a library
+    caller's train_and_evaluate takes its own); taking it twice is refused."""
+    from tfvae.training import runlock
+
+    taken = []
+    hold = runlock.hold
+
+    def counting(workdir):
+        taken.append(os.path.realpath(workdir))
+        return hold(workdir)
+
+    monkeypatch.setattr(runlock, "hold", counting)
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *CLI_TINY, "--epochs", "1"]) == 0
+    assert taken == [str(run)]
+    _api_run(tmp_path / "api", digits, FAST.replace(epochs=1))
+    assert taken == [str(run), str(tmp_path / "api")]
+    with hold(tmp_path / "x"):
+        with pytest.raises(RuntimeError, match="already held by this process"):
+            with hold(tmp_path / "x"):
+                pass
 
 
 @pytest.mark.slow
@@ -155,6 +154,77 @@ def test_a_second_trainer_on_the_same_out_exits_2_and_the_first_finishes(tmp_pat
     assert len(json.loads((run / "metrics.json").read_text())["history"]["loss"]) == 2
 
 
+# ------------------------------------------------- states, publish and roll-back
+def _finished_run(path):
+    """A run directory as a finished run leaves it (no TensorFlow: the files only)."""
+    (path / "model").mkdir(parents=True)
+    (path / "model" / "manifest.json").write_text("{}")
+    (path / "run.json").write_text("{}")
+    (path / "metrics.json").write_text('{"test": {"elbo": -1.0}}')
+    return path
+
+
+def test_a_run_directory_is_new_interrupted_or_finished(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not rundir.is_interrupted(run) and not rundir.is_finished(run)
+    rundir.check_new(str(run), overwrite=False)  # empty: new
+    (run / "run.json").write_text("{}")
+    assert rundir.is_interrupted(run) and not rundir.is_finished(run)
+    with pytest.raises(rundir.RunDirError, match="already exists.*or --resume to finish"):
+        rundir.check_new(str(run), overwrite=False)
+    _finished_run(tmp_path / "done")
+    assert rundir.is_finished(tmp_path / "done") and not rundir.is_interrupted(tmp_path / "done")
+    assert rundir.finished_metrics(str(tmp_path / "done"))["test"] == {"elbo": -1.0}
+    for name in (".metrics.json.tmp-1", ".lock", "notes.txt", ".notes.txt.tmp-2"):
+        (run / name).write_text("")
+    assert rundir.foreign_entries(run) == [".notes.txt.tmp-2", "notes.txt"]
+    with pytest.raises(rundir.RunDirError, match=r"not written by tfvae \(.notes.txt.tmp-2, n"):
+        rundir.check_new(str(run), overwrite=True)
+    with pytest.raises(rundir.RunDirError, match="records no run .*--overwrite"):
+        rundir.recorded_run(str(tmp_path / "done" / "model"))
+
+
+def test_an_overwrite_is_published_whole_or_rolled_back(tmp_path):
+    out = _finished_run(tmp_path / "run")
+    before, notes = tree_digest(out), []
+    with pytest.raises(OSError, match="the disk"):
+        with rundir.claim(str(out), rundir.OVERWRITE, note=notes.append) as run:
+            staging = run.stage()
+            assert os.listdir(staging) == [] and os.path.dirname(staging) == str(tmp_path)
+            (tmp_path / os.path.basename(staging) / "run.json").write_text("new")
+            raise OSError("the disk")
+    assert tree_digest(out) == before and os.listdir(tmp_path) == ["run"]
+    assert notes == [f"{out} was not replaced: it is as it was"]
+    with rundir.claim(str(out), rundir.OVERWRITE, note=notes.append) as run:
+        with open(os.path.join(run.stage(), "run.json"), "w") as f:
+            f.write("new")
+        held = tree_digest(out)
+        assert held.pop(".lock") and held == before  # untouched until published
+        run.publish()
+    assert os.listdir(out) == ["run.json"] and (out / "run.json").read_text() == "new"
+    assert os.listdir(tmp_path) == ["run"]  # no staging directory left
+
+
+def test_a_failed_claim_removes_what_it_created_and_keeps_trained_epochs(tmp_path):
+    notes = []
+    with pytest.raises(ValueError):
+        with rundir.claim(str(tmp_path / "a" / "b" / "run"), note=notes.append):
+            raise ValueError("bad input")
+    assert os.listdir(tmp_path) == [] and notes == []  # the folders it made, gone
+    out = tmp_path / "run"
+    for error, noted in ((ValueError("diverged"), False), (KeyboardInterrupt(), True)):
+        with pytest.raises(type(error)):
+            with rundir.claim(str(out), rundir.RESUME, note=notes.append):
+                (out / "run.json").write_text("{}")
+                (out / "checkpoints" / "epoch-000001").mkdir(parents=True, exist_ok=True)
+                raise error
+        assert (out / "checkpoints" / "epoch-000001").is_dir()  # trained: kept
+        assert len(notes) == noted  # a resume would meet a diverged loss again
+    assert f"`tfvae train --out {out} --resume`" in notes[0]
+    assert sorted(os.listdir(out)) == ["checkpoints", "run.json"]  # the lock released, no file
+
+
 # ----------------------------------------------------------------------- --overwrite
 def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run, capsys):
     before = tree_digest(cli_run)
@@ -181,10 +251,8 @@ def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run
     assert "training diverged at epoch 1" in one_line_error(capsys.readouterr().err)
     assert tree_digest(cli_run) == before
     assert sorted(os.listdir(parent)) == ["flat.npy", "one.npy", "run", "split.npz"]  # no staging
-    from tfvae.cli.app import _dataset_source
-
     model = load_model(cli_run)  # the old run still evaluates
-    assert model.config.hidden_units == (8,) and _dataset_source(str(cli_run))
+    assert model.config.hidden_units == (8,) and rundir.dataset_source(str(cli_run))
 
 
 def test_a_diverging_first_run_ends_with_one_line_and_leaves_nothing(tmp_path, capsys):
@@ -391,4 +459,47 @@ def test_a_run_killed_at_any_point_is_finished_by_one_command(tmp_path):
     assert got == want  # test metrics and the whole history
     assert_same_weights(load_model(run), load_model(reference))
     assert (run / "pictures" / "curves.png").is_file()
+    assert not [n for n in os.listdir(run) if n.startswith(".")]  # no debris, no lock file
+
+
+# The library's own path, no CLI: `train_and_evaluate` locks its workdir itself. A KL warm-up
+# runs across the kill; lifecycle_child's hooks place it.
+API_CHILD = textwrap.dedent(
+    f"""
+    import sys
+    sys.path.insert(0, {os.path.join(REPO, "tests")!r})
+    import lifecycle_child
+    from tfvae import TrainConfig, VAEConfig, train_and_evaluate
+    from tfvae.data.datasets import load_default
+
+    lifecycle_child._install(sys.argv[1])
+    config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,), seed=3)
+    train_config = TrainConfig(
+        epochs=4, eval_samples=2, kl_warmup_epochs=2, seed=5, jit_compile=False,
+        steps_per_execution=1,
+    )
+    train_and_evaluate(config, train_config, load_default(), sys.argv[2], verbose=0)
+    """
+)
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_killed_mid_epoch_is_finished_by_calling_it_again(tmp_path):
+    """SIGKILL in epoch 3 of 4 (KL warm-up over the first 2) leaves the last two checkpoints
+    and no model; the same call again ends with the weights and metrics.json (test metrics,
+    whole history) of a run never interrupted, bit for bit."""
+    script = tmp_path / "api_child.py"
+    script.write_text(API_CHILD)
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    done = run_python([str(script), "none", str(reference)], timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    killed = run_python([str(script), "kill-mid-epoch:2", str(run)], timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert sorted(os.listdir(run / "checkpoints")) == ["epoch-000001", "epoch-000002"]
+    assert not (run / "model").exists()
+    resumed = run_python([str(script), "none", str(run)], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (run, reference))
+    assert len(got["history"]["loss"]) == 4 and got == want
+    assert_same_weights(load_model(run), load_model(reference))
     assert not [n for n in os.listdir(run) if n.startswith(".")]  # no debris, no lock file

@@ -94,7 +94,7 @@ def test_model_save_refuses_savedmodel_and_h5_with_one_line(trained, tmp_path):
         {"filepath": tmp_path / "w.h5"},
         {"filepath": tmp_path / "s", "save_format": "tf"},
     ):
-        with pytest.raises(ValueError, match=r"model.export\(path\)") as e:
+        with pytest.raises(ValueError, match=r"use tfvae\.export\(model, path\)$") as e:
             trained.save(**kwargs)
         assert "\n" not in str(e.value)
     assert os.listdir(tmp_path) == []
@@ -118,23 +118,27 @@ def test_load_model_accepts_a_run_directory(trained, binary_x, tmp_path):
         load_model(tmp_path / "empty")
 
 
-def test_model_export_writes_the_serving_export(trained, binary_x, tmp_path):
-    from tfvae import load_exported
+def test_model_export_names_tfvae_export_in_one_line(trained, binary_x, tmp_path):
+    """The serving layer sits above the model: `model.export` (tf_keras' own would fail on a
+    model whose call returns a distribution) says to call `tfvae.export(model, ...)`."""
+    from tfvae import export, load_exported
 
-    path = trained.export(tmp_path / "serving", iwae_samples=5)
+    with pytest.raises(TypeError, match=r"tfvae\.export\(model, base_dir, \.\.\.\)") as e:
+        trained.export(tmp_path / "serving", iwae_samples=5)
+    assert "\n" not in str(e.value) and not os.path.exists(tmp_path / "serving")
+    path = export(trained, tmp_path / "serving", iwae_samples=5)
     assert path == str(tmp_path / "serving" / "1")
     exported = load_exported(tmp_path / "serving")
     out = exported["serving_default"](x=binary_x[:3])
     np.testing.assert_allclose(
         out["z_mean"], trained.encoder(binary_x[:3]).mean().numpy(), rtol=1e-5, atol=1e-6
     )
-    assert trained.export(tmp_path / "serving").endswith("2")
 
 
 def test_tf_saved_model_save_points_to_tfvae_export(trained, tmp_path):
     import tensorflow as tf
 
-    with pytest.raises(TypeError, match=r"tfvae.serving.export\(model, path\)") as e:
+    with pytest.raises(TypeError, match=r"use tfvae\.export\(model, path\) for a SavedModel") as e:
         tf.saved_model.save(trained, str(tmp_path / "sm"))
     assert "\n" not in str(e.value)
     assert not os.path.exists(tmp_path / "sm" / "saved_model.pb")

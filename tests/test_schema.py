@@ -11,7 +11,7 @@ import pytest
 from tfvae import VAE, TrainConfig, VAEConfig, load_model, save_model
 from tfvae.base import schema
 from tfvae.cli import app as cli
-from tfvae.training import checkpointing
+from tfvae.training import checkpointing, rundir
 from tfvae.training.checkpointing import CheckpointError
 
 TINY = VAEConfig(input_dim=16, latent_dim=2, hidden_units=(8,))
@@ -62,21 +62,21 @@ def test_a_wrong_run_json_is_refused_naming_the_key(tmp_path, document, message)
     write(tmp_path / "run.json", document)
     with pytest.raises(CheckpointError, match=r"run file '.*run\.json' is corrupt: " + message):
         checkpointing.prepare_run(str(tmp_path), TINY, TrainConfig())
-    with pytest.raises(cli.UsageError, match=r"run\.json' is corrupt: " + message):
-        cli._dataset_source(str(tmp_path))
+    with pytest.raises(rundir.RunDirError, match=r"run\.json' is corrupt: " + message):
+        rundir.dataset_source(str(tmp_path))
     # `tfvae train --resume` too, saying how to start again.
-    with pytest.raises(cli.UsageError, match=r"run\.json' is corrupt: .*--overwrite"):
-        cli._recorded_run(str(tmp_path))
+    with pytest.raises(rundir.RunDirError, match=r"run\.json' is corrupt: .*--overwrite"):
+        rundir.recorded_run(str(tmp_path))
 
 
 def test_a_good_run_json_and_an_older_runs_dataset_json_are_read(tmp_path):
     write(tmp_path / "run.json", run_record())
-    assert cli._dataset_source(str(tmp_path))["dataset"] == "default"
+    assert rundir.dataset_source(str(tmp_path))["dataset"] == "default"
     checkpointing.prepare_run(str(tmp_path), TINY, TrainConfig(epochs=20))  # epochs may grow
     old = tmp_path / "old"
     old.mkdir()
     write(old / "dataset.json", {"dataset": "x.npy", "data_dir": None, "seed": 3})
-    assert cli._dataset_source(str(old)) == {"dataset": "x.npy", "data_dir": None, "seed": 3}
+    assert rundir.dataset_source(str(old)) == {"dataset": "x.npy", "data_dir": None, "seed": 3}
 
 
 @pytest.mark.parametrize(
@@ -93,10 +93,10 @@ def test_a_good_run_json_and_an_older_runs_dataset_json_are_read(tmp_path):
 )
 def test_a_wrong_dataset_json_is_refused(tmp_path, document, message):
     write(tmp_path / "dataset.json", document)
-    with pytest.raises(cli.UsageError, match=r"dataset file '.*dataset\.json' is corrupt: "):
-        cli._dataset_source(str(tmp_path))
-    with pytest.raises(cli.UsageError, match=message):
-        cli._dataset_source(str(tmp_path))
+    with pytest.raises(rundir.RunDirError, match=r"dataset file '.*dataset\.json' is corrupt: "):
+        rundir.dataset_source(str(tmp_path))
+    with pytest.raises(rundir.RunDirError, match=message):
+        rundir.dataset_source(str(tmp_path))
 
 
 # ------------------------------------------------------------------------ state.json

@@ -1,5 +1,5 @@
 """Serving client side: REST bodies and replies, gRPC requests, models.config, warm-up, and
-the README's serving examples (request and response shapes checked against a real export)."""
+docs/serving.md's examples (request and response shapes checked against a real export)."""
 
 import contextlib
 import io
@@ -12,20 +12,13 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import INPUT_DIM, LATENT_DIM, REPO, exported
+from export_helpers import INPUT_DIM, LATENT_DIM, exported, loaded_export
+from helpers import REPO
 from tensorflow_serving.apis import predict_pb2
 
 from tfvae import load_exported
 from tfvae.serving import client as serving
-from tfvae.serving.export import SIGNATURES
-
-_LOADED = {}
-
-
-def _loaded():
-    if "bernoulli" not in _LOADED:
-        _LOADED["bernoulli"] = load_exported(exported("bernoulli")[1])
-    return _LOADED["bernoulli"]
+from tfvae.serving.signatures import SIGNATURES
 
 
 def _serve_rest(loaded, body):
@@ -47,9 +40,9 @@ def _serve_rest(loaded, body):
 
 
 def _readme_block(marker):
-    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(REPO, "docs", "serving.md"), encoding="utf-8").read()
     m = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert m, f"README has no block after <!-- {marker} -->"
+    assert m, f"docs/serving.md has no block after <!-- {marker} -->"
     return m.group(1)
 
 
@@ -68,7 +61,7 @@ def test_readme_rest_request_is_what_rest_body_builds_and_runs():
     x = np.array([r["x"] for r in body["instances"]], np.float32)
     assert x.shape[1] == INPUT_DIM
     assert body == serving.rest_body("serving_default", x=x)
-    reply = _serve_rest(_loaded(), body)
+    reply = _serve_rest(loaded_export(), body)
     readme_reply = json.loads(_readme_block("serving-rest-response"))
     # The README reply has exactly the structure of the real one: keys and row lengths.
     assert len(readme_reply["predictions"]) == len(reply["predictions"]) == len(x)
@@ -76,7 +69,7 @@ def test_readme_rest_request_is_what_rest_body_builds_and_runs():
         assert sorted(real) == sorted(doc)
         assert {k: len(v) for k, v in real.items()} == {k: len(v) for k, v in doc.items()}
     parsed = serving.parse_rest_response(json.dumps(reply))
-    direct = _loaded()["serving_default"](x=x)
+    direct = loaded_export()["serving_default"](x=x)
     for k in direct:
         np.testing.assert_allclose(parsed[k], direct[k], rtol=1e-6)
     assert parsed["reconstruction"].shape == (len(x), INPUT_DIM)
@@ -86,12 +79,12 @@ def test_readme_rest_request_is_what_rest_body_builds_and_runs():
 def test_readme_generate_request_columnar():
     body = _curl_json(_readme_block("serving-rest-generate"))
     assert body == serving.rest_body("generate", fmt="inputs", num_samples=3, seed=42)
-    out = serving.parse_rest_response(_serve_rest(_loaded(), body))
+    out = serving.parse_rest_response(_serve_rest(loaded_export(), body))
     assert out["z"].shape == (3, LATENT_DIM) and out["sample"].shape == (3, INPUT_DIM)
     # The same request in row format (scalars repeated per row) gives the same draws.
     rows = serving.rest_body("generate", num_samples=3, seed=42)
     assert rows["instances"] == [{"num_samples": 3, "seed": 42}]
-    again = serving.parse_rest_response(_serve_rest(_loaded(), rows))
+    again = serving.parse_rest_response(_serve_rest(loaded_export(), rows))
     np.testing.assert_array_equal(again["sample"], out["sample"])
 
 
@@ -99,7 +92,7 @@ def test_readme_grpc_client_runs_against_the_export(monkeypatch):
     """Executes the README's gRPC example with a stub that serves the real export."""
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    loaded = _loaded()
+    loaded = loaded_export()
     seen = []
 
     class FakeStub:
@@ -122,7 +115,7 @@ def test_readme_grpc_client_runs_against_the_export(monkeypatch):
     monkeypatch.setattr(prediction_service_pb2_grpc, "PredictionServiceStub", FakeStub)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(_readme_block("serving-grpc-client"), "README.md", "exec"), {})
+        exec(compile(_readme_block("serving-grpc-client"), "docs/serving.md", "exec"), {})
     assert printed.getvalue().strip() == f"(2, {INPUT_DIM}) (2, {LATENT_DIM})"
     (request,) = seen
     assert request.model_spec.name == "vae"
@@ -210,7 +203,7 @@ def test_warmup_file_parses_and_replays_in_process():
     assert sorted(log.predict_log.request.model_spec.signature_name for log in logs) == sorted(
         SIGNATURES
     )
-    loaded = _loaded()
+    loaded = loaded_export()
     for log in logs:
         request = log.predict_log.request
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}

@@ -5,18 +5,18 @@ never wrapped, and `log_likelihood` gives a row the same value at any position.
 Requests go through the session-based loader without Python feed checks (as TF Serving
 sends them); after each refusal a good request must still be answered."""
 
-import functools
 import json
 import os
 
 import numpy as np
 import pytest
-from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, REPO, exported, run_python
+from export_helpers import INPUT_DIM, IWAE_SAMPLES, LATENT_DIM, exported, loaded_export
+from helpers import REPO, run_python
 from request_probe import SessionRunner
 
-from tfvae import load_exported
 from tfvae.serving import client as serving
-from tfvae.serving.export import DEFAULT_REQUEST_BYTES, METADATA_FILE, make_serving_module
+from tfvae.serving.export import METADATA_FILE
+from tfvae.serving.signatures import DEFAULT_REQUEST_BYTES, make_serving_module
 
 SMALL_BUDGET = 100  # rows x samples: 3 log_likelihood rows (K = 32), 100 rows otherwise
 X_SIGNATURES = ("serving_default", "encode", "log_likelihood")
@@ -30,11 +30,6 @@ def _runner(decoder, budget=None):
 
 
 _RUNNERS = {}
-
-
-@functools.lru_cache(maxsize=None)
-def _loaded(decoder):
-    return load_exported(exported(decoder)[1])
 
 
 def _x(rows=4):
@@ -222,7 +217,7 @@ def test_bad_budget_refused_at_export(tmp_path, budget, error, match):
 # ------------------------------------------------------------------ integer inputs
 @pytest.mark.parametrize("num_samples", [2**32 + 3, np.int64(2**32 + 3), 2**31, 0, -1])
 def test_num_samples_out_of_range_refused_before_the_int32_cast(num_samples):
-    loaded = _loaded("bernoulli")
+    loaded = loaded_export("bernoulli")
     limit = r"must be an integer in \[1, 2147483647\] \(int32\)"
     with pytest.raises(ValueError, match=rf"'num_samples' {limit}, got {int(num_samples)}$"):
         loaded["generate"](num_samples=num_samples, seed=1)
@@ -233,7 +228,7 @@ def test_num_samples_out_of_range_refused_before_the_int32_cast(num_samples):
 
 
 def test_integer_inputs_refuse_fractions_and_wrapping_seeds():
-    loaded = _loaded("bernoulli")
+    loaded = loaded_export("bernoulli")
     with pytest.raises(TypeError, match="'num_samples' must hold integers"):
         loaded["generate"](num_samples=2.5, seed=1)
     with pytest.raises(ValueError, match=r"'seed' must be an integer in \[-9223372036854775808"):
@@ -255,7 +250,7 @@ def test_non_positive_num_samples_refused_in_the_graph():
 # ------------------------------------------------------------------ row independence
 @pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
 def test_log_likelihood_of_a_row_does_not_depend_on_its_position(decoder):
-    loaded = _loaded(decoder)
+    loaded = loaded_export(decoder)
     rng = np.random.default_rng(5)
     x = (rng.random((1, INPUT_DIM)) > 0.5).astype(np.float32)
     alone = loaded["log_likelihood"](x=x)

@@ -39,15 +39,16 @@ def runs(tmp_path_factory):
     data = load_default()
     config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(16,), seed=2)
     train_config = TrainConfig(epochs=3, batch_size=64, eval_samples=5)
+    callbacks = make_callbacks(root / "a")
     with_logs = train_and_evaluate(
-        config, train_config, data, str(root / "a"), verbose=0, callbacks=make_callbacks(root / "a")
+        config, train_config, data, str(root / "a"), verbose=0, callbacks=callbacks
     )
     without = train_and_evaluate(config, train_config, data, str(root / "b"), verbose=0)
-    return root, with_logs, without
+    return root, with_logs, without, callbacks
 
 
 def test_eval_scalars_images_and_hparams_are_logged(runs):
-    root, (_, _, metrics), _ = runs
+    root, (_, _, metrics), _, _ = runs
     values, plugins = read_events(str(root / "a" / "logs"))
     for term in ("elbo", "reconstruction", "kl"):
         assert plugins[f"val_{term}"] == "scalars"
@@ -73,10 +74,25 @@ def test_eval_scalars_images_and_hparams_are_logged(runs):
 
 
 def test_logging_does_not_change_training(runs):
-    _, (model_a, history_a, metrics_a), (model_b, history_b, metrics_b) = runs
+    _, (model_a, history_a, metrics_a), (model_b, history_b, metrics_b), _ = runs
     for a, b in zip(model_a.get_weights(), model_b.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert history_a == history_b and metrics_a == metrics_b
+
+
+def test_the_callers_eval_summaries_is_left_as_it_was(runs):
+    """train_and_evaluate fits a copy given the test split and configs (`for_run`)."""
+    (summaries,) = [c for c in runs[3] if isinstance(c, EvalSummaries)]
+    fresh = EvalSummaries(summaries.log_dir)
+    assert summaries.x_eval is None and summaries.hparams is None
+    assert (summaries.every_epochs, summaries.batch_size, summaries.seed) == (
+        fresh.every_epochs,
+        fresh.batch_size,
+        fresh.seed,
+    )
+    assert summaries.model is None  # never fitted itself
+    with pytest.raises(AttributeError, match="use EvalSummaries.for_run"):
+        summaries.attach(None, None, None)
 
 
 def test_plain_fit_with_an_evaluation_cadence(tmp_path):

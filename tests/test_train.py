@@ -60,13 +60,40 @@ def test_gaussian_decoder_on_frey_face_stays_finite(data_dir):
     assert np.isfinite(metrics["elbo"]) and metrics["elbo"] > start + 100
 
 
-def test_kl_warmup_reaches_target():
+def _beta_recorder():
+    """A callback recording beta as each epoch begins (after KLWarmup's, which comes first)."""
+    import tf_keras as tfk
+
+    class BetaAtEpochBegin(tfk.callbacks.Callback):
+        betas = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.betas.append(float(self.model.kl_weight.numpy()))
+
+    return BetaAtEpochBegin()
+
+
+@pytest.mark.parametrize("epochs, warmup", [(4, 2), (2, 3)])
+def test_kl_warmup_follows_its_schedule(epochs, warmup):
     data = load_default()
-    config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(32,), kl_weight=0.5)
-    model, _, _ = train_and_evaluate(
-        config, TrainConfig(epochs=3, kl_warmup_epochs=2, eval_samples=2), data, verbose=0
+    target = 0.5
+    config = VAEConfig(input_dim=64, latent_dim=2, hidden_units=(32,), kl_weight=target)
+    record = _beta_recorder()
+    train_config = TrainConfig(
+        epochs=epochs, kl_warmup_epochs=warmup, eval_samples=2, batch_size=200
     )
-    assert float(model.kl_weight.numpy()) == pytest.approx(0.5)
+    model, history, metrics = train_and_evaluate(
+        config, train_config, data, verbose=0, callbacks=[record]
+    )
+    # Bowman et al.'s linear warm-up, in closed form: beta_e = min(1, e / warmup) * target.
+    expected = [min(1.0, e / warmup) * target for e in range(epochs)]
+    assert record.betas == pytest.approx(expected, abs=1e-7)
+    # ...and the loss each epoch was trained on used it: loss = -reconstruction + beta * kl.
+    for e, beta in enumerate(expected):
+        loss = -history["reconstruction"][e] + beta * history["kl"][e]
+        assert history["loss"][e] == pytest.approx(loss, rel=1e-4, abs=1e-3)
+    # Evaluation is at the configured beta, even when the run ends mid-warm-up.
+    assert float(model.kl_weight.numpy()) == pytest.approx(target)
 
 
 def test_input_dim_mismatch_is_refused():

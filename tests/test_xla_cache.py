@@ -9,7 +9,7 @@ import re
 import time
 
 import pytest
-from export_helpers import run_python
+from helpers import run_python
 
 from tfvae.engine import xla_cache
 

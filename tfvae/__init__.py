@@ -8,6 +8,7 @@ command's `--help` do not import TensorFlow; `from tfvae import VAE` works as us
 
 import importlib
 import importlib.abc
+import os
 import sys
 
 # public name -> the module that defines it
@@ -21,7 +22,7 @@ _PUBLIC = {
     "train_and_evaluate": "tfvae.training.train",
     "evaluate_model": "tfvae.training.train",
     "save_model": "tfvae.model.saving",
-    "load_model": "tfvae.model.saving",
+    "load_model": "tfvae.model.loading",
     "Data": "tfvae.data.datasets",
     "load_dataset": "tfvae.data.datasets",
     "make_dataset": "tfvae.data.input_pipeline",
@@ -82,6 +83,25 @@ MOVED = {
     "tfvae.export": "tfvae.serving.export",
     "tfvae.request_checks": "tfvae.serving.request_checks",
 }
+
+
+# modules whose name is a folder now: `tfvae.data.load_default` lives in tfvae.data.datasets
+FOLDER_HOMES = {
+    "tfvae.data": "tfvae.data.datasets",
+    "tfvae.model": "tfvae.model.vae",
+    "tfvae.serving": "tfvae.serving.client",
+}
+
+
+def moved_attribute(package: str, name: str) -> AttributeError:
+    """The error for a missing `package.name`: one line naming its new module when the module
+    that had the folder's name before defined it."""
+    folder = os.path.dirname(sys.modules[package].__file__)
+    if not name.startswith("_") and not os.path.exists(os.path.join(folder, name + ".py")):
+        home = FOLDER_HOMES[package]
+        if hasattr(importlib.import_module(home), name):
+            return AttributeError(f"{package}.{name} moved to {home}.{name}")
+    return AttributeError(f"module {package!r} has no attribute {name!r}")
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):

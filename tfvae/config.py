@@ -9,12 +9,21 @@ CLI builds its parser before TensorFlow is imported.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
-from tfvae.base import atomic
+from tfvae.base.configs import (
+    Config,
+    check_field,
+    cli_fields,
+    document,
+    field,
+    flag,
+    integer,
+    number,
+    optional,
+    shorten,
+)
 
 __all__ = [
     "VAEConfig",
@@ -47,7 +56,13 @@ __all__ = [
     "MAX_STEPS_PER_EXECUTION",
     "MAX_FUSED_STEPS",
     "MAX_SEED",
+    "MAX_VERSION",
     "MAX_PICTURE",
+    "PICTURE_SAMPLES",
+    "PICTURE_DRAWS",
+    "PICTURE_RECONSTRUCTIONS",
+    "PICTURE_LATENT_EXAMPLES",
+    "PICTURE_GRID",
     "MAX_ARRAY_BYTES",
     "weight_count",
 ]
@@ -68,6 +83,10 @@ STEPS_PER_EXECUTION = 128
 
 CONFIG_NAME = "VAEConfig"
 
+# The one default K of the importance-weighted log p(x) estimate (Burda et al. 2015):
+# TrainConfig.eval_samples, VAE.log_likelihood, evaluate_model, the export's iwae output.
+IMPORTANCE_SAMPLES = 100
+
 # ----------------------------------------------------------------- upper bounds
 # Far above any use of a VAE on one machine, low enough that a slip of the keyboard (three
 # extra zeros) is refused in one line before anything is allocated, instead of a process
@@ -83,7 +102,14 @@ MAX_SAMPLES = 100_000  # importance samples K (evaluation), examples generated i
 MAX_STEPS_PER_EXECUTION = 1_000_000
 MAX_FUSED_STEPS = 1_024  # steps traced into one XLA program: its compile time grows with it
 MAX_SEED = 2**29 - 1  # VAEConfig.seed * 4 + 3 must fit TensorFlow's int32 seeds
+MAX_VERSION = 2**63 - 1  # an export's version: TF Serving reads versions as int64
 MAX_PICTURE = 100  # rows / columns of a picture: the CLI's --num, --draws, --grid
+# The pictures' default sizes: `tfvae run`'s, and those of the picture commands' options.
+PICTURE_SAMPLES = 8  # samples.png: latents z, one row each (--num)
+PICTURE_DRAWS = 5  # samples.png: draws x ~ p(x|z) beside each z's mean (--draws)
+PICTURE_RECONSTRUCTIONS = 10  # reconstructions.png: test examples (--num)
+PICTURE_LATENT_EXAMPLES = 2000  # latent.png: test examples (--num)
+PICTURE_GRID = 15  # manifold.png: z per side of its grid (--grid)
 MAX_ARRAY_BYTES = 8 * 2**30  # one array read from a .npy/.npz file (8 GiB)
 LIMITS = {
     "latent_dim": MAX_LATENT_DIM,
@@ -100,81 +126,26 @@ LIMITS = {
     "bytes of an array file": MAX_ARRAY_BYTES,
 }
 
-Check = Callable[[Any], Optional[str]]  # a field's value -> what is wrong with it, or None
 
-
-# ----------------------------------------------------------------- checks of one value
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _int_at_least(minimum: int, maximum: Optional[int] = None) -> Check:
-    def check(value):
-        if not (_is_int(value) and value >= minimum):
-            return f"must be an integer >= {minimum}, got {value!r}"
-        if maximum is not None and value > maximum:
-            return f"must be at most {maximum} (tfvae's limit), got {value!r}"
-
-    check.limit = None if maximum is None else f"at most {maximum}"
-    return check
-
-
-def _number(above: Optional[float] = None, at_least: Optional[float] = None) -> Check:
-    bound = (
-        f" > {above}" if above is not None else f" >= {at_least}" if at_least is not None else ""
-    )
-
-    def check(value):
-        ok = _is_finite_number(value)
-        ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
-        if not ok:
-            return f"must be a finite number{bound}, got {value!r}"
-
-    return check
-
-
-def _optional(check: Check) -> Check:
-    def optional(value):
-        problem = None if value is None else check(value)
-        if problem:
-            return "must be None or " + problem[len("must be ") :]
-
-    return optional
-
-
-def _one_of(choices: Tuple[str, ...]) -> Check:
-    def check(value):
-        if value not in choices:
-            return f"must be one of {choices}, got {value!r}"
-
-    return check
-
-
-def _flag(value) -> Optional[str]:
-    if not isinstance(value, bool):
-        return f"must be True or False, got {value!r}"
-
-
+# ----------------------------------------------------------------- checks of sizes
 def _sizes(value) -> Optional[str]:
     if not (len(value) > 0 and all(v > 0 for v in value)):
         return f"must be one or more positive sizes, got {value!r}"
     if len(value) > MAX_LAYERS or max(value) > MAX_UNITS:
         return (
             f"must be at most {MAX_LAYERS} sizes of at most {MAX_UNITS} each (tfvae's limit), "
-            f"got {_shorten(value)}"
+            f"got {shorten(value)}"
         )
 
 
 _sizes.limit = f"at most {MAX_LAYERS} layers of at most {MAX_UNITS}"
 
 
-def _shorten(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}... ({len(value)} values)"
+def _checked_with_architecture(value) -> None:
+    """conv_filters: `_sizes`, checked with architecture='conv' (an mlp does not use them)."""
+
+
+_checked_with_architecture.limit = _sizes.limit
 
 
 def _image_shape(value) -> Optional[str]:
@@ -182,177 +153,90 @@ def _image_shape(value) -> Optional[str]:
         return f"must be (height, width, channels), got {value!r}"
 
 
-def _field(default: Any, help: str, check: Optional[Check] = None, choices=None, from_data=False):
-    """A config field carrying its help text, its check (by default: one of `choices`), its
-    choices and whether the data determines it (then the command line has no flag for it).
-
-    A check's upper bound (`check.limit`) is added to the help text.
-    """
-    check = check or _one_of(choices)
-    if getattr(check, "limit", None):
-        help = f"{help} ({check.limit})"
-    metadata = {"help": help, "check": check, "choices": choices, "from_data": from_data}
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-# ----------------------------------------------------------------- shared behaviour
-class _Config:
-    """Validation by field and a JSON round trip (with a `name` checked on reload)."""
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            optional = f.type.startswith("Optional[")
-            if f.type.startswith(("Tuple", "Optional[Tuple")) and not (optional and value is None):
-                value = _int_tuple(value, f"{type(self).__name__}.{f.name}")
-                object.__setattr__(self, f.name, value)  # JSON hands back lists
-            problem = f.metadata["check"](value)
-            if problem:
-                raise ValueError(f"{type(self).__name__}.{f.name}: {problem}")
-        self._check_together()
-
-    def _check_together(self) -> None:
-        """Checks that involve several fields (each field alone is already valid)."""
-
-    def replace(self, **changes: Any):
-        """A copy with `changes` applied (and validated)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        name = cls.__name__
-        if not isinstance(data, dict):
-            raise ValueError(f"a {name} must be a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        found = data.pop("name", name)
-        if found != name:
-            raise ValueError(f"config is for {found!r}, expected {name!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {name} fields {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps({**self.to_dict(), "name": type(self).__name__}, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config is not valid JSON: {e}") from e
-        return cls.from_dict(data)
-
-    def save(self, path: str | os.PathLike) -> None:
-        atomic.write_text(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file not found: {os.fspath(path)!r}")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            return cls.from_json(text)
-        except ValueError as e:
-            raise ValueError(f"{os.fspath(path)!r}: {e}") from e
-
-
-def _document(cls):
-    """Appends an `Args:` section built from the fields' help text to `cls.__doc__`."""
-    lines = [f"      {f.name}: {f.metadata['help']}" for f in dataclasses.fields(cls)]
-    cls.__doc__ = cls.__doc__.rstrip() + "\n\n    Args:\n" + "\n".join(lines) + "\n    "
-    return cls
-
-
 # ----------------------------------------------------------------- the configs
-@_document
+@document
 @dataclasses.dataclass(frozen=True)
-class VAEConfig(_Config):
+class VAEConfig(Config):
     """Hyperparameters of a VAE (Kingma & Welling 2013, App. C) with defaults from the paper.
 
     `to_dict()` includes `"name": "VAEConfig"`, checked by `from_dict`.
     """
 
-    input_dim: int = _field(
+    input_dim: int = field(
         64,
         "D, the number of pixels/features of one example; data is [batch, D]",
-        _int_at_least(1),
+        integer(1),
         from_data=True,
     )
-    latent_dim: int = _field(2, "J, the size of z", _int_at_least(1, MAX_LATENT_DIM))
-    decoder: str = _field(
+    latent_dim: int = field(2, "J, the size of z", integer(1, MAX_LATENT_DIM))
+    decoder: str = field(
         "bernoulli",
         "p(x|z): bernoulli (App. C.1, data in [0, 1]), gaussian (App. C.2, two parallel Dense "
         "heads for mean and log-variance), isotropic (D means plus one shared log-variance "
         "unit) or fixed_variance (D means, variance fixed_variance)",
         choices=DECODERS,
     )
-    architecture: str = _field(
+    architecture: str = field(
         "mlp",
         "mlp (the paper's) or conv (needs image_shape)",
         choices=ARCHITECTURES,
     )
-    hidden_units: Tuple[int, ...] = _field(
+    hidden_units: Tuple[int, ...] = field(
         (500,),
         "sizes of the hidden layers of the MLP encoder (the decoder mirrors them), or the "
         "Dense width after the conv stack",
         _sizes,
     )
-    activation: str = _field(
+    activation: str = field(
         "tanh",
         "the hidden nonlinearity (the paper uses tanh)",
         choices=ACTIVATIONS,
     )
-    image_shape: Optional[Tuple[int, int, int]] = _field(
+    image_shape: Optional[Tuple[int, int, int]] = field(
         None,
         "(height, width, channels) with product D; for conv nets and pictures",
         _image_shape,
         from_data=True,
     )
-    conv_filters: Tuple[int, ...] = _field(
+    conv_filters: Tuple[int, ...] = field(
         (32, 64),
         "filters of the conv encoder's stride-2 layers (the decoder mirrors them)",
-        lambda value: None,  # checked with architecture (unused by mlp)
+        _checked_with_architecture,
     )
-    kl_method: str = _field(
+    kl_method: str = field(
         "analytic",
         "analytic (closed form, App. B) or monte_carlo (log q(z|x) - log p(z)); objective "
         "elbo only: iwae's weights always use log q(z_k|x) - log p(z_k) per draw",
         choices=KL_METHODS,
     )
-    kl_weight: float = _field(
+    kl_weight: float = field(
         1.0,
         "beta, the weight of KL(q(z|x) || p(z)) in the loss (1 is the ELBO); with objective "
         "iwae each draw's log-weight is log p(x|z_k) - beta (log q(z_k|x) - log p(z_k)) "
         "(1 is the IWAE bound)",
-        _number(at_least=0),
+        number(at_least=0),
     )
-    min_log_var: float = _field(
+    min_log_var: float = field(
         -8.0,
         "soft lower bound on every learned log-variance: stops a Gaussian head collapsing "
         "its variance until the likelihood is infinite (smooth, so gradients never vanish)",
-        _number(),
+        number(),
     )
-    max_log_var: float = _field(8.0, "soft upper bound on every learned log-variance", _number())
-    fixed_variance: float = _field(0.01, "sigma^2 of the fixed_variance decoder", _number(above=0))
-    weight_init: str = _field(
+    max_log_var: float = field(8.0, "soft upper bound on every learned log-variance", number())
+    fixed_variance: float = field(0.01, "sigma^2 of the fixed_variance decoder", number(above=0))
+    weight_init: str = field(
         "fan_in_uniform",
         "how weights start: fan_in_uniform (PyTorch's nn.Linear and nn.Conv2d default: "
         "kernels and biases U(+-1/sqrt(fan_in))) or glorot_uniform (Keras' default: kernels "
         "U(+-sqrt(6/(fan_in + fan_out))), biases 0); BENCHMARKS.md compares them",
         choices=WEIGHT_INITS,
     )
-    seed: int = _field(
+    seed: int = field(
         0,
         "seeds weight initialisation and the model's sampling generator",
-        _int_at_least(0, MAX_SEED),
+        integer(0, MAX_SEED),
     )
-    objective: str = _field(
+    objective: str = field(
         "elbo",
         "the training loss over num_samples draws z_k ~ q(z|x) per example: elbo (the mean "
         "over the draws of log p(x|z_k) - KL: one draw is the paper's ELBO, K draws Burda et "
@@ -360,13 +244,13 @@ class VAEConfig(_Config):
         "p(x|z_k) p(z_k) / q(z_k|x), Burda et al. 2015); fit's validation and evaluate use it too",
         choices=OBJECTIVES,
     )
-    num_samples: int = _field(
+    num_samples: int = field(
         1,
         "K, the draws z ~ q(z|x) per example in the TRAINING objective (memory grows as "
         "K x batch); not TrainConfig.eval_samples, the K of the test log p(x) estimate",
-        _int_at_least(1, MAX_SAMPLES),
+        integer(1, MAX_SAMPLES),
     )
-    gradient_estimator: str = _field(
+    gradient_estimator: str = field(
         "reparameterized",
         "the encoder's gradient of objective iwae: reparameterized (autodiff of the bound) or "
         "dreg (doubly reparameterized, Tucker et al. 2018: the same expectation without the "
@@ -416,7 +300,7 @@ class VAEConfig(_Config):
             weights <= MAX_WEIGHTS,
             "hidden_units",
             f"a VAE of {weights:.3g} weights (input_dim {self.input_dim}, hidden_units "
-            f"{_shorten(self.hidden_units)}, latent_dim {self.latent_dim}) is more than tfvae's "
+            f"{shorten(self.hidden_units)}, latent_dim {self.latent_dim}) is more than tfvae's "
             f"limit of {MAX_WEIGHTS:.0e}; use fewer or smaller hidden layers",
         )
 
@@ -424,74 +308,72 @@ class VAEConfig(_Config):
         return {**dataclasses.asdict(self), "name": CONFIG_NAME}
 
 
-@_document
+@document
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(_Config):
+class TrainConfig(Config):
     """How to train: epochs, batch size, optimizer, KL warm-up, evaluation.
 
     `to_dict()` is the fields alone (as `run.json` and `metrics.json` record them);
     `to_json()` adds `"name": "TrainConfig"`, checked by `from_dict`.
     """
 
-    epochs: int = _field(10, "passes over the training data", _int_at_least(0, MAX_EPOCHS))
-    batch_size: int = _field(
+    epochs: int = field(10, "passes over the training data", integer(0, MAX_EPOCHS))
+    batch_size: int = field(
         100,
         "examples per step (the global batch, split over replicas, under a distribution strategy)",
-        _int_at_least(1, MAX_BATCH_SIZE),
+        integer(1, MAX_BATCH_SIZE),
     )
-    learning_rate: float = _field(1e-3, "the step size of Adam", _number(above=0))
-    kl_warmup_epochs: int = _field(
+    learning_rate: float = field(1e-3, "the step size of Adam", number(above=0))
+    kl_warmup_epochs: int = field(
         0,
         "beta rises linearly from 0 to VAEConfig.kl_weight over this many epochs (0: no "
         "warm-up; Bowman et al. 2016)",
-        _int_at_least(0, MAX_EPOCHS),
+        integer(0, MAX_EPOCHS),
     )
-    dynamic_binarization: bool = _field(
-        False, "redraw binary x from grey levels every epoch", _flag
-    )
-    output_bias_from_data: bool = _field(
+    dynamic_binarization: bool = field(False, "redraw binary x from grey levels every epoch", flag)
+    output_bias_from_data: bool = field(
         False,
         "start the decoder's output biases at the training data's per-pixel statistics "
         "(VAE.set_output_bias: the logit of the mean for a Bernoulli decoder, as Burda et al.'s "
         "code does) instead of their seeded initialisation; a fresh run only (a resumed one has "
         "its weights)",
-        _flag,
+        flag,
     )
-    clipnorm: Optional[float] = _field(
+    clipnorm: Optional[float] = field(
         None,
         "clip the global gradient norm (all variables together) to this before each update "
         "(None: no clip); a guard against the rare huge gradient of a collapsing variance",
-        _optional(_number(above=0)),
+        optional(number(above=0)),
     )
-    eval_samples: int = _field(
-        100,
+    eval_samples: int = field(
+        IMPORTANCE_SAMPLES,
         "K of the importance-weighted log p(x) estimate at evaluation",
-        _int_at_least(1, MAX_SAMPLES),
+        integer(1, MAX_SAMPLES),
     )
-    eval_every_epochs: int = _field(
+    eval_every_epochs: int = field(
         1,
         "evaluate the test split every this many epochs for TensorBoard's val_elbo, "
         "val_reconstruction, val_kl (and val_iwae with the iwae objective) (0: never; only "
-        "with tfvae.training.tensorboard.EvalSummaries, which tfvae train and run use); training is the "
-        "same whatever its value",
-        _int_at_least(0, MAX_EPOCHS),
+        "with tfvae.training.tensorboard.EvalSummaries, which tfvae train and run use); "
+        "training is the same whatever its value",
+        check=integer(0, MAX_EPOCHS),
     )
-    jit_compile: bool = _field(True, "compile the training step with XLA", _flag)
-    steps_per_execution: int = _field(
+    jit_compile: bool = field(True, "compile the training step with XLA", flag)
+    steps_per_execution: int = field(
         STEPS_PER_EXECUTION,
         "train steps run per call into the compiled graph: amortises Keras' per-call Python "
         "and dispatch over many steps; batch callbacks then fire once per call",
-        _int_at_least(1, MAX_STEPS_PER_EXECUTION),
+        integer(1, MAX_STEPS_PER_EXECUTION),
     )
-    fused_steps: int = _field(
+    fused_steps: int = field(
         FUSED_STEPS,
         "with XLA, train steps per compiled program (VAE.compile): the same steps with fewer "
         "launches (1 keeps Keras' one program per step); leftover steps run in smaller "
         "groups (tfvae.engine.fused_steps)",
-        _int_at_least(1, MAX_FUSED_STEPS),
+        integer(1, MAX_FUSED_STEPS),
     )
-    seed: int = _field(
-        0, "seeds the data order (and the dynamic binarization noise)", _int_at_least(0, MAX_SEED)
+    seed: int = field(
+        0, "seeds the data order (and the dynamic binarization noise)", integer(0, MAX_SEED)
     )
 
 
@@ -555,30 +437,3 @@ def preset(name: str) -> Preset:
 def preset_for(dataset: str) -> str:
     """The preset the command line uses for `dataset` unless `--preset` is given."""
     return DATASET_PRESETS.get(dataset, DEFAULT_PRESET)
-
-
-def cli_fields(cls) -> Tuple[dataclasses.Field, ...]:
-    """The fields of config class `cls` that a user sets (the data determines the others)."""
-    return tuple(f for f in dataclasses.fields(cls) if not f.metadata["from_data"])
-
-
-def check_field(cls, name: str, value: Any) -> Optional[str]:
-    """What is wrong with `value` for field `name` of `cls` on its own, or None."""
-    field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    if field.type.startswith(("Tuple", "Optional[Tuple")) and value is not None:
-        try:
-            value = _int_tuple(value, name)
-        except ValueError as e:
-            return str(e).split(": ", 1)[-1]
-    return field.metadata["check"](value)
-
-
-def _int_tuple(value: Any, field: str) -> Tuple[int, ...]:
-    """A list/tuple of integers as a tuple; anything else is refused, naming the field."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ValueError(
-            f"{field}: must be a list or tuple of integers, got {value!r} ({type(value).__name__})"
-        )
-    if not all(_is_int(v) or (hasattr(v, "__index__") and not isinstance(v, bool)) for v in value):
-        raise ValueError(f"{field}: must contain only integers, got {value!r}")
-    return tuple(int(v) for v in value)

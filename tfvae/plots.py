@@ -1,8 +1,10 @@
 """Pictures of a VAE: reconstructions, p(x|z) means beside draws, the latent space, curves.
 
-Every function takes numpy arrays and returns a `matplotlib.figure.Figure`; none touches a
-model, so they are quick to test and reuse. The Agg backend (no display) is selected when
-a figure is made, not at import, so importing tfvae never changes a notebook's backend.
+Every figure function takes numpy arrays and returns a `matplotlib.figure.Figure`, so they
+are quick to test and reuse; the `model_*` ones ask a model first, and the `draw_*` ones
+write a model's pictures as PNGs (the CLI's picture commands). The Agg backend (no display)
+is selected when a figure is made, not at import, so importing tfvae never changes a
+notebook's backend.
 
 Sizes are fixed so a PNG's pixel size is known in advance (`save_figure` writes at
 `DPI` with no cropping): an image grid of `rows x cols` cells is
@@ -18,6 +20,8 @@ from typing import Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from tfvae.base import atomic
+from tfvae.config import PICTURE_DRAWS, PICTURE_GRID, PICTURE_SAMPLES
+from tfvae.training.rundir import MANIFOLD_FILE
 
 __all__ = [
     "DPI",
@@ -36,6 +40,11 @@ __all__ = [
     "training_curves",
     "read_history_csv",
     "save_figure",
+    "image_shape_of",
+    "draw_samples",
+    "draw_reconstructions",
+    "draw_latent",
+    "draw_curves",
 ]
 
 DPI = 100
@@ -292,3 +301,45 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
     return path
+
+
+# ------------------------------------------------------------------ a model's PNGs
+def image_shape_of(model, data_shape: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
+    """The image shape to draw a model's examples in: its config's, else the data's, else
+    one row of `input_dim` pixels."""
+    shape = model.config.image_shape or data_shape
+    return tuple(shape or (1, model.config.input_dim, 1))
+
+
+def draw_samples(
+    model, path, num: int = PICTURE_SAMPLES, draws: int = PICTURE_DRAWS, seed: int = 0
+) -> str:
+    """PNG of `num` prior latents: each row the decoder mean, then `draws` x ~ p(x|z)."""
+    figure = model_mean_and_draws(model, num, draws, seed, image_shape_of(model))
+    return save_figure(figure, path)
+
+
+def draw_reconstructions(model, x: np.ndarray, path, image_shape=None) -> str:
+    """PNG of inputs `x` above the decoder means for z = E[q(z|x)]."""
+    figure = model_reconstructions(model, x, image_shape or image_shape_of(model))
+    return save_figure(figure, path)
+
+
+def draw_latent(
+    model, x: np.ndarray, labels, path, grid: int = PICTURE_GRID, image_shape=None
+) -> list:
+    """PNG of latent means by label; for J = 2 also MANIFOLD_FILE beside it. Returns paths."""
+    z_mean = model.encode(x).mean().numpy()
+    paths = [save_figure(latent_scatter(z_mean, labels), path)]
+    if model.config.latent_dim == 2:
+        decoded = model.decode(manifold_latents(grid)).mean().numpy()
+        figure = manifold(decoded, image_shape or image_shape_of(model), grid)
+        paths.append(save_figure(figure, os.path.join(os.path.dirname(path), MANIFOLD_FILE)))
+    return paths
+
+
+def draw_curves(history_csv, path) -> Optional[str]:
+    """PNG of the `training_curves` in a history CSV; None (nothing drawn) if it is missing."""
+    if not os.path.isfile(history_csv):
+        return None
+    return save_figure(training_curves(read_history_csv(os.fspath(history_csv))), path)

@@ -1,8 +1,8 @@
 """One worker of a MultiWorkerMirroredStrategy run (its role comes from TF_CONFIG).
 
 Usage: python worker.py WORKDIR RESULT_JSON SEEN_LOG. Trains a tiny VAE on the embedded
-digits with `tfvae.training.train.train_and_evaluate` and writes, per training step, the number and sum
-of the examples this worker fed to `train_step` to SEEN_LOG, then a JSON summary to RESULT_JSON.
+digits with `tfvae.train_and_evaluate` and writes, per training step, the number and sum of
+the examples this worker fed to `train_step` to SEEN_LOG, then a JSON summary to RESULT_JSON.
 """
 
 import json

@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 __all__ = [
     "write_bytes",
@@ -250,6 +250,13 @@ def _age(path: str) -> float:
         return 0.0
 
 
+def _writable_target(path: PathLike, overwrite: bool) -> Tuple[str, str]:
+    """`path` made absolute, and its parent; refused if it exists and `overwrite` is off."""
+    path = os.path.abspath(os.fspath(path))
+    check_overwrite(path, overwrite)
+    return path, os.path.dirname(path)
+
+
 def check_overwrite(path: str, overwrite: bool) -> None:
     """Raises FileExistsError if `path` exists and `overwrite` is False."""
     if not overwrite and os.path.lexists(path):
@@ -268,9 +275,7 @@ def write_with(
     `needed`, the file's size if known, goes into the `DiskFullError` of a full disk.
     Returns the absolute path written.
     """
-    path = os.path.abspath(os.fspath(path))
-    check_overwrite(path, overwrite)
-    parent = os.path.dirname(path)
+    path, parent = _writable_target(path, overwrite)
     tmp = None
     try:
         os.makedirs(parent, exist_ok=True)
@@ -384,9 +389,7 @@ def staged_dir(
     On an exception the temporary directory is removed and `target` is untouched; a full
     disk is raised as `DiskFullError` naming `target` (and `needed`, its size if known).
     """
-    target = os.path.abspath(os.fspath(target))
-    check_overwrite(target, overwrite)
-    parent = os.path.dirname(target)
+    target, parent = _writable_target(target, overwrite)
     tmp = None
     try:
         os.makedirs(parent, exist_ok=True)

@@ -4,8 +4,10 @@ Each file is checked whole before any field is used, so a document of the wrong 
 missing key or an out-of-range number is refused in one line naming the file, the key and
 what was expected, instead of a KeyError deep inside or a value silently believed (a
 checkpoint claiming a million epochs). TensorFlow-free: the CLI reads run files with it.
+The file types' schemas live with their owners (`tfvae.training.rundir` for run.json and
+metrics.json, `tfvae.training.checkpointing` for a checkpoint's state.json).
 
-    state = read_json(path, checkpoint_state("tfvae-train-state-v1", epoch=7), "checkpoint state")
+    source = read_json(path, obj({}, {"seed": integer(0, 9)}), "dataset file")
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import re
 from typing import Any, Callable, Mapping, Optional, Tuple
 
-from tfvae.config import MAX_EPOCHS, MAX_SEED, TrainConfig, VAEConfig
+from tfvae.base import checks
 
 __all__ = [
     "Spec",
@@ -34,12 +36,23 @@ __all__ = [
     "config",
     "SHA256",
     "FILE_NAME",
-    "DATASET_SOURCE",
-    "RUN",
-    "METRICS",
-    "checkpoint_state",
     "model_manifest",
 ]
+
+# The file types' schemas that moved to their owners: the old names fail naming the new ones.
+_MOVED = {
+    "DATASET_SOURCE": "tfvae.training.rundir.DATASET_SOURCE_SCHEMA",
+    "RUN": "tfvae.training.rundir.RUN_SCHEMA",
+    "METRICS": "tfvae.training.rundir.METRICS_SCHEMA",
+    "checkpoint_state": "tfvae.training.checkpointing.checkpoint_state",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise AttributeError(f"tfvae.base.schema.{name} moved to {_MOVED[name]}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # A problem found: (where in the document, what was expected there, the value found).
 Problem = Tuple[str, str, Any]
@@ -60,10 +73,6 @@ def _simple(expected: str, ok: Callable[[Any], bool]) -> Spec:
     return Spec(expected, lambda v, where: None if ok(v) else (where, expected, v))
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def integer(low: Optional[int] = None, high: Optional[int] = None, expected: str = "") -> Spec:
     """An integer (not a bool) in [low, high] (either bound may be None)."""
     if not expected:
@@ -71,10 +80,7 @@ def integer(low: Optional[int] = None, high: Optional[int] = None, expected: str
         expected = "an integer" + bounds.get((low is not None, high is not None), "")
         if low is None and high is not None:
             expected += f" <= {high}"
-    return _simple(
-        expected,
-        lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high),
-    )
+    return _simple(expected, lambda v: checks.integer_problem(v, low, high) is None)
 
 
 def number(finite: bool = True) -> Spec:
@@ -241,51 +247,6 @@ def read_json(
 # ------------------------------------------------------------------------ the file types
 SHA256 = text(r"[0-9a-f]{64}", "a sha256 (64 hex digits)")
 FILE_NAME = text(r"[^/\\]+", "a plain file name")
-# How a run's data is loaded again: `run.json`'s dataset.source, and older runs' dataset.json.
-DATASET_SOURCE = obj(
-    {},
-    {
-        "dataset": nullable(text()),
-        "data_dir": nullable(text()),
-        "seed": integer(0, MAX_SEED),
-    },
-)
-# run.json: the configs of a run and the identity of its training data.
-RUN = obj(
-    {"model_config": config(VAEConfig), "train_config": config(TrainConfig)},
-    {
-        "dataset": obj(
-            {"train_shape": list_of(integer(0), 8), "sha256": SHA256},
-            {"source": DATASET_SOURCE},
-        )
-    },
-)
-
-# metrics.json: a finished run's test metrics and per-epoch history (numbers; a diverged
-# bound may be infinite).
-METRICS = obj(
-    {"test": mapping(number(finite=False))},
-    {"history": mapping(list_of(number(finite=False)))},
-)
-
-
-def checkpoint_state(format: str, epoch: Optional[int] = None) -> Spec:
-    """A checkpoint's state.json: its `epoch` (that of its directory, when known), the
-    history of at most that many epochs, the sha256 of each checkpoint file."""
-    epochs = (
-        integer(epoch, epoch, f"{epoch} (its directory's epoch)")
-        if epoch is not None
-        else integer(0, MAX_EPOCHS)
-    )
-    limit = MAX_EPOCHS if epoch is None else epoch
-    return obj(
-        {
-            "format": exactly(format),
-            "epoch": epochs,
-            "history": mapping(list_of(number(), limit)),
-            "sha256": mapping(SHA256, FILE_NAME),
-        }
-    )
 
 
 def model_manifest(format: str, files) -> Spec:

@@ -318,7 +318,7 @@ def load_array(
     image_shape: Optional[Tuple[int, int, int]] = None,
 ) -> Data:
     """A `.npy` array `[N, D]`, `[N, H, W]` or `[N, H, W, C]`, or an `.npz` with `train` (and
-    `test`) arrays, values in [0, 1]. Headers are checked before loading (`tfvae.data.arrayfile`)."""
+    `test`) arrays, values in [0, 1]. Headers are checked before loading (`data.arrayfile`)."""
     _require_file(path)
     try:
         if arrayfile.file_kind(path) == "npz":

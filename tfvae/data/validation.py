@@ -11,6 +11,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tfvae.base import checks
+
 __all__ = [
     "shape_message",
     "one_example_hint",
@@ -57,7 +59,7 @@ def unit_interval_message(name: str, low: str, high: str) -> str:
 
 
 def positive_int_message(name: str, minimum, got: str) -> str:
-    return f"{name} must be an integer >= {minimum}, got {got}"
+    return f"{name} {checks.too_small(minimum, got)}"
 
 
 def _describe(x) -> str:
@@ -180,25 +182,18 @@ def check_dataset(ds: tf.data.Dataset, config, name: str = "x") -> tf.data.Datas
 
 def check_positive_int(value, name: str, minimum: int = 1, maximum: Optional[int] = None) -> int:
     """An integer >= `minimum` and <= `maximum` (tfvae's limit for that size; see
-    `tfvae.config.LIMITS`). numpy integers accepted; bools, floats and strings refused."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
-        )
-    if int(value) < minimum:
-        raise ValueError(positive_int_message(name, minimum, str(int(value))))
-    if maximum is not None and int(value) > maximum:
-        raise ValueError(f"{name} must be at most {maximum} (tfvae's limit), got {int(value)}")
-    return int(value)
+    `tfvae.config.LIMITS`), by the one rule of `tfvae.base.checks.check_integer`: numpy
+    integers accepted; bools, floats and strings refused (TypeError), out of range ValueError."""
+    return checks.check_integer(value, name, minimum, maximum)
 
 
 def check_seed(seed, name: str = "seed"):
     """A seed: an integer >= 0, or a pair of integers / an integer `[2]` tensor."""
     if isinstance(seed, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer >= 0 or a pair of integers, got {seed!r}")
-    if isinstance(seed, (int, np.integer)):
+    if checks.is_integer(seed):
         if int(seed) < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {int(seed)}")
+            raise ValueError(f"{name} {checks.too_small(0, str(int(seed)))}")
         return seed
     if isinstance(seed, (tf.Tensor, tf.Variable)) and _is_symbolic(seed):
         return seed
@@ -215,7 +210,8 @@ def check_seed(seed, name: str = "seed"):
 
 
 def check_data(data, config, name: str = "data") -> None:
-    """A `tfvae.data.datasets.Data` that fits `config`: non-empty, finite splits of `input_dim` features.
+    """A `tfvae.data.datasets.Data` that fits `config`: non-empty, finite splits of
+    `input_dim` features.
 
     `model.fit` checks arrays itself, but training pipelines feed it a `tf.data.Dataset`,
     whose values are not inspected; this checks the arrays before they become one.

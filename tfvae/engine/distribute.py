@@ -28,6 +28,8 @@ from typing import Iterator, Optional, Sequence
 
 import tensorflow as tf
 
+from tfvae.base.checks import check_integer
+
 __all__ = [
     "STRATEGIES",
     "make_strategy",
@@ -187,8 +189,7 @@ def use_logical_cpus(count: int) -> list:
     Must run before TensorFlow initialises its devices (i.e. first thing in a fresh process).
     Returns the device names, e.g. `["/cpu:0", "/cpu:1"]`.
     """
-    if count < 1:
-        raise ValueError(f"count: expected an integer >= 1, got {count!r}")
+    count = check_integer(count, "count")
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]

@@ -1,6 +1,6 @@
 """How many steps each call into the compiled graph runs, and when it must be one.
 
-`VAE.compile` sets `STEPS_PER_EXECUTION` steps per call unless told otherwise (with XLA they
+`Engine.compile` sets `STEPS_PER_EXECUTION` steps per call unless told otherwise (with XLA they
 then run as fused groups, `tfvae.engine.fused_steps`). Keras 2 cannot run several steps per call on
 data that may end inside a call: it refuses data of unknown size, drops the outputs of a
 `predict` that ends mid-call, and `train_on_batch` runs out after its one batch. So those

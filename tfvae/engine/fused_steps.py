@@ -82,7 +82,7 @@ def fused_train_function(model: tfk.Model, fused_steps: int, step_results=None):
     left do not fill it), each group through one compiled loop. Where a group's batches
     differ in shape (the short last batch of an epoch), its leading batches of the first
     one's shape run as the group and the rest one launch each. The iterator must not run
-    out inside a group (a dataset of known or infinite cardinality, as `VAE.fit` checks), or
+    out inside a group (a dataset of known or infinite cardinality, as `Engine.fit` checks), or
     the group's fetched batches are lost.
 
     `step_results`, if given, is a function returning what a step returns, read from the
@@ -95,6 +95,47 @@ def fused_train_function(model: tfk.Model, fused_steps: int, step_results=None):
     steps_per_execution = keras_internals.steps_per_execution(model)
     slots = group_length(fused_steps, int(steps_per_execution.numpy()))
     fused_steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="fused_steps_run")
+    run_steps = _compiled_steps(model, step_results, fused_steps_run)
+    # Traced, never run: the structure of a step's outputs, for the loop's first value.
+    step_outputs = None if step_results else tf.function(lambda data: _run_step(model, data))
+
+    def train_function(iterator):
+        spec = iterator.element_spec
+        if step_results is not None:
+            first_outputs = step_results()  # never returned: Keras runs at least one step
+        else:
+            structure = step_outputs.get_concrete_function(spec).structured_outputs
+            first_outputs = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), structure)
+
+        def launch(arrays, start, count, outputs):
+            """One call of `run_steps` on batches `start, ..., start + count - 1`."""
+            return run_steps(count, outputs, *_slot_batches(spec, arrays, start, count, slots))
+
+        def group(left, outputs):
+            count = tf.minimum(left, slots)
+            arrays, prefix = _fetch(iterator, count)
+            outputs = launch(arrays, 0, prefix, outputs)
+            _, outputs = tf.while_loop(  # what differs in shape from the first: one by one
+                lambda j, _: j < count,
+                lambda j, outputs: (j + 1, launch(arrays, j, tf.constant(1), outputs)),
+                (prefix, outputs),
+            )
+            return left - count, outputs
+
+        left = tf.cast(steps_per_execution, tf.int32)  # read when called: Keras lowers it
+        _, outputs = tf.while_loop(lambda left, _: left > 0, group, (left, first_outputs))
+        return outputs
+
+    function = tf.function(train_function, reduce_retracing=True, autograph=False)
+    function.group_length = slots
+    function.run_steps = run_steps
+    function.fused_steps_run = fused_steps_run
+    return function
+
+
+def _compiled_steps(model: tfk.Model, step_results, fused_steps_run: tf.Variable):
+    """`run_steps(count, outputs, *batches)`: XLA-compiled, the model's steps on
+    `batches[:count]` in order; `fused_steps_run` counts those of groups (`count > 1`)."""
 
     def run_steps(count, outputs, *batches):
         """Steps on `batches[:count]` in order, compiled once, inside the loop; the loop
@@ -120,71 +161,37 @@ def fused_train_function(model: tfk.Model, fused_steps: int, step_results=None):
         fused_steps_run.assign_add(tf.cast(tf.where(count > 1, count, 0), tf.int64))
         return outputs
 
-    run_steps = tf.function(run_steps, jit_compile=True, reduce_retracing=True)
-    # Traced, never run: the structure of a step's outputs, for the loop's first value.
-    step_outputs = None if step_results else tf.function(lambda data: _run_step(model, data))
+    return tf.function(run_steps, jit_compile=True, reduce_retracing=True)
 
-    def train_function(iterator):
-        spec = iterator.element_spec
-        leaf_specs = tf.nest.flatten(spec)
-        if step_results is not None:
-            first_outputs = step_results()  # never returned: Keras runs at least one step
-        else:
-            structure = step_outputs.get_concrete_function(spec).structured_outputs
-            first_outputs = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), structure)
 
-        def fetch(count):
-            """`count` batches in TensorArrays (one per leaf of a batch), and how many of
-            them, from the first, have the first's shapes."""
-            first = tf.nest.flatten(next(iterator))
-            arrays = [
-                tf.TensorArray(s.dtype, size=count, element_shape=s.shape, infer_shape=False)
-                for s in leaf_specs
-            ]
-            arrays = [a.write(0, t) for a, t in zip(arrays, first)]
+def _fetch(iterator, count):
+    """`count` batches of `iterator` in TensorArrays (one per leaf of a batch), and how many
+    of them, from the first, have the first's shapes."""
+    leaf_specs = tf.nest.flatten(iterator.element_spec)
+    first = tf.nest.flatten(next(iterator))
+    arrays = [
+        tf.TensorArray(s.dtype, size=count, element_shape=s.shape, infer_shape=False)
+        for s in leaf_specs
+    ]
+    arrays = [a.write(0, t) for a, t in zip(arrays, first)]
 
-            def body(i, arrays, prefix):
-                leaves = tf.nest.flatten(next(iterator))
-                same = tf.reduce_all(
-                    [
-                        tf.reduce_all(tf.equal(tf.shape(t), tf.shape(f)))
-                        for t, f in zip(leaves, first)
-                    ]
-                )
-                prefix = tf.where(tf.logical_and(tf.equal(prefix, i), same), i + 1, prefix)
-                return i + 1, [a.write(i, t) for a, t in zip(arrays, leaves)], prefix
+    def body(i, arrays, prefix):
+        leaves = tf.nest.flatten(next(iterator))
+        same = tf.reduce_all(
+            [tf.reduce_all(tf.equal(tf.shape(t), tf.shape(f))) for t, f in zip(leaves, first)]
+        )
+        prefix = tf.where(tf.logical_and(tf.equal(prefix, i), same), i + 1, prefix)
+        return i + 1, [a.write(i, t) for a, t in zip(arrays, leaves)], prefix
 
-            _, arrays, prefix = tf.while_loop(lambda i, *_: i < count, body, (1, arrays, 1))
-            return arrays, prefix
+    _, arrays, prefix = tf.while_loop(lambda i, *_: i < count, body, (1, arrays, 1))
+    return arrays, prefix
 
-        def launch(arrays, start, count, outputs):
-            """One call of `run_steps` on batches `start, ..., start + count - 1`."""
-            last = start + count - 1
-            batches = [
-                tf.nest.pack_sequence_as(
-                    spec, [a.read(tf.minimum(start + k, last)) for a in arrays]
-                )
-                for k in range(slots)
-            ]
-            return run_steps(count, outputs, *batches)
 
-        def group(left, outputs):
-            count = tf.minimum(left, slots)
-            arrays, prefix = fetch(count)
-            outputs = launch(arrays, 0, prefix, outputs)
-            _, outputs = tf.while_loop(  # what differs in shape from the first: one by one
-                lambda j, _: j < count,
-                lambda j, outputs: (j + 1, launch(arrays, j, tf.constant(1), outputs)),
-                (prefix, outputs),
-            )
-            return left - count, outputs
-
-        left = tf.cast(steps_per_execution, tf.int32)  # read when called: Keras lowers it
-        _, outputs = tf.while_loop(lambda left, _: left > 0, group, (left, first_outputs))
-        return outputs
-
-    function = tf.function(train_function, reduce_retracing=True, autograph=False)
-    function.group_length = slots
-    function.run_steps = run_steps
-    function.fused_steps_run = fused_steps_run
-    return function
+def _slot_batches(spec, arrays, start, count, slots: int) -> list:
+    """The `slots` batches `run_steps` takes: `start, ..., start + count - 1` read from
+    `arrays`, the unused slots filled with the last of them."""
+    last = start + count - 1
+    return [
+        tf.nest.pack_sequence_as(spec, [a.read(tf.minimum(start + k, last)) for a in arrays])
+        for k in range(slots)
+    ]

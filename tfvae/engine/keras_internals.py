@@ -13,6 +13,7 @@ import tf_keras as tfk
 
 __all__ = [
     "bernoulli_logits",
+    "compiled_trainable_state",
     "has_distribution_strategy",
     "in_multi_worker_mode",
     "is_compiled",
@@ -57,6 +58,14 @@ def has_distribution_strategy(model: tfk.Model) -> bool:
 def is_compiled(model: tfk.Model) -> bool:
     """Whether `compile` has run (Keras sets `_is_compiled` there)."""
     return bool(model._is_compiled)
+
+
+def compiled_trainable_state(model: tfk.Model):
+    """A context in which each layer's `trainable` is what it was at `compile`, as Keras'
+    `fit` makes its train function (`training_utils.RespectCompiledTrainableState`)."""
+    from tf_keras.src.engine import training_utils
+
+    return training_utils.RespectCompiledTrainableState(model)
 
 
 def set_train_function(model: tfk.Model, function: Callable) -> None:

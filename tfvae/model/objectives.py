@@ -113,9 +113,9 @@ def running_logsumexp(running_max, running_sum, log_weights):
     return new_max, new_sum
 
 
-def iwae_bound_from_running(running_max, running_sum, num_samples):
-    """`iwae_bound` from the state of `running_logsumexp` after all `num_samples` draws."""
-    k = tf.cast(num_samples, running_sum.dtype)
+def iwae_bound_from_running(running_max, running_sum, importance_samples):
+    """`iwae_bound` from the state of `running_logsumexp` after all `importance_samples` draws."""
+    k = tf.cast(importance_samples, running_sum.dtype)
     return running_max + tf.math.log(running_sum) - tf.math.log(k)
 
 

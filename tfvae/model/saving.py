@@ -1,7 +1,8 @@
-"""Save and load a VAE as a directory: `config.json`, encoder/decoder weights, a checksum manifest.
+"""Save a VAE as a directory: `config.json`, encoder/decoder weights, a checksum manifest.
 
-Written atomically (a temporary sibling directory renamed into place), never over an
-existing directory unless `overwrite=True`; on load every file is checked against the
+The format and its writing (`tfvae.model.loading` reads it back; nothing here imports the
+VAE class). Written atomically (a temporary sibling directory renamed into place), never over
+an existing directory unless `overwrite=True`; on load every file is checked against the
 manifest so a truncated or corrupt file is reported by name instead of loading garbage.
 Every file is built in memory first, so the space needed is known (and checked) before
 anything is written, and a disk that fills anyway ends in `tfvae.base.atomic.DiskFullError`.
@@ -15,17 +16,24 @@ import hashlib
 import json
 import os
 
-from tfvae.base import atomic, schema
+from tfvae.base import atomic
 from tfvae.config import VAEConfig
 
-__all__ = ["save_model", "load_model", "MANIFEST", "CONFIG_FILE", "KERAS_SUFFIX"]
+__all__ = [
+    "save_model",
+    "write_model",
+    "keras_save_path",
+    "MANIFEST",
+    "CONFIG_FILE",
+    "KERAS_SUFFIX",
+]
 
 CONFIG_FILE = "config.json"
 KERAS_SUFFIX = ".keras"  # Keras' own zip format (config + weights), the one `tf_keras` reads
 RUN_MODEL_DIR = "model"  # where `train_and_evaluate` saves the model inside a run directory
 MANIFEST = "manifest.json"
-_WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
-_FORMAT = "tfvae-weights-v1"
+WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
+FORMAT = "tfvae-weights-v1"
 
 
 def sha256_file(path: str) -> str:
@@ -68,11 +76,21 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     Raises:
       FileExistsError: `directory` exists and `overwrite` is False (nothing is touched).
     """
-    from tfvae.model.vae import VAE
-
-    if not isinstance(model, VAE):
+    if not _is_vae(model):
         raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
-    directory = os.path.abspath(_path(directory, "directory"))
+    return write_model(model, directory, overwrite)
+
+
+def _is_vae(model) -> bool:
+    """Whether `model` is what a VAE saves as: a VAEConfig and its two networks."""
+    return isinstance(getattr(model, "config", None), VAEConfig) and all(
+        hasattr(model, part) for part in WEIGHTS
+    )
+
+
+def write_model(model, directory: str | os.PathLike, overwrite: bool = False) -> str:
+    """`save_model` without its check of `model` (what `VAE.save` calls)."""
+    directory = os.path.abspath(as_path(directory, "directory"))
     if directory.endswith(KERAS_SUFFIX):
         return atomic.write_with(directory, lambda tmp: _save_keras_zip(model, tmp), overwrite)
     files = _model_files(model)
@@ -86,6 +104,26 @@ def save_model(model, directory: str | os.PathLike, overwrite: bool = False) -> 
     return directory
 
 
+def keras_save_path(filepath, save_format=None):
+    """The path `model.save(filepath, save_format=...)` writes (Keras' save route): tfvae's
+    directory, or Keras' zip for a `.keras` path or `save_format="keras"` (which adds it).
+
+    Raises:
+      ValueError: `save_format` "tf" or "h5" (or a `.h5` path): a SavedModel for
+        serving is `tfvae.export(model, path)`; HDF5 holds no distribution heads.
+    """
+    path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else filepath
+    if save_format in ("tf", "h5") or str(path).endswith((".h5", ".hdf5")):
+        raise ValueError(
+            f"VAE.save writes tfvae's directory or a {KERAS_SUFFIX} file, not "
+            f"save_format={save_format or 'h5'!r}: for a SavedModel (TF Serving) use "
+            "tfvae.export(model, path)"
+        )
+    if save_format == "keras" and not str(path).endswith(KERAS_SUFFIX):
+        path = f"{path}{KERAS_SUFFIX}"
+    return path
+
+
 def _model_files(model) -> dict:
     """{file name: bytes} of a saved model: config, weights and the manifest of their sha256.
 
@@ -95,10 +133,10 @@ def _model_files(model) -> dict:
     from tfvae.engine import keras_internals
 
     files = {CONFIG_FILE: model.config.to_json().encode("utf-8")}
-    for part, file in _WEIGHTS.items():
+    for part, file in WEIGHTS.items():
         files[file] = keras_internals.weights_h5_bytes(getattr(model, part))
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    manifest = json.dumps({"format": _FORMAT, "sha256": digests}, indent=2, sort_keys=True)
+    manifest = json.dumps({"format": FORMAT, "sha256": digests}, indent=2, sort_keys=True)
     files[MANIFEST] = (manifest + "\n").encode("utf-8")
     return files
 
@@ -117,57 +155,7 @@ def _save_keras_zip(model, tmp: str) -> None:
             os.remove(named)
 
 
-def _load_keras_zip(path: str):
-    import tf_keras as tfk
-
-    from tfvae.model.vae import VAE
-
-    model = tfk.saving.load_model(path, custom_objects={"VAE": VAE}, compile=False)
-    if not isinstance(model, VAE):
-        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a tfvae.VAE")
-    return model
-
-
-def _path(value, name: str) -> str:
+def as_path(value, name: str) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
     return os.fspath(value)
-
-
-def load_model(directory: str | os.PathLike):
-    """Rebuilds a `tfvae.VAE` from `save_model`'s directory (config + checked weights).
-
-    Also accepts a run directory (`train_and_evaluate`'s workdir: its `model/` is loaded)
-    and a `.keras` file (`save_model(model, "m.keras")` or `model.save("m.keras")`).
-    """
-    from tfvae.model.vae import VAE
-
-    directory = _path(directory, "directory")
-    if directory.endswith(KERAS_SUFFIX) and os.path.isfile(directory):
-        return _load_keras_zip(directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"model directory not found: {directory!r}")
-    manifest_path = os.path.join(directory, MANIFEST)
-    run_model = os.path.join(directory, RUN_MODEL_DIR)
-    if not os.path.isfile(manifest_path) and os.path.isfile(os.path.join(run_model, MANIFEST)):
-        directory, manifest_path = run_model, os.path.join(run_model, MANIFEST)
-    if not os.path.isfile(manifest_path):
-        raise FileNotFoundError(
-            f"{directory!r} is not a saved tfvae model ({MANIFEST} missing) nor a run "
-            f"directory (no {RUN_MODEL_DIR}/{MANIFEST})"
-        )
-    spec = schema.model_manifest(_FORMAT, (CONFIG_FILE, *_WEIGHTS.values()))
-    manifest = schema.read_json(manifest_path, spec, "saved model manifest")
-    verify_files(directory, manifest["sha256"], MANIFEST, "saved model file")
-    config = VAEConfig.load(os.path.join(directory, CONFIG_FILE))
-    model = VAE(config)
-    for part, file in _WEIGHTS.items():
-        try:
-            getattr(model, part).load_weights(os.path.join(directory, file))
-        except (ValueError, OSError) as e:
-            raise ValueError(
-                f"{os.path.join(directory, file)!r} does not fit the config "
-                f"(input_dim={config.input_dim}, latent_dim={config.latent_dim}): "
-                f"{e}"
-            ) from e
-    return model

@@ -48,15 +48,14 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae.base import atomic, schema
+from tfvae.config import MAX_EPOCHS
 from tfvae.engine import distribute
 from tfvae.model.saving import sha256_file, verify_files
-from tfvae.training.rundir import CHECKPOINT_DIR, RUN_FILE
+from tfvae.training.rundir import CHECKPOINT_DIR, RUN_FILE, RUN_SCHEMA
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "RUN_FILE",
-    "CHECKPOINT_DIR",
     "CheckpointError",
     "TrainingCheckpoint",
     "resume_state",
@@ -64,6 +63,7 @@ __all__ = [
     "latest_checkpoint",
     "restore_checkpoint",
     "restore_latest",
+    "checkpoint_state",
 ]
 
 STATE_FILE = "state.json"
@@ -91,11 +91,30 @@ def _read_json(path: str, what: str) -> dict:
 def _schema(path: str) -> schema.Spec:
     name = os.path.basename(path)
     if name == RUN_FILE:
-        return schema.RUN
+        return RUN_SCHEMA
     if name == STATE_FILE:
         found = _EPOCH_DIR.match(os.path.basename(os.path.dirname(os.path.abspath(path))))
-        return schema.checkpoint_state(_FORMAT, int(found.group(1)) if found else None)
+        return checkpoint_state(_FORMAT, int(found.group(1)) if found else None)
     return schema.obj({})
+
+
+def checkpoint_state(format: str, epoch: Optional[int] = None) -> schema.Spec:
+    """A checkpoint's state.json: its `epoch` (that of its directory, when known), the
+    history of at most that many epochs, the sha256 of each checkpoint file."""
+    epochs = (
+        schema.integer(epoch, epoch, f"{epoch} (its directory's epoch)")
+        if epoch is not None
+        else schema.integer(0, MAX_EPOCHS)
+    )
+    limit = MAX_EPOCHS if epoch is None else epoch
+    return schema.obj(
+        {
+            "format": schema.exactly(format),
+            "epoch": epochs,
+            "history": schema.mapping(schema.list_of(schema.number(), limit)),
+            "sha256": schema.mapping(schema.SHA256, schema.FILE_NAME),
+        }
+    )
 
 
 # ------------------------------------------------------------------------- run identity

@@ -1,13 +1,14 @@
-"""One trainer per run directory: an exclusive `flock` on `RUN/.lock` that names its holder.
+"""The mechanism of a run directory's lock (`tfvae.training.rundir`): a `flock` naming its holder.
 
-    with runlock.hold("runs/a"):   # RunLockedError if another process trains there
+    with runlock.hold("runs/a"):   # LockHeldError if another process holds it
         ...
 
 The kernel releases the lock when the holding process ends, however it ends (SIGKILL
 included), so a crashed run never leaves its directory locked. The file records who holds
 it (pid, host, start time, command) for the message a second process gets; a clean release
-deletes it. Holding is re-entrant within one process (the CLI and `train_and_evaluate`
-both take it). A filesystem without locks (some network mounts) gets a warning, no lock.
+deletes it. A process takes it once per run (`rundir.claim`); taking it again while held is
+a bug, refused. A filesystem without locks (some network mounts) gets a warning, no lock.
+Imports nothing from tfvae, so a test can load this file alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 import time
 from typing import Iterator
 
-__all__ = ["LOCK_FILE", "RunLockedError", "hold", "check"]
+__all__ = ["LOCK_FILE", "LockHeldError", "hold", "check", "is_held"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +33,13 @@ LOCK_FILE = ".lock"
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _TRIES = 4  # a lock found taken is tried again 3 times, 50 ms apart (`check` takes it briefly)
 
-_held: dict = {}  # lock file path -> [fd or None, depth] of the locks this process holds
+_held: dict = {}  # lock file path -> fd (None without filesystem locks) of the locks held here
 _guard = threading.Lock()
 
 
-class RunLockedError(RuntimeError):
-    """Another process holds the lock of the run directory; `holder` is what it recorded."""
+class LockHeldError(RuntimeError):
+    """Another process holds the lock of the run directory; `holder` is what it recorded
+    (`tfvae.training.rundir.RunLockedError` is what the library raises for it)."""
 
     def __init__(self, message: str, path: str, holder: dict):
         super().__init__(message)
@@ -45,12 +47,21 @@ class RunLockedError(RuntimeError):
         self.holder = holder
 
 
+def __getattr__(name: str):
+    if name == "RunLockedError":
+        raise AttributeError(
+            "tfvae.training.runlock.RunLockedError moved to tfvae.training.rundir.RunLockedError"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @contextlib.contextmanager
 def hold(workdir) -> Iterator[str]:
     """Holds the lock of `workdir` (created if missing) for the block; yields the lock path.
 
     Raises:
-      RunLockedError: another process holds it; the message names that process.
+      LockHeldError: another process holds it; the message names that process.
+      RuntimeError: this process holds it already (a run takes its lock once).
     """
     path = _acquire(os.fspath(workdir))
     try:
@@ -59,10 +70,16 @@ def hold(workdir) -> Iterator[str]:
         _release(path)
 
 
+def is_held(workdir) -> bool:
+    """Whether this process holds the lock of `workdir` (`hold`)."""
+    with _guard:
+        return _path(workdir) in _held
+
+
 def check(workdir) -> None:
-    """Raises `RunLockedError` if another process holds the lock of `workdir`; creates
+    """Raises `LockHeldError` if another process holds the lock of `workdir`; creates
     nothing (for a quick answer before any other check)."""
-    path = os.path.join(os.path.realpath(os.fspath(workdir)), LOCK_FILE)
+    path = _path(workdir)
     with _guard:
         if path in _held:
             return
@@ -74,21 +91,24 @@ def check(workdir) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _read(fd)
-        raise RunLockedError(_message(path, holder), path, holder) from None
+        raise LockHeldError(_message(path, holder), path, holder) from None
     except OSError:
         pass
     finally:
         os.close(fd)
 
 
+def _path(workdir) -> str:
+    return os.path.join(os.path.realpath(os.fspath(workdir)), LOCK_FILE)
+
+
 def _acquire(workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(os.path.realpath(workdir), LOCK_FILE)
+    path = _path(workdir)
     with _guard:
         if path in _held:
-            _held[path][1] += 1
-            return path
-        _held[path] = [_lock(path), 1]
+            raise RuntimeError(f"{path!r} is already held by this process (pid {os.getpid()})")
+        _held[path] = _lock(path)
     return path
 
 
@@ -102,7 +122,7 @@ def _lock(path: str):
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            raise RunLockedError(_message(path, holder), path, holder) from None
+            raise LockHeldError(_message(path, holder), path, holder) from None
         except OSError as e:
             os.close(fd)
             if e.errno not in _NO_LOCKS:
@@ -139,12 +159,7 @@ def _flock(fd: int) -> None:
 
 def _release(path: str) -> None:
     with _guard:
-        entry = _held[path]
-        entry[1] -= 1
-        if entry[1]:
-            return
-        del _held[path]
-    fd = entry[0]
+        fd = _held.pop(path)
     if fd is None:
         return
     try:  # delete it only while it is still ours (a replaced run directory has another)

@@ -17,6 +17,7 @@ Steps are 0-based epochs, as in Keras' own `epoch_*` scalars.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import os
@@ -58,9 +59,9 @@ def _png_image(fig) -> tf.Tensor:
 class EvalSummaries(tfk.callbacks.Callback):
     """Evaluation scalars, pictures and hyperparameters for TensorBoard (see the module).
 
-    `tfvae.training.train.train_and_evaluate` calls `attach` with its test split and configs, so
-    `make_callbacks(workdir)` needs no data; with plain `fit`, pass `x_eval` (and
-    `hparams`, e.g. `hparams_of(model.config, train_config)`) yourself.
+    `tfvae.training.train.train_and_evaluate` fits a copy made by `for_run` with its test
+    split and configs, so `make_callbacks(workdir)` needs no data; with plain `fit`, pass
+    `x_eval` (and `hparams`, e.g. `hparams_of(model.config, train_config)`) yourself.
 
     Args:
       log_dir: TensorBoard's log directory (the one given to Keras' `TensorBoard`).
@@ -96,13 +97,21 @@ class EvalSummaries(tfk.callbacks.Callback):
         self.seed = int(seed)
         self._writer = None
 
-    def attach(self, x_eval, model_config, train_config) -> None:
-        """The evaluation data, cadence and hyperparameters of a `train_and_evaluate` run."""
-        self.x_eval = x_eval
-        self.every_epochs = train_config.eval_every_epochs
-        self.batch_size = train_config.batch_size
-        self.hparams = hparams_of(model_config, train_config)
-        self.seed = model_config.seed
+    def for_run(self, x_eval, model_config, train_config) -> EvalSummaries:
+        """A copy with the evaluation data, cadence and hyperparameters of a
+        `train_and_evaluate` run; this one is left as it was."""
+        run = copy.copy(self)
+        run.x_eval = x_eval
+        run.every_epochs = train_config.eval_every_epochs
+        run.batch_size = train_config.batch_size
+        run.hparams = hparams_of(model_config, train_config)
+        run.seed = model_config.seed
+        return run
+
+    def attach(self, *args, **kwargs):
+        raise AttributeError(
+            "EvalSummaries.attach is gone: use EvalSummaries.for_run, which returns a copy"
+        )
 
     def on_train_begin(self, logs=None):
         if distribute.is_chief(self.model.distribute_strategy):
