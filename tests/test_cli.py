@@ -282,6 +282,35 @@ def test_every_subcommand_has_help_describing_it(capsys):
         assert " ".join(description.split())[:60] in out
 
 
+@pytest.mark.parametrize(
+    "name, home",
+    [
+        ("EXIT_USAGE", "tfvae.cli.parser.EXIT_USAGE"),
+        ("EXIT_FAILED", "tfvae.cli.parser.EXIT_FAILED"),
+        ("draw_samples", "tfvae.plots.draw_samples"),
+        ("draw_reconstructions", "tfvae.plots.draw_reconstructions"),
+        ("draw_latent", "tfvae.plots.draw_latent"),
+    ],
+)
+def test_the_old_cli_modules_names_fail_in_one_line_naming_their_new_home(name, home):
+    import importlib
+
+    import tfvae.cli
+
+    line = f"tfvae.cli.{name} moved to {home}"
+    with pytest.raises(ImportError, match=f"^{line}$"):
+        exec(f"from tfvae.cli import {name}")
+    with pytest.raises(ImportError, match=f"^{line}$"):
+        getattr(tfvae.cli, name)
+    module, _, attribute = home.rpartition(".")
+    assert hasattr(importlib.import_module(module), attribute)  # it does live there
+    with pytest.raises(AttributeError):
+        tfvae.cli._private  # noqa: B018
+    from tfvae.cli import quiet  # a submodule still imports
+
+    assert quiet.__name__ == "tfvae.cli.quiet"
+
+
 @pytest.mark.slow
 def test_train_resume_continues_an_interrupted_run(workdir, tmp_path):
     """A run whose process died after its checkpoints (no model/ yet) continues with --resume."""

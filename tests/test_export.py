@@ -421,9 +421,9 @@ def test_overwrite_replaces_version_and_clears_debris_of_killed_exports(tmp_path
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"version": 0}, ValueError, "version must be a positive integer"),
-        ({"version": "2"}, ValueError, "version must be a positive integer"),
-        ({"iwae_samples": 0}, ValueError, "iwae_samples must be in"),
+        ({"version": 0}, ValueError, "version must be an integer >= 1, got 0"),
+        ({"version": "2"}, ValueError, "version must be an integer >= 1, got '2'"),
+        ({"iwae_samples": 0}, ValueError, "iwae_samples must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_arguments_refused(tmp_path, kwargs, error, match):

@@ -120,6 +120,22 @@ def test_the_lock_is_taken_once_per_run(tmp_path, digits, monkeypatch):
                 pass
 
 
+def test_a_lock_this_process_holds_covers_train_and_evaluate(tmp_path, digits):
+    """A caller's `runlock.hold(RUN)` around `train_and_evaluate(RUN)`: no second lock, no
+    error; and a lock held by another process is a RuntimeError too, as it used to be."""
+    from tfvae.training import runlock
+
+    assert issubclass(rundir.RunLockedError, rundir.RunDirError)
+    assert issubclass(rundir.RunLockedError, RuntimeError)
+    run = tmp_path / "run"
+    with runlock.hold(run):
+        with rundir.hold(run):
+            assert runlock.is_held(run)
+        train_and_evaluate(TINY, FAST.replace(epochs=1), digits, str(run), verbose=0)
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()  # still held
+    assert not runlock.is_held(run) and rundir.is_finished(run)
+
+
 @pytest.mark.slow
 def test_a_second_trainer_on_the_same_out_exits_2_and_the_first_finishes(tmp_path):
     """Two real `tfvae train` processes on one --out: the first is paused after epoch 1
@@ -196,9 +212,13 @@ def test_an_overwrite_is_published_whole_or_rolled_back(tmp_path):
             raise OSError("the disk")
     assert tree_digest(out) == before and os.listdir(tmp_path) == ["run"]
     assert notes == [f"{out} was not replaced: it is as it was"]
-    with rundir.claim(str(out), rundir.OVERWRITE, note=notes.append) as run:
+    synced, staged = [], tmp_path / ".run.tmp-overwrite"  # the workers' barrier: after mkdir
+    with rundir.claim(
+        str(out), rundir.OVERWRITE, note=notes.append, sync=lambda: synced.append(staged.is_dir())
+    ) as run:
         with open(os.path.join(run.stage(), "run.json"), "w") as f:
             f.write("new")
+        assert synced == [True]  # once, after the chief made the staging directory
         held = tree_digest(out)
         assert held.pop(".lock") and held == before  # untouched until published
         run.publish()

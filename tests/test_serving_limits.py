@@ -203,7 +203,12 @@ def test_bigger_model_gets_a_smaller_default_budget():
 @pytest.mark.parametrize(
     "budget, error, match",
     [
-        (IWAE_SAMPLES - 1, ValueError, r"max_request_elements must be in \[iwae_samples"),
+        (
+            IWAE_SAMPLES - 1,
+            ValueError,
+            rf"max_request_elements must be an integer >= {IWAE_SAMPLES}, "
+            rf"got {IWAE_SAMPLES - 1} \(iwae_samples",
+        ),
         (0, ValueError, "max_request_elements must be an integer >= 1"),
         ("100", TypeError, "max_request_elements must be an integer"),
     ],

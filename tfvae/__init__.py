@@ -38,6 +38,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    moved = MOVED.get(f"{__name__}.{name}")
+    if moved and name not in _PUBLIC:  # an ImportError: `from tfvae import atomic` shows it
+        raise ImportError(f"{__name__}.{name} moved to {moved}")
     if name not in _PUBLIC:
         try:  # a subpackage, as `import tfvae; tfvae.serving` finds it
             return importlib.import_module(f"{__name__}.{name}")
@@ -93,14 +96,15 @@ FOLDER_HOMES = {
 }
 
 
-def moved_attribute(package: str, name: str) -> AttributeError:
+def moved_attribute(package: str, name: str) -> Exception:
     """The error for a missing `package.name`: one line naming its new module when the module
-    that had the folder's name before defined it."""
+    that had the folder's name before defined it (an ImportError, which `from package import
+    name` shows as it is; Python turns an AttributeError into "cannot import name")."""
     folder = os.path.dirname(sys.modules[package].__file__)
     if not name.startswith("_") and not os.path.exists(os.path.join(folder, name + ".py")):
         home = FOLDER_HOMES[package]
         if hasattr(importlib.import_module(home), name):
-            return AttributeError(f"{package}.{name} moved to {home}.{name}")
+            return ImportError(f"{package}.{name} moved to {home}.{name}")
     return AttributeError(f"module {package!r} has no attribute {name!r}")
 
 

@@ -1,7 +1,7 @@
 """Hyperparameters: `VAEConfig` (the model), `TrainConfig` (its training) and named presets.
 
 The one home of every hyperparameter's name, default, validation and help text: the
-command line's options are generated from these fields (`tfvae.cli.app`), and a model is
+command line's options are generated from these fields (`tfvae.cli.flags`), and a model is
 rebuilt from its saved `VAEConfig` when its weights are loaded. No TensorFlow here: the
 CLI builds its parser before TensorFlow is imported.
 """

@@ -144,9 +144,7 @@ def _add_export_target(p: argparse.ArgumentParser, name_default, name_help: str)
     p.add_argument("--base-dir", default="saved_models", help="export root (default: saved_models)")
 
 
-def _int_option(
-    p, name: str, low: int, high: int, default: int, help: str, why: str = ""
-) -> None:
+def _int_option(p, name: str, low: int, high: int, default: int, help: str, why: str = "") -> None:
     """An integer option in [low, high]; its help ends with the default (`why`: after it) and
     the limit."""
     shown = f"(default: {default}{why}; at most {high})"

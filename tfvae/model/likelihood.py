@@ -43,9 +43,7 @@ def log_likelihood(
     return np.concatenate(out).astype(np.float64)
 
 
-def iwae_batch(
-    encoder, decoder, prior, latent_dim: int, x, importance_samples, chunk_size, seed
-):
+def iwae_batch(encoder, decoder, prior, latent_dim: int, x, importance_samples, chunk_size, seed):
     """The bound of each row of `x` `[batch, D]` at K = `importance_samples` draws,
     `chunk_size` at a time (a while loop; trace it inside a `tf.function`)."""
     q = encoder(x, training=False)

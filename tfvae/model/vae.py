@@ -475,4 +475,3 @@ def _check_fit_input(x, config, name):
     if hasattr(x, "shape") or isinstance(x, (list, tuple)):
         return check_inputs(x, config, name, require_examples=True, as_numpy=True)
     return x
-
