@@ -76,8 +76,8 @@ def renamed_argument(method: str, name: str, value, given: dict):
     """`value` of `method`'s argument `name`, once called `num_samples`: a one-line TypeError
     for that old keyword (naming `name`) or any other unknown one in `given`. (A missing
     count is None, which the count's own check refuses by name.)"""
-    for key in given:
-        if key == "num_samples":
-            raise TypeError(f"{method}() takes {name}= now, not num_samples=")
-        raise TypeError(f"{method}() got an unexpected keyword argument {key!r}")
+    if "num_samples" in given:
+        raise TypeError(f"{method}() takes {name}= now, not num_samples=")
+    if given:
+        raise TypeError(f"{method}() got an unexpected keyword argument {next(iter(given))!r}")
     return value

@@ -133,8 +133,12 @@ def draw_run_curves(run_dir: str) -> Optional[str]:
     """RUN/pictures/curves.png from RUN/history.csv (None if there is no history yet)."""
     from tfvae.plots import draw_curves
 
-    history = os.path.join(run_dir, rundir.HISTORY_FILE)
-    return draw_curves(history, os.path.join(run_dir, rundir.PICTURES_DIR, rundir.CURVES_FILE))
+    return draw_curves(os.path.join(run_dir, rundir.HISTORY_FILE), _curves_path(run_dir))
+
+
+def _curves_path(run_dir: str) -> str:
+    """RUN/pictures/curves.png."""
+    return os.path.join(run_dir, rundir.PICTURES_DIR, rundir.CURVES_FILE)
 
 
 def draw_run_pictures(run_dir: str, model, data) -> List[str]:
@@ -153,7 +157,7 @@ def draw_run_pictures(run_dir: str, model, data) -> List[str]:
     count = PICTURE_LATENT_EXAMPLES
     labels = None if data.y_test is None else data.y_test[:count]
     paths += draw_latent(model, x[:count], labels, os.path.join(pictures, rundir.LATENT_FILE))
-    curves = os.path.join(pictures, rundir.CURVES_FILE)
+    curves = _curves_path(run_dir)
     return paths + ([curves] if os.path.isfile(curves) else [])
 
 
@@ -164,7 +168,7 @@ def finished_run_metrics(
     `epochs` refused; the curves drawn if a kill came before them. Its metrics.json."""
     rundir.check_finished_epochs(out, recorded, epochs)
     with rundir.claim(out, rundir.RESUME, note=note):
-        if not os.path.isfile(os.path.join(out, rundir.PICTURES_DIR, rundir.CURVES_FILE)):
+        if not os.path.isfile(_curves_path(out)):
             draw_run_curves(out)
     return rundir.finished_metrics(out)
 

@@ -256,23 +256,28 @@ def _real(path) -> str:
     return os.path.realpath(os.fspath(path))
 
 
+@contextlib.contextmanager
+def _run_locked_error() -> Iterator[None]:
+    """The flock's `LockHeldError` raised as this module's `RunLockedError`."""
+    try:
+        yield
+    except runlock.LockHeldError as e:
+        raise RunLockedError(str(e), e.path, e.holder) from None
+
+
 def _lock(workdir) -> contextlib.ExitStack:
     """The lock of `workdir`, held until the returned stack closes."""
     stack = contextlib.ExitStack()
-    try:
+    with _run_locked_error():
         stack.enter_context(runlock.hold(workdir))
-    except runlock.LockHeldError as e:
-        raise RunLockedError(str(e), e.path, e.holder) from None
     return stack
 
 
 def check_lock(workdir) -> None:
     """Raises `RunLockedError` if another process holds the lock of `workdir`; creates
     nothing (the quick answer, before any other check)."""
-    try:
+    with _run_locked_error():
         runlock.check(workdir)
-    except runlock.LockHeldError as e:
-        raise RunLockedError(str(e), e.path, e.holder) from None
 
 
 @contextlib.contextmanager
