@@ -342,8 +342,8 @@ def test_dynamic_binarization_trains_on_grey_levels_with_a_bernoulli_decoder(
     loaded = {}
     load_dataset = data.load_dataset
 
-    def recording(name, path=None, binarization="static", seed=0):
-        loaded["data"] = load_dataset(name, path, binarization=binarization, seed=seed)
+    def recording(name, path=None, binarization="static", seed=0, **options):
+        loaded["data"] = load_dataset(name, path, binarization=binarization, seed=seed, **options)
         return loaded["data"]
 
     monkeypatch.setattr(data, "load_dataset", recording)

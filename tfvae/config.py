@@ -358,7 +358,12 @@ class TrainConfig(Config):
         "training is the same whatever its value",
         check=integer(0, MAX_EPOCHS),
     )
-    jit_compile: bool = field(True, "compile the training step with XLA", flag)
+    jit_compile: Optional[bool] = field(
+        None,
+        "compile the training step with XLA (None: VAE.compile's rule, XLA where every layer "
+        "runs well under it: tfvae.engine.jit_choice)",
+        optional(flag),
+    )
     steps_per_execution: int = field(
         STEPS_PER_EXECUTION,
         "train steps run per call into the compiled graph: amortises Keras' per-call Python "

@@ -304,36 +304,62 @@ def save_figure(fig, path: str | os.PathLike) -> str:
 
 
 # ------------------------------------------------------------------ a model's PNGs
-def image_shape_of(model, data_shape: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
-    """The image shape to draw a model's examples in: its config's, else the data's, else
-    one row of `input_dim` pixels."""
-    shape = model.config.image_shape or data_shape
-    return tuple(shape or (1, model.config.input_dim, 1))
+def image_shape_of(
+    model, data_shape: Optional[Sequence[int]] = None, image_shape: Optional[Sequence[int]] = None
+) -> Tuple[int, ...]:
+    """The image shape to draw a model's examples in: `image_shape` if given, else its
+    config's, else the data's, else square images of `input_dim` pixels where D allows
+    (`tfvae.data.datasets.square_image_shape`), else one row of them.
+
+    A recorded shape of one row, `(1, D, 1)`, counts as none: it is what tfvae recorded for
+    a flat array file before it inferred square images, and it draws blank-looking strips.
+    """
+    from tfvae.data.datasets import square_image_shape
+
+    d = model.config.input_dim
+    if image_shape is not None:
+        _as_images(np.zeros((1, d), np.float32), image_shape)  # checked: H * W * C = D
+        return tuple(image_shape)
+    for shape in (model.config.image_shape, data_shape):
+        if shape is not None and tuple(shape) != (1, d, 1):
+            return tuple(shape)
+    return square_image_shape(d) or (1, d, 1)
 
 
 def draw_samples(
-    model, path, num: int = PICTURE_SAMPLES, draws: int = PICTURE_DRAWS, seed: int = 0
+    model,
+    path,
+    num: int = PICTURE_SAMPLES,
+    draws: int = PICTURE_DRAWS,
+    seed: int = 0,
+    image_shape=None,
 ) -> str:
     """PNG of `num` prior latents: each row the decoder mean, then `draws` x ~ p(x|z)."""
-    figure = model_mean_and_draws(model, num, draws, seed, image_shape_of(model))
-    return save_figure(figure, path)
+    shape = image_shape_of(model, image_shape=image_shape)
+    return save_figure(model_mean_and_draws(model, num, draws, seed, shape), path)
 
 
-def draw_reconstructions(model, x: np.ndarray, path, image_shape=None) -> str:
-    """PNG of inputs `x` above the decoder means for z = E[q(z|x)]."""
-    figure = model_reconstructions(model, x, image_shape or image_shape_of(model))
-    return save_figure(figure, path)
+def draw_reconstructions(model, x: np.ndarray, path, image_shape=None, data_shape=None) -> str:
+    """PNG of inputs `x` above the decoder means for z = E[q(z|x)] (shapes: `image_shape_of`)."""
+    shape = image_shape_of(model, data_shape, image_shape)
+    return save_figure(model_reconstructions(model, x, shape), path)
 
 
 def draw_latent(
-    model, x: np.ndarray, labels, path, grid: int = PICTURE_GRID, image_shape=None
+    model,
+    x: np.ndarray,
+    labels,
+    path,
+    grid: int = PICTURE_GRID,
+    image_shape=None,
+    data_shape=None,
 ) -> list:
     """PNG of latent means by label; for J = 2 also MANIFOLD_FILE beside it. Returns paths."""
     z_mean = model.encode(x).mean().numpy()
     paths = [save_figure(latent_scatter(z_mean, labels), path)]
     if model.config.latent_dim == 2:
         decoded = model.decode(manifold_latents(grid)).mean().numpy()
-        figure = manifold(decoded, image_shape or image_shape_of(model), grid)
+        figure = manifold(decoded, image_shape_of(model, data_shape, image_shape), grid)
         paths.append(save_figure(figure, os.path.join(os.path.dirname(path), MANIFOLD_FILE)))
     return paths
 

@@ -28,6 +28,7 @@ __all__ = [
     "number",
     "text",
     "exactly",
+    "one_of",
     "nullable",
     "list_of",
     "mapping",
@@ -103,6 +104,13 @@ def text(pattern: Optional[str] = None, expected: str = "a string") -> Spec:
 
 def exactly(value: Any) -> Spec:
     return _simple(repr(value), lambda v: v == value and type(v) is type(value))
+
+
+def one_of(values) -> Spec:
+    """One of `values` (each compared as `exactly` does)."""
+    values = tuple(values)
+    expected = " or ".join(map(repr, values))
+    return _simple(expected, lambda v: any(v == w and type(v) is type(w) for w in values))
 
 
 def nullable(spec: Spec) -> Spec:
@@ -249,11 +257,13 @@ SHA256 = text(r"[0-9a-f]{64}", "a sha256 (64 hex digits)")
 FILE_NAME = text(r"[^/\\]+", "a plain file name")
 
 
-def model_manifest(format: str, files) -> Spec:
-    """A saved model's manifest.json: its format and the sha256 of each of `files`."""
+def model_manifest(format: str, files, fields: Optional[Mapping[str, Spec]] = None) -> Spec:
+    """A saved model's manifest.json: its format, the sha256 of each of `files`, and the
+    other `fields` its format has."""
     return obj(
         {
             "format": exactly(format),
+            **(fields or {}),
             "sha256": all_of(obj({name: SHA256 for name in files}), mapping(SHA256, FILE_NAME)),
         }
     )

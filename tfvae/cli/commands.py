@@ -110,8 +110,17 @@ def _train_run(args, out: str, mode: str = rundir.NEW, recorded=None, pictures=F
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     return jobs.train_run(
         out, dataset, data_dir, model_fields, train_config, mode, args.strategy, verbose,
-        pictures, note,
+        pictures, note, _image_shape(args, recorded),
     )  # fmt: skip
+
+
+def _image_shape(args, recorded=None):
+    """--image-shape; on --resume without it, the shape the run recorded (the data's rule
+    may have changed since: a flat array file was once one row of pixels)."""
+    if args.image_shape is not None or recorded is None:
+        return args.image_shape
+    shape = recorded.get("model_config", {}).get("image_shape")
+    return None if shape is None else tuple(shape)
 
 
 def _free_run_name(runs_dir: str, base_dir: str, name: str) -> str:
@@ -195,7 +204,7 @@ def sample(args) -> int:
 
     path = _picture_path(args, rundir.SAMPLES_FILE)
     model, _ = _open_run(args.run_dir)
-    _wrote(draw_samples(model, path, args.num, args.draws, args.seed))
+    _wrote(draw_samples(model, path, args.num, args.draws, args.seed, args.image_shape))
     return 0
 
 
@@ -210,7 +219,8 @@ def reconstruct(args) -> int:
     path = _picture_path(args, rundir.RECONSTRUCTIONS_FILE)
     model, info = _open_run(args.run_dir)
     data = _run_data(args, info, model)
-    _wrote(draw_reconstructions(model, data.x_test[: args.num], path, data.image_shape))
+    x = data.x_test[: args.num]
+    _wrote(draw_reconstructions(model, x, path, args.image_shape, data.image_shape))
     return 0
 
 
@@ -229,7 +239,8 @@ def latent(args) -> int:
     data = _run_data(args, info, model)
     labels = None if data.y_test is None else data.y_test[: args.num]
     x = data.x_test[: args.num]
-    for drawn in draw_latent(model, x, labels, path, args.grid, data.image_shape):
+    shapes = (args.image_shape, data.image_shape)
+    for drawn in draw_latent(model, x, labels, path, args.grid, *shapes):
         _wrote(drawn)
     return 0
 

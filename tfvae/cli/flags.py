@@ -101,7 +101,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
             help = "; ".join(f"{c.__name__}.{name}: {f.metadata['help']}" for c, f in owners)
         help = help.replace("%", "%%") + _default_text(cls, field)
         kwargs = {"default": argparse.SUPPRESS, "help": help}
-        if field.type == "bool":
+        if field.type in ("bool", "Optional[bool]"):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif field.metadata["choices"]:
             kwargs["choices"] = field.metadata["choices"]

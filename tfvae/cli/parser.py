@@ -86,6 +86,28 @@ def _int_in(minimum: int, maximum: int):
     return parse
 
 
+def _image_shape(text: str) -> tuple:
+    """argparse `type`: `H,W,C` (or `H,W`: one channel) as a tuple of three integers >= 1."""
+    values = []
+    for part in text.split(","):
+        try:
+            values.append(int(part))
+        except ValueError:
+            values.append(part)
+    if len(values) not in (2, 3) or any(integer_problem(v, 1) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected H,W,C (or H,W for one channel) of integers >= 1, e.g. 28,28,1, got {text!r}"
+        )
+    return tuple(values) + ((1,) if len(values) == 2 else ())
+
+
+IMAGE_SHAPE_HELP = (
+    "H,W,C: draw each example's D values as H x W images with C channels, channels last "
+    "(H * W * C = D; default: the data's own shape; a flat [N, D] array is square s x s x 1 "
+    "when D = s^2, s x s x 3 when D = 3 s^2 and s >= 8, else one row of D pixels)"
+)
+
+
 def _dataset(text: str) -> str:
     problem = dataset_name_problem(text)
     if problem:
@@ -106,6 +128,7 @@ def _add_train_options(p: argparse.ArgumentParser, dataset: str) -> None:
         "downloadable, else default), a .npy/.npz file of values in [0, 1], or Keras' "
         f"mnist.npz (default: {dataset})",
     )
+    g.add_argument("--image-shape", type=_image_shape, default=None, help=IMAGE_SHAPE_HELP)
     g.add_argument(
         "--data-dir",
         default=None,
@@ -183,6 +206,12 @@ def make_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
                 "--out", default=None, help=f"PNG path (default: RUN/{PICTURES_DIR}/{file_name})"
             )
             _int_option(p, "--num", 1, limit, num, f"{counts} ")
+            p.add_argument(
+                "--image-shape",
+                type=_image_shape,
+                default=None,
+                help=IMAGE_SHAPE_HELP.replace("the data's own shape", "the run's"),
+            )
         return p
 
     _add_training_commands(add)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from tfvae.config import DATASETS
 
@@ -80,14 +80,18 @@ def load_data(
     seed: int,
     binarization: str = "static",
     note: Callable[[str], None] = logger.warning,
+    image_shape: Optional[Sequence[int]] = None,
 ):
     """The `tfvae.data.datasets.Data` a dataset name or array file means (`choose_dataset`),
-    an array file's values checked to lie in [0, 1]."""
+    an array file's values checked to lie in [0, 1]; `image_shape`, if given, replaces the
+    data's own (a flat array file's is square images where D allows, else one row)."""
     from tfvae.data.datasets import load_dataset
 
     check_dataset_file(dataset)
     name = choose_dataset(dataset, data_dir, note)
-    data = load_dataset(name, data_dir, binarization=binarization, seed=seed)
+    data = load_dataset(
+        name, data_dir, binarization=binarization, seed=seed, image_shape=image_shape
+    )
     if dataset.endswith(ARRAY_SUFFIXES):
         check_unit_range(dataset, data)
     return data

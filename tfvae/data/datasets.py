@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
 import struct
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +37,8 @@ __all__ = [
     "load_frey_face",
     "load_array",
     "load_dataset",
+    "square_image_shape",
+    "with_image_shape",
     "binarize",
     "make_dataset",
     "DATASETS",
@@ -311,14 +314,51 @@ def load_frey_face(path: Optional[str] = None, test_fraction: float = 0.1, seed:
     return Data(x[n_test:], x[:n_test], (28, 20, 1), binary=False, name="frey")
 
 
+MIN_RGB_SIDE = 8  # D = 3 s^2 reads as s x s RGB from 8 x 8 up (D = 12 is not a picture)
+
+
+def square_image_shape(input_dim: int) -> Optional[Tuple[int, int, int]]:
+    """The image a flat example of `input_dim` values most likely is: `(s, s, 1)` when
+    D = s^2, `(s, s, 3)` (channels last) when D = 3 s^2 and s >= `MIN_RGB_SIDE`, else None.
+
+    A flat `[N, 784]` array is MNIST-shaped; drawn as one row of 784 pixels it looks blank.
+    (3 s^2 is never a square, so the two cases cannot both hold.)
+    """
+    d = int(input_dim)
+    side = math.isqrt(d)
+    if side >= 2 and side * side == d:
+        return (side, side, 1)
+    side = math.isqrt(d // 3)
+    if d % 3 == 0 and side >= MIN_RGB_SIDE and 3 * side * side == d:
+        return (side, side, 3)
+    return None
+
+
+def with_image_shape(data: Data, image_shape: Sequence[int]) -> Data:
+    """`data` drawn as `image_shape` (`(H, W, C)`, or `(H, W)` for one channel), checked to
+    hold its D values per example."""
+    shape = tuple(int(s) for s in image_shape) + ((1,) if len(image_shape) == 2 else ())
+    if len(shape) != 3 or min(shape) < 1 or math.prod(shape) != data.input_dim:
+        raise ValueError(
+            f"image shape {tuple(image_shape)} does not fit {data.name or 'the data'}: it has "
+            f"{data.input_dim} values per example, so give H, W, C with H * W * C = "
+            f"{data.input_dim}"
+        )
+    return dataclasses.replace(data, image_shape=shape)
+
+
 def load_array(
     path: str,
     test_fraction: float = 0.1,
     seed: int = 0,
-    image_shape: Optional[Tuple[int, int, int]] = None,
+    image_shape: Optional[Sequence[int]] = None,
 ) -> Data:
     """A `.npy` array `[N, D]`, `[N, H, W]` or `[N, H, W, C]`, or an `.npz` with `train` (and
-    `test`) arrays, values in [0, 1]. Headers are checked before loading (`data.arrayfile`)."""
+    `test`) arrays, values in [0, 1]. Headers are checked before loading (`data.arrayfile`).
+
+    The image shape is `image_shape` if given, else the array's own, else for `[N, D]` square
+    images (`square_image_shape`), else one row of D pixels.
+    """
     _require_file(path)
     try:
         if arrayfile.file_kind(path) == "npz":
@@ -335,13 +375,10 @@ def load_array(
                 f"[num_examples, H, W] or [num_examples, H, W, C], got shape {x.shape} "
                 f"(rank {x.ndim})"
             )
-    shape = image_shape or (
-        tuple(x_train.shape[1:]) + (1,)
-        if x_train.ndim == 3
-        else tuple(x_train.shape[1:])
-        if x_train.ndim == 4
-        else (1, int(x_train.shape[1]), 1)
-    )
+    shape = (tuple(x_train.shape[1:]) + (1,))[:3]  # [N, H, W] or [N, H, W, C]
+    if x_train.ndim == 2:
+        d = int(x_train.shape[1])
+        shape = square_image_shape(d) or (1, d, 1)
     from tfvae.data.validation import check_array
 
     def flat(a, split):
@@ -356,24 +393,34 @@ def load_array(
     else:
         x_test = flat(x_test, "test")
     binary = bool(np.isin(x_train, (0.0, 1.0)).all())
-    return Data(x_train, x_test, shape, binary=binary, name=os.path.basename(path))
+    data = Data(x_train, x_test, shape, binary=binary, name=os.path.basename(path))
+    return data if image_shape is None else with_image_shape(data, image_shape)
 
 
 def load_dataset(
-    name: str, path: Optional[str] = None, binarization: str = "static", seed: int = 0
+    name: str,
+    path: Optional[str] = None,
+    binarization: str = "static",
+    seed: int = 0,
+    image_shape: Optional[Sequence[int]] = None,
 ) -> Data:
     """A dataset by name: `default`, `mnist`, `binarized_mnist`, `frey`, or a .npy/.npz path
-    (an .npz in Keras' MNIST layout loads as `mnist`)."""
+    (an .npz in Keras' MNIST layout loads as `mnist`); `image_shape`, if given, replaces the
+    data's own (`with_image_shape`)."""
     if name == "default":
-        return load_default(binarization=binarization, seed=seed)
-    if name == "mnist":
-        return load_mnist(path, binarization=binarization, seed=seed)
-    if name == "binarized_mnist":
-        return load_binarized_mnist(path)
-    if name == "frey":
-        return load_frey_face(path, seed=seed)
-    if name.endswith(".npz") and is_keras_mnist(name):
-        return load_mnist(name, binarization=binarization, seed=seed)
-    if name.endswith((".npy", ".npz")):
-        return load_array(name, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}: expected one of {DATASETS} or a .npy/.npz path")
+        data = load_default(binarization=binarization, seed=seed)
+    elif name == "mnist":
+        data = load_mnist(path, binarization=binarization, seed=seed)
+    elif name == "binarized_mnist":
+        data = load_binarized_mnist(path)
+    elif name == "frey":
+        data = load_frey_face(path, seed=seed)
+    elif name.endswith(".npz") and is_keras_mnist(name):
+        data = load_mnist(name, binarization=binarization, seed=seed)
+    elif name.endswith((".npy", ".npz")):
+        data = load_array(name, seed=seed)
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}: expected one of {DATASETS} or a .npy/.npz path"
+        )
+    return data if image_shape is None else with_image_shape(data, image_shape)

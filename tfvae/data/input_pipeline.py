@@ -40,7 +40,8 @@ def make_dataset(
     drop_remainder: bool = False,
     repeat: bool = False,
 ) -> tf.data.Dataset:
-    """A `tf.data` pipeline of `[batch, D]` float32 batches: in memory, shuffled, prefetched.
+    """A `tf.data` pipeline of `[batch, D]` float32 batches (`[batch, H, W, C]` from images):
+    in memory, shuffled, prefetched.
 
     Each pass over the dataset is a new permutation, reproducible from `seed`; every epoch ends
     with its own partial batch unless `drop_remainder` (also with `repeat`). With
@@ -48,7 +49,7 @@ def make_dataset(
     multi-worker strategy `batch_size` is the global batch, sharded by example.
 
     Raises:
-      ValueError: `x` is not a non-empty finite `[num_examples, D]` array, or
+      ValueError: `x` is not a non-empty finite `[num_examples, ...]` array, or
         `drop_remainder` leaves no batch.
       TypeError: `batch_size` is not an integer.
     """
@@ -61,9 +62,10 @@ def make_dataset(
         except ValueError as e:  # ragged nested lists
             raise ValueError(f"x must be a non-empty [num_examples, D] array: {e}") from e
     shape = tuple(x.shape)
-    if len(shape) != 2 or shape[0] == 0:
+    if len(shape) < 2 or shape[0] == 0:
         raise ValueError(f"x must be a non-empty [num_examples, D] array, got shape {shape}")
-    data = check_array(x, int(shape[1]), "x", require_examples=True)
+    size = math.prod(int(d) for d in shape[1:])
+    data = check_array(x, size, "x", require_examples=True, example_shapes=[shape[1:]])
     n = shape[0]
     num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
     if num_batches == 0:

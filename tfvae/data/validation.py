@@ -23,6 +23,7 @@ __all__ = [
     "check_inputs",
     "check_latents",
     "check_dataset",
+    "check_fit_data",
     "check_array",
     "check_positive_int",
     "check_seed",
@@ -74,6 +75,27 @@ def _is_symbolic(x) -> bool:
     return type(x).__name__ == "KerasTensor"
 
 
+def _fits(shape, example_shapes) -> bool:
+    """Whether an array's `shape` `[batch, ...]` is a batch of one of `example_shapes`."""
+    return any(
+        len(shape) == len(e) + 1
+        and all(a is None or b is None or a == b for a, b in zip(shape[1:], e))
+        for e in example_shapes
+    )
+
+
+def _shape_names(dim: int, example_shapes) -> str:
+    """`[batch, 784]`, or `[batch, 784] or [batch, 28, 28, 1]` with image `example_shapes`."""
+    names = [f"[batch, {', '.join(str(d) for d in e)}]" for e in example_shapes]
+    return " or ".join(dict.fromkeys([f"[batch, {dim}]", *names]))
+
+
+def _bad_shape(name, dim, what, got, example_shapes, hint="") -> str:
+    if len(example_shapes) == 1:
+        return shape_message(name, dim, what, got, hint)
+    return f"{name} must have shape {_shape_names(dim, example_shapes)} ({what}), got {got}{hint}"
+
+
 def check_array(
     x,
     dim: int,
@@ -83,19 +105,21 @@ def check_array(
     require_examples: bool = False,
     what: str = "features",
     as_numpy: bool = False,
+    example_shapes=None,
 ) -> np.ndarray | tf.Tensor:
     """Checks a concrete `[batch, dim]` array: rank, size, numeric dtype, finite, range.
 
+    `example_shapes`: the shapes one example may have, e.g. `((784,), (28, 28, 1))` for a
+    model taking images too; `((dim,),)` by default.
     Returns it as a float32 `tf.Tensor` (symbolic tensors are checked on static shape only),
     or with `as_numpy` as a float32 numpy array (no copy if it is one already: callers that
     hand numpy on, like `fit`, skip a tensor's copy of the whole data).
     """
+    shapes = list(dict.fromkeys([(dim,), *(tuple(e) for e in (example_shapes or ()))]))
     if _is_symbolic(x):
         # Inside a traced function: only the static shape can be checked.
-        if x.shape.rank is not None and (
-            x.shape.rank != 2 or (x.shape[-1] is not None and x.shape[-1] != dim)
-        ):
-            raise ValueError(shape_message(name, dim, what, _describe(x)))
+        if x.shape.rank is not None and not _fits(tuple(x.shape), shapes):
+            raise ValueError(_bad_shape(name, dim, what, _describe(x), shapes))
         return tf.cast(x, tf.float32) if x.dtype != tf.float32 else x
     if isinstance(x, tf.Tensor) or isinstance(x, tf.Variable):
         arr = x.numpy()
@@ -108,13 +132,13 @@ def check_array(
         raise TypeError(f"{name} must be numeric (float32 expected), got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real-valued (float32 expected), got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != dim:
+    if not _fits(arr.shape, shapes):
         hint = ""
         if arr.ndim > 2 and int(np.prod(arr.shape[1:])) == dim:
             hint = flatten_hint(dim)
         elif arr.ndim == 1 and arr.shape[0] == dim:
             hint = one_example_hint(dim)
-        raise ValueError(shape_message(name, dim, what, _describe(arr), hint))
+        raise ValueError(_bad_shape(name, dim, what, _describe(arr), shapes, hint))
     if require_examples and arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: got 0 examples of shape [batch, {dim}]")
     # Two passes (min and max: a NaN or an infinity shows in one of them), not a mask.
@@ -131,18 +155,29 @@ def check_array(
 
 
 def check_inputs(
-    x, config, name: str = "x", require_examples: bool = False, as_numpy: bool = False
+    x,
+    config,
+    name: str = "x",
+    require_examples: bool = False,
+    as_numpy: bool = False,
+    *,
+    unit_interval: Optional[bool] = None,
+    example_shapes=None,
 ):
-    """x for a model with this config: `[batch, input_dim]`, finite, in [0, 1] if Bernoulli
-    (returned as `check_array` returns it)."""
+    """x for a model with this config: `[batch, input_dim]` (or `[batch, *shape]` for a shape
+    of `example_shapes`), finite, in [0, 1] if `unit_interval` (by default: if
+    `config.decoder` is bernoulli); returned as `check_array` returns it."""
+    if unit_interval is None:
+        unit_interval = config.decoder == "bernoulli"
     return check_array(
         x,
         config.input_dim,
         name,
-        unit_interval=config.decoder == "bernoulli",
+        unit_interval=unit_interval,
         require_examples=require_examples,
         what="data",
         as_numpy=as_numpy,
+        example_shapes=example_shapes,
     )
 
 
@@ -151,21 +186,33 @@ def check_latents(z, config, name: str = "z"):
     return check_array(z, config.latent_dim, name, what="latent codes")
 
 
-def check_dataset(ds: tf.data.Dataset, config, name: str = "x") -> tf.data.Dataset:
-    """A batched `tf.data.Dataset` of x (or (x, ...)) with feature size `input_dim`."""
+def check_dataset(ds: tf.data.Dataset, config, name: str = "x", example_shapes=None):
+    """A batched `tf.data.Dataset` of x (or (x, ...)) with feature size `input_dim` (or
+    batches of a shape of `example_shapes`), of float or bool values (cast to float32).
+
+    Integer elements are refused: uint8 pixels 0..255 would train on the wrong scale
+    without a word (an integer numpy array is checked value by value instead).
+    """
     spec = ds.element_spec
     if isinstance(spec, (tuple, list)):
         spec = spec[0]
     if isinstance(spec, dict):
         raise ValueError(f"{name}: datasets of dicts are not supported; yield x or (x, y)")
     shape = spec.shape
-    if shape.rank != 2 or (shape[-1] is not None and shape[-1] != config.input_dim):
+    shapes = list(dict.fromkeys([(config.input_dim,), *map(tuple, example_shapes or ())]))
+    if shape.rank is None or not _fits(tuple(shape), shapes):
         raise ValueError(
             f"{name}: dataset elements must be batches of shape "
-            f"[batch, {config.input_dim}], got {shape}; call .batch(batch_size)"
-            f" and flatten images"
+            f"{_shape_names(config.input_dim, shapes)}, got {shape}; call "
+            ".batch(batch_size) and flatten images"
         )
-    if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype == tf.bool):
+    if spec.dtype.is_integer:
+        raise TypeError(
+            f"{name}: the dataset's elements are {spec.dtype.name} (integers, e.g. pixels "
+            "0..255), but the model needs float values on the data's scale: map them first, "
+            "e.g. ds.map(lambda x: tf.cast(x, tf.float32) / 255.0)"
+        )
+    if not (spec.dtype.is_floating or spec.dtype == tf.bool):
         raise TypeError(f"{name}: dataset dtype must be numeric (float32), got {spec.dtype.name}")
     if spec.dtype != tf.float32:
         ds = ds.map(
@@ -178,6 +225,25 @@ def check_dataset(ds: tf.data.Dataset, config, name: str = "x") -> tf.data.Datas
     if ds.cardinality() == 0:
         raise ValueError(f"{name}: the dataset is empty")
     return ds
+
+
+def check_fit_data(x, config, name: str, *, unit_interval=None, example_shapes=None):
+    """Data for `fit`/`evaluate`/`predict`: an array (checked whole, returned as float32
+    numpy), a `tf.data.Dataset` (`check_dataset`), or a tuple whose first item is x."""
+    checks_of = dict(unit_interval=unit_interval, example_shapes=example_shapes)
+    if isinstance(x, tf.data.Dataset):
+        return check_dataset(x, config, name, example_shapes)
+    if isinstance(x, (tuple, list)) and len(x) > 0 and not isinstance(x[0], (int, float)):
+        first = check_fit_data(x[0], config, name, **checks_of)
+        return type(x)([first, *x[1:]])
+    if x is None:
+        raise ValueError(
+            f"{name} is required: an array of shape [num_examples, "
+            f"{config.input_dim}] or a tf.data.Dataset"
+        )
+    if hasattr(x, "shape") or isinstance(x, (list, tuple)):
+        return check_inputs(x, config, name, True, True, **checks_of)
+    return x
 
 
 def check_positive_int(value, name: str, minimum: int = 1, maximum: Optional[int] = None) -> int:

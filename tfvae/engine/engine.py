@@ -17,7 +17,7 @@ import tf_keras as tfk
 
 from tfvae.base.checks import check_integer
 from tfvae.config import FUSED_STEPS, MAX_FUSED_STEPS, STEPS_PER_EXECUTION
-from tfvae.engine import executions, keras3, keras_internals
+from tfvae.engine import executions, jit_choice, keras3, keras_internals
 from tfvae.engine.callbacks import StopOnNonFiniteLoss
 from tfvae.engine.fused_steps import can_fuse, fused_train_function, is_fused, plain_batches
 
@@ -36,6 +36,11 @@ class Engine(tfk.Model):
 
     # What `compile(loss=...)` is refused with: the model computes its own loss.
     _own_loss = "this model computes its own loss"
+    # What `compile(metrics=...)` is refused with: Keras would compare outputs with targets.
+    _own_metrics = (
+        "not taken: the VAE logs its own metrics (loss, elbo, reconstruction, kl); compute "
+        "others from its outputs, e.g. from model.predict(x) or model.elbo(x)"
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -67,7 +72,9 @@ class Engine(tfk.Model):
     ):
         """Keras compile; the loss is the model's own, so only the optimizer is needed.
 
-        Defaults: Adam(1e-3), `jit_compile=True` (XLA, which fuses the whole step) and
+        Defaults: Adam(1e-3), `jit_compile=True` (XLA, which fuses the whole step) where
+        every layer runs well under XLA and replicas do not share a CPU (else False, said in
+        one log line: `tfvae.engine.jit_choice`; `jit_compile=` given is honoured) and
         `STEPS_PER_EXECUTION` (128) steps per call into the compiled graph, run 32 per XLA
         program (`fused_steps`): the fast path for `fit` on arrays and on `tf.data`
         datasets, with no other arguments. Batch callbacks (`on_train_batch_begin/end`,
@@ -94,8 +101,11 @@ class Engine(tfk.Model):
         kwargs.pop("loss", None)
         for key in ("metrics", "weighted_metrics"):
             keras3.check(kwargs.get(key), f"compile({key}=...)")
+            if kwargs.pop(key, None):
+                raise ValueError(f"compile({key}=...): {self._own_metrics}")
         optimizer = keras3.as_tf_keras_optimizer(optimizer)
-        kwargs.setdefault("jit_compile", True)
+        if kwargs.get("jit_compile") is None:
+            kwargs["jit_compile"] = jit_choice.default_jit_compile(self)
         self._fused_steps = check_integer(fused_steps, "fused_steps", maximum=MAX_FUSED_STEPS)
         self._default_steps_per_execution = steps_per_execution is None
         if steps_per_execution is None:

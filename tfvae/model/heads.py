@@ -10,6 +10,7 @@ how many parameters it needs and the static `new(params, ...)` builds the distri
 The `*_head` builders add the Dense (or Conv) projections that produce those parameters;
 their `layer_init`, if given, is called once per projection, in build order, for its
 `kernel_initializer`/`bias_initializer` arguments (`tfvae.model.networks` seeds them).
+Under a mixed-precision policy a head's layers compute in float32 (`head_dtype`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "gaussian_head",
     "isotropic_gaussian_head",
     "fixed_variance_gaussian_head",
+    "head_dtype",
     "make_head",
     "soft_clip",
 ]
@@ -255,22 +257,36 @@ def _init(layer_init: LayerInit) -> dict:
     return {} if layer_init is None else layer_init()
 
 
+def head_dtype():
+    """The dtype of a head's layers: float32 under a mixed-precision policy, else None.
+
+    Keras' mixed-precision guide keeps a model's last layers in float32: here the projections
+    and distribution layers, so distribution parameters, log-probs and bounds are float32
+    while the hidden layers compute in the policy's dtype. None keeps the global policy.
+    """
+    policy = tfk.mixed_precision.global_policy()
+    return policy.variable_dtype if policy.compute_dtype != policy.variable_dtype else None
+
+
 def _project(features, event_size: int, name: str, image_shape=None, layer_init: LayerInit = None):
     """Linear map from features to `[batch, event_size]` parameters.
 
     Dense for flat features; for a conv feature map (rank 4) a 3x3 conv with one output
     channel per image channel, flattened, so each pixel's parameter stays local.
     """
+    dtype = head_dtype()
     if features.shape.rank == 4:
         channels = image_shape[-1] if image_shape else 1
-        out = tfkl.Conv2D(channels, 3, padding="same", name=name, **_init(layer_init))(features)
-        return tfkl.Flatten(name=f"{name}_flat")(out)
-    return tfkl.Dense(event_size, name=name, **_init(layer_init))(features)
+        out = tfkl.Conv2D(channels, 3, padding="same", name=name, dtype=dtype, **_init(layer_init))(
+            features
+        )
+        return tfkl.Flatten(name=f"{name}_flat", dtype=dtype)(out)
+    return tfkl.Dense(event_size, name=name, dtype=dtype, **_init(layer_init))(features)
 
 
 def _flat(features, name):
     if features.shape.rank == 4:
-        return tfkl.GlobalAveragePooling2D(name=f"{name}_pool")(features)
+        return tfkl.GlobalAveragePooling2D(name=f"{name}_pool", dtype=head_dtype())(features)
     return features
 
 
@@ -279,7 +295,7 @@ def bernoulli_head(
 ):
     """Dense logits into `BernoulliLogits` (App. C.1): p(x|z) for x in [0,1]^D."""
     logits = _project(features, event_size, f"{name}_logits", image_shape, layer_init)
-    return BernoulliLogits(event_size, name=name)(logits)
+    return BernoulliLogits(event_size, name=name, dtype=head_dtype())(logits)
 
 
 def gaussian_head(
@@ -296,14 +312,17 @@ def gaussian_head(
 
     `shared_variance`: one log-variance unit for all D means, N(mu, sigma^2 I).
     """
+    dtype = head_dtype()
     mean = _project(features, event_size, f"{name}_mean", image_shape, layer_init)
     if shared_variance:
-        log_var = tfkl.Dense(1, name=f"{name}_log_var", **_init(layer_init))(_flat(features, name))
+        log_var = tfkl.Dense(1, name=f"{name}_log_var", dtype=dtype, **_init(layer_init))(
+            _flat(features, name)
+        )
     else:
         log_var = _project(features, event_size, f"{name}_log_var", image_shape, layer_init)
-    params = tfkl.Concatenate(name=f"{name}_params")([mean, log_var])
+    params = tfkl.Concatenate(name=f"{name}_params", dtype=dtype)([mean, log_var])
     distribution = IsotropicGaussian if shared_variance else DiagonalGaussian
-    return distribution(event_size, min_log_var, max_log_var, name=name)(params)
+    return distribution(event_size, min_log_var, max_log_var, name=name, dtype=dtype)(params)
 
 
 def isotropic_gaussian_head(features, event_size: int, name: str = "x", **kwargs):
@@ -324,7 +343,7 @@ def fixed_variance_gaussian_head(
 ):
     """D mean units and a fixed variance: N(mu, variance * I)."""
     mean = _project(features, event_size, f"{name}_mean", image_shape, layer_init)
-    return FixedVarianceGaussian(event_size, variance, name=name)(mean)
+    return FixedVarianceGaussian(event_size, variance, name=name, dtype=head_dtype())(mean)
 
 
 def make_head(features, config, name: str = "x", layer_init: LayerInit = None):

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfvae.model import objectives
+from tfvae.model import distributions, multi_sample, objectives
 
 __all__ = ["iwae_batch", "log_likelihood"]
 
@@ -43,17 +43,16 @@ def log_likelihood(
     return np.concatenate(out).astype(np.float64)
 
 
-def iwae_batch(encoder, decoder, prior, latent_dim: int, x, importance_samples, chunk_size, seed):
-    """The bound of each row of `x` `[batch, D]` at K = `importance_samples` draws,
+def iwae_batch(encoder, decoder, prior, x, importance_samples, chunk_size, seed):
+    """The bound of each row of `x` `[batch, ...]` at K = `importance_samples` draws,
     `chunk_size` at a time (a while loop; trace it inside a `tf.function`)."""
-    q = encoder(x, training=False)
+    q = distributions.posterior(encoder, x, training=False)
     batch = tf.shape(x)[0]
 
     def body(done, running_max, running_sum):
         k = tf.minimum(chunk_size, importance_samples - done)
         z = q.sample(k, seed=seed + tf.stack([0, done * 104729]))  # [k, batch, J]
-        px = decoder(tf.reshape(z, [-1, latent_dim]), training=False)
-        log_px_z = tf.reshape(px.log_prob(tf.tile(x, [k, 1])), [k, batch])
+        log_px_z = multi_sample.log_px_at(decoder, z, x, k, training=False)
         log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
         return (done + k, *objectives.running_logsumexp(running_max, running_sum, log_w))
 

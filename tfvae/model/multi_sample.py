@@ -16,13 +16,14 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae.model import objectives
+from tfvae.model import distributions, objectives
 
 tfd = tfp.distributions
 
 __all__ = [
     "Draws",
     "draw",
+    "log_px_at",
     "stop_parameter_gradients",
     "per_example_loss",
     "summaries",
@@ -51,28 +52,44 @@ def draw(
     training=None,
     stop_q_gradients: bool = False,
 ) -> Draws:
-    """`num_samples` reparameterised draws z_k ~ q(z|x) for each row of `x` `[batch, D]`.
+    """`num_samples` reparameterised draws z_k ~ q(z|x) for each row of `x` `[batch, ...]`.
 
     `seed` is a stateless `int32[2]`; z_k = mu + sigma * eps_k with eps the standard normal
     `[K, batch, J]` of that seed. `stop_q_gradients` differentiates log q(z_k|x) with q's
     parameters held constant (z_k still carries its gradient), as DReG needs; the values
     are the same.
     """
-    q = encoder(x, training=training)
+    q = distributions.posterior(encoder, x, training)
     z = q.sample(num_samples, seed=seed)  # [K, batch, J]
     batch = tf.shape(x)[0]
-    px = decoder(tf.reshape(z, [-1, z.shape[-1]]), training=training)
-    reconstruction = tf.reshape(px.log_prob(tf.tile(x, [num_samples, 1])), [num_samples, batch])
-    if kl_method == "analytic":
-        kl = tf.broadcast_to(objectives.kl_divergence(q, prior, "analytic"), [num_samples, batch])
-    else:
-        kl = objectives.kl_divergence(q, prior, kl_method, z)
+    reconstruction = log_px_at(decoder, z, x, num_samples, training)
+    kl = objectives.kl_divergence(q, prior, kl_method, z)
+    if kl_method == "analytic":  # [batch] in closed form ([K, batch] where TFP has none)
+        kl = tf.broadcast_to(kl, [num_samples, batch])
     if stop_q_gradients:
         # The same values as q's own (which reads z's noise back from TFP's cache, hence
         # rounds differently), the gradient of log q(z|x) at fixed parameters.
         path = objectives.kl_divergence(stop_parameter_gradients(q), prior, kl_method, z)
         kl = tf.stop_gradient(kl) + (path - tf.stop_gradient(path))
     return Draws(z, reconstruction, kl)
+
+
+def log_px_at(decoder, z, x, k, training=None) -> tf.Tensor:
+    """log p(x|z_k) `[k, batch]` for `k` draws z `[k, batch, *event]` of each row of x
+    `[batch, ...]`: the decoder runs once on all k * batch draws."""
+    batch = tf.shape(x)[0]
+    event = z.shape[2:]
+    if event.is_fully_defined():
+        merged = [-1, *event.as_list()]
+    else:
+        merged = tf.concat([[-1], tf.shape(z)[2:]], 0)
+    px = decoder(tf.reshape(z, merged), training=training)
+    x = distributions.as_event(x, px)
+    if x.shape.rank is None:
+        reps = tf.concat([[k], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+    else:
+        reps = [k] + [1] * (x.shape.rank - 1)
+    return tf.reshape(distributions.log_prob_at(px, tf.tile(x, reps)), [k, batch])
 
 
 def stop_parameter_gradients(q: tfd.Distribution) -> tfd.Distribution:

@@ -3,6 +3,8 @@
 Both are functional `tf_keras.Model`s whose output is a `tfd.Distribution`; the encoder is
 the Gaussian MLP of App. C.2 with x and z swapped, the decoder ends in the head that
 `config.decoder` names. Their weights start seeded by `config.seed` (`SeededUniform`).
+Hidden layers compute in the global Keras policy's dtype (bfloat16 under mixed_bfloat16),
+the heads in float32 (`tfvae.model.heads.head_dtype`); the variables are float32 in both.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.model import distributions
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -80,9 +82,14 @@ def monte_carlo_kl(q: tfd.Distribution, prior: tfd.Distribution, z):
 
 
 def kl_divergence(q: tfd.Distribution, prior: tfd.Distribution, method: str = "analytic", z=None):
-    """KL(q(z|x) || p(z)) per example, in closed form or by Monte Carlo at `z`."""
+    """KL(q(z|x) || p(z)) per example, in closed form or by Monte Carlo at `z`.
+
+    `analytic` is TFP's closed form where its registry has one for the pair, the prior
+    restated in q's form if need be, else the Monte Carlo estimate at `z`
+    (`tfvae.model.distributions.kl_divergence`).
+    """
     if method == "analytic":
-        return tfd.kl_divergence(q, prior)
+        return distributions.kl_divergence(q, prior, z)
     if method == "monte_carlo":
         if z is None:
             raise ValueError("kl_divergence(method='monte_carlo') needs draws z ~ q(z|x)")

@@ -1,5 +1,9 @@
 """Save a VAE as a directory: `config.json`, encoder/decoder weights, a checksum manifest.
 
+A network the user passed (`VAE(config, encoder=...)`) is saved too: its Keras config as
+`encoder.json`/`decoder.json` (`tfvae.model.network_saving`), listed in a manifest of format
+`tfvae-weights-v2`; a VAE of built-in networks keeps the `tfvae-weights-v1` files exactly.
+
 The format and its writing (`tfvae.model.loading` reads it back; nothing here imports the
 VAE class). Written atomically (a temporary sibling directory renamed into place), never over
 an existing directory unless `overwrite=True`; on load every file is checked against the
@@ -26,6 +30,9 @@ __all__ = [
     "MANIFEST",
     "CONFIG_FILE",
     "KERAS_SUFFIX",
+    "ARCHITECTURES",
+    "own_parts",
+    "network_configs",
 ]
 
 CONFIG_FILE = "config.json"
@@ -33,7 +40,9 @@ KERAS_SUFFIX = ".keras"  # Keras' own zip format (config + weights), the one `tf
 RUN_MODEL_DIR = "model"  # where `train_and_evaluate` saves the model inside a run directory
 MANIFEST = "manifest.json"
 WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
-FORMAT = "tfvae-weights-v1"
+FORMAT = "tfvae-weights-v1"  # built-in networks: config and weights
+OWN_FORMAT = "tfvae-weights-v2"  # and the architecture of each network the user passed
+ARCHITECTURES = {"encoder": "encoder.json", "decoder": "decoder.json"}
 
 
 def sha256_file(path: str) -> str:
@@ -125,18 +134,28 @@ def keras_save_path(filepath, save_format=None):
 
 
 def _model_files(model) -> dict:
-    """{file name: bytes} of a saved model: config, weights and the manifest of their sha256.
+    """{file name: bytes} of a saved model: config, the user's networks' architectures,
+    weights and the manifest of their sha256.
 
     The weights are HDF5 built in memory (`keras_internals.weights_h5_bytes`), the same
-    file `save_weights` writes, but never written to disk by HDF5 itself.
+    file `save_weights` writes, but never written to disk by HDF5 itself. A network that
+    cannot be saved is refused here, before anything is written.
     """
     from tfvae.engine import keras_internals
+    from tfvae.model.network_saving import quiet_tfp_lambdas
 
+    architectures = network_configs(model)
     files = {CONFIG_FILE: model.config.to_json().encode("utf-8")}
+    for part, config in architectures.items():
+        files[ARCHITECTURES[part]] = (json.dumps(config, indent=1) + "\n").encode("utf-8")
     for part, file in WEIGHTS.items():
-        files[file] = keras_internals.weights_h5_bytes(getattr(model, part))
+        with quiet_tfp_lambdas():
+            files[file] = keras_internals.weights_h5_bytes(getattr(model, part))
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    manifest = json.dumps({"format": FORMAT, "sha256": digests}, indent=2, sort_keys=True)
+    document = {"format": FORMAT, "sha256": digests}
+    if architectures:
+        document = {"format": OWN_FORMAT, "networks": sorted(architectures), "sha256": digests}
+    manifest = json.dumps(document, indent=2, sort_keys=True)
     files[MANIFEST] = (manifest + "\n").encode("utf-8")
     return files
 
@@ -146,13 +165,64 @@ def _save_keras_zip(model, tmp: str) -> None:
     written beside `tmp` under that name, which shares the temporary prefix, then moved)."""
     import tf_keras as tfk
 
+    from tfvae.model.network_saving import quiet_tfp_lambdas
+
     named = tmp + KERAS_SUFFIX
     try:
-        tfk.saving.save_model(model, named, overwrite=True, save_format="keras")
+        with quiet_tfp_lambdas():
+            tfk.saving.save_model(model, named, overwrite=True, save_format="keras")
         os.replace(named, tmp)
     finally:
         if os.path.exists(named):
             os.remove(named)
+
+
+def own_parts(model) -> list:
+    """The networks of `model` the user passed ("encoder", "decoder"), not built from its config."""
+    own = getattr(model, "own_networks", None) or {}
+    return [part for part in WEIGHTS if own.get(part)]
+
+
+def network_configs(model, check: bool = True) -> dict:
+    """{part: Keras config} of each network the user passed (`own_parts`); {} for built-in ones.
+
+    Raises:
+      ValueError: a network cannot be saved so that it loads elsewhere (names the layer).
+    """
+    if not own_parts(model):
+        return {}
+    from tfvae.model.network_saving import network_config
+
+    return {part: network_config(getattr(model, part), part, check) for part in own_parts(model)}
+
+
+def keras_config(model) -> dict:
+    """`VAE.get_config`: what Keras' `.keras` zip records to rebuild the VAE (and, for the
+    networks the user passed, their configs under "networks")."""
+    config = {"config": model.config.to_dict(), "name": model.name}
+    networks = network_configs(model)
+    if networks:
+        config["networks"] = networks
+    return config
+
+
+def from_keras_config(cls, config: dict, custom_objects=None):
+    """`VAE.from_config`: the VAE (of class `cls`) that `keras_config` describes, its own
+    networks rebuilt from their configs (weights fresh: Keras loads them after)."""
+    networks = build_networks(config.get("networks") or {}, custom_objects)
+    return cls(VAEConfig.from_dict(config["config"]), name=config.get("name", "vae"), **networks)
+
+
+def build_networks(configs: dict, custom_objects=None) -> dict:
+    """{part: network} rebuilt from `network_configs`' {part: config} (fresh weights)."""
+    unknown = sorted(set(configs) - set(WEIGHTS))
+    if unknown:
+        raise ValueError(f"saved networks must be 'encoder' or 'decoder', got {unknown}")
+    if not configs:
+        return {}
+    from tfvae.model.network_saving import build_network
+
+    return {part: build_network(c, part, custom_objects) for part, c in configs.items()}
 
 
 def as_path(value, name: str) -> str:

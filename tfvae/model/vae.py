@@ -19,21 +19,27 @@ import tf_keras as tfk
 
 from tfvae.base.checks import renamed_argument
 from tfvae.config import IMPORTANCE_SAMPLES, MAX_BATCH_SIZE, MAX_SAMPLES, VAEConfig
-from tfvae.data.validation import check_inputs, check_latents, check_positive_int, check_seed
+from tfvae.data.validation import (
+    check_fit_data,
+    check_inputs,
+    check_latents,
+    check_positive_int,
+    check_seed,
+)
 from tfvae.engine import keras3, keras_internals
 from tfvae.engine.distribute import replica_average, replica_seed
 from tfvae.engine.engine import Engine
-from tfvae.model import likelihood, multi_sample, objectives, output_bias
+from tfvae.model import distributions, likelihood, multi_sample, objectives, output_bias, saving
 from tfvae.model.networks import make_decoder, make_encoder
-from tfvae.model.outputs import PREDICT_OUTPUTS, check_output, select
+from tfvae.model.outputs import PREDICT_OUTPUTS, check_latent, check_output, select
 from tfvae.model.saving import keras_save_path, write_model
 
 tfd = tfp.distributions
 
 __all__ = ["VAE", "PREDICT_OUTPUTS"]
 
-# Independent sample streams, so training, evaluation and prediction draws never collide.
-_TRAIN_STREAM, _EVAL_STREAM, _PREDICT_STREAM, _LIKELIHOOD_STREAM = range(4)
+# Independent sample streams, so training, evaluation, prediction and `elbo` draws never collide.
+_TRAIN_STREAM, _EVAL_STREAM, _PREDICT_STREAM, _ELBO_STREAM = range(4)
 
 
 def as_seed(seed) -> tf.Tensor:
@@ -50,18 +56,19 @@ class VAE(Engine):
     `tfvae.engine.engine.Engine`'s.
 
     Attributes:
-      encoder: `tf_keras.Model`, x `[batch, input_dim]` -> q(z|x) (MultivariateNormalDiag).
-      decoder: `tf_keras.Model`, z `[batch, latent_dim]` -> p(x|z) (Bernoulli or Gaussian).
+      encoder: `tf_keras.Model`, x -> q(z|x) (built-in: MultivariateNormalDiag), or yours.
+      decoder: `tf_keras.Model`, z `[batch, latent_dim]` -> p(x|z), or yours.
       prior: p(z) = N(0, I), a `tfd.MultivariateNormalDiag`.
       kl_weight: a non-trainable variable holding beta (changed by `KLWarmup`).
 
     The loss is `config.objective` over `config.num_samples` draws per example: by default
     the paper's one-draw ELBO; K draws average the ELBO ("VAE k=K") or, with `iwae`, form
-    the bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (`tfvae.model.multi_sample`). Validation and
-    `evaluate` use the same objective on their own draws.
+    the bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (`tfvae.model.multi_sample`). All of it
+    reads the networks' distributions (`tfvae.model.distributions`), so your own encoder and
+    decoder work as ours do; x may come flat or in any of their shapes (images).
 
-    Sampling is stateless and seeded: training step `t` draws with seed
-    `(4 * config.seed, t)` (evaluation and prediction use streams 4 * seed + 1, + 2), so the
+    Sampling is stateless and seeded: training step `t` draws with seed `(4 * config.seed,
+    t)` (evaluation, prediction and unseeded `elbo` use streams 4 * seed + 1, + 2, + 3), so the
     same seed on the same machine gives the same losses, and a run resumed from a checkpoint
     continues the same stream. The numbers a seed gives depend on where the draw runs
     (XLA and TensorFlow's CPU kernels use different bit generators), so `jit_compile` on
@@ -89,8 +96,9 @@ class VAE(Engine):
         for part, network in (("encoder", encoder), ("decoder", decoder)):
             if network is not None:
                 keras3.check_network(network, f"VAE({part}=...)")
-        # Built-in networks start seeded by `config.seed` (`tfvae.model.networks`); the decoder's
-        # weights are numbered after the encoder's.
+                distributions.check_no_kl_loss(network, part)
+        # Built-in networks start seeded by `config.seed` (`tfvae.model.networks`).
+        self.own_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
         self.encoder = encoder if encoder is not None else make_encoder(self.config)
         self.decoder = (
             decoder
@@ -120,6 +128,7 @@ class VAE(Engine):
         )
         self._predict_output = "mean"
         self._predict_latent = "sample"
+        self._data_spec = None  # `_data`
         # The one-draw ELBO keeps the paper's path (`_elbo_terms`); everything else is
         # `tfvae.model.multi_sample`'s.
         self._one_draw_elbo = (self.config.objective, self.config.num_samples) == ("elbo", 1)
@@ -131,11 +140,11 @@ class VAE(Engine):
 
     # ----------------------------------------------------------------- construction
     def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name}
+        return saving.keras_config(self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        return cls(VAEConfig.from_dict(config["config"]), name=config.get("name", "vae"))
+        return saving.from_keras_config(cls, config, custom_objects)
 
     def set_output_bias(self, x) -> dict:
         """Starts p(x|z) at the data's per-pixel marginal: sets the decoder's output biases
@@ -147,10 +156,18 @@ class VAE(Engine):
         return output_bias.set_output_bias(self.decoder, self.config, x)
 
     # ------------------------------------------------------------------ distributions
+    def _data(self) -> tuple:
+        """(p(x|z)'s kind, `check_inputs`' arguments), read once (`distributions.data_checks`)."""
+        if self._data_spec is None:
+            self._data_spec = distributions.data_checks(self.encoder, self.decoder, self.config)
+        return self._data_spec
+
+    def _checked_x(self, x, name: str = "x", **kwargs):
+        return check_inputs(x, self.config, name, **self._data()[1], **kwargs)
+
     def encode(self, x, training=None) -> tfd.Distribution:
-        """q(z|x): a MultivariateNormalDiag over `[batch, latent_dim]`."""
-        x = check_inputs(x, self.config, "x")
-        return self.encoder(x, training=training)
+        """q(z|x): the encoder's distribution over z, `[batch, latent_dim]`."""
+        return distributions.posterior(self.encoder, self._checked_x(x), training)
 
     def decode(self, z, training=None) -> tfd.Distribution:
         """p(x|z): the decoder distribution over `[batch, input_dim]` (parameters fixed by z)."""
@@ -159,11 +176,9 @@ class VAE(Engine):
 
     def call(self, x, training=None, seed=None):
         """p(x|z) for one z ~ q(z|x) per example; `seed` (int or `int32[2]`) repeats draws."""
-        x = check_inputs(x, self.config, "x")
-        q = self.encoder(x, training=training)
+        q = distributions.posterior(self.encoder, self._checked_x(x), training)
         seed = self._next_seed(_PREDICT_STREAM) if seed is None else as_seed(check_seed(seed))
-        z = q.sample(seed=seed)
-        return self.decoder(z, training=training)
+        return self.decoder(q.sample(seed=seed), training=training)
 
     def sample_prior(
         self, num_examples: Optional[int] = None, seed=0, **renamed
@@ -183,40 +198,45 @@ class VAE(Engine):
         """New data as a numpy array: draws x ~ p(x|z), z ~ p(z) (or the `mean` per z); at
         most `tfvae.config.MAX_SAMPLES` (100000) examples per call."""
         num_examples = renamed_argument("generate", "num_examples", num_examples, renamed)
-        check_output(output, self.config.decoder)
+        check_output(output, self._data()[0])
         px = self.sample_prior(num_examples, seed)
         seed2 = as_seed(seed) + tf.constant([0, 1], tf.int32)
         return select(px, output, seed2).numpy()
 
     # ----------------------------------------------------------------- the objective
-    def _next_seed(self, stream: int) -> tf.Tensor:
-        count = self._draws.assign_add(1)
+    def _next_seed(self, stream: int, count=None) -> tf.Tensor:
+        """The seed `(4 * config.seed + stream, count)` (by default the next of `_draws`);
+        replicas fold in their id (`replica_seed`): same step, different noise."""
+        count = self._draws.assign_add(1) if count is None else count
         return replica_seed(
             tf.stack(
                 [tf.constant(self.config.seed * 4 + stream, tf.int32), tf.cast(count, tf.int32)]
             )
         )
 
-    def elbo_terms(self, x, seed=0, training=None):
+    def elbo_terms(self, x, seed=None, training=None):
         """Per-example (log p(x|z), KL(q||p)), each `[batch]`, for one z ~ q(z|x).
 
-        `seed` (an int or `int32[2]`) is stateless, as for `elbo`: the same seed draws the
-        same z on every call.
+        With a `seed` (an int or `int32[2]`) the draw is stateless: the same seed draws the
+        same z on every call. Without one, each call draws fresh noise (a training loop of
+        your own then sees a new z at every step).
         """
-        x = check_inputs(x, self.config, "x")
-        return self._elbo_terms(x, as_seed(check_seed(seed)), training)
+        x = self._checked_x(x)
+        seed = self._next_seed(_ELBO_STREAM) if seed is None else as_seed(check_seed(seed))
+        return self._elbo_terms(x, seed, training)
 
     def _elbo_terms(self, x, seed, training=None):
         """`elbo_terms` without the checks: `x` a float tensor, `seed` an `int32[2]` tensor."""
-        q = self.encoder(x, training=training)
+        q = distributions.posterior(self.encoder, x, training)
         z = q.sample(seed=seed)
         px = self.decoder(z, training=training)
-        reconstruction = px.log_prob(x)
+        reconstruction = distributions.log_prob_at(px, x)
         kl = objectives.kl_divergence(q, self.prior, self.config.kl_method, z)
         return reconstruction, kl
 
-    def elbo(self, x, seed=0) -> tf.Tensor:
-        """Per-example ELBO estimate (nats), `[batch]`: log p(x|z) - KL, one z per example."""
+    def elbo(self, x, seed=None) -> tf.Tensor:
+        """Per-example ELBO estimate (nats), `[batch]`: log p(x|z) - KL, one z per example
+        (fresh draws at each call without a `seed`, as `elbo_terms`)."""
         reconstruction, kl = self.elbo_terms(x, seed)
         return reconstruction - kl
 
@@ -260,22 +280,16 @@ class VAE(Engine):
     def train_step(self, data):
         x = _features(data)
         # Step t draws with seed (seed, t): reproducible, and resumes with the optimizer.
-        # Replicas fold in their id (replica_seed): same step, different noise.
-        seed = replica_seed(
-            tf.stack(
-                [
-                    tf.constant(self.config.seed * 4 + _TRAIN_STREAM, tf.int32),
-                    tf.cast(self.optimizer.iterations, tf.int32),
-                ]
-            )
-        )
+        seed = self._next_seed(_TRAIN_STREAM, self.optimizer.iterations)
         if not self._one_draw_elbo:
             return self._train_step_over_draws(x, seed)
         with tf.GradientTape() as tape:
             reconstruction, kl = self._elbo_terms(x, seed, training=True)
             loss, per_example = self._loss(reconstruction, kl)
+            loss = scaled_loss(self.optimizer, loss)
         variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        grads = unscaled_gradients(self.optimizer, tape.gradient(loss, variables))
+        self.optimizer.apply_gradients(zip(grads, variables))
         return self._update_metrics(per_example, reconstruction, kl)
 
     def _draw_terms(self, x, seed, training=None, stop_q_gradients=False):
@@ -312,13 +326,15 @@ class VAE(Engine):
                 draws, self.config.objective, self.kl_weight
             )
             loss, per_example = self._total_loss(per_example)
+            loss = scaled_loss(self.optimizer, loss)
         variables = self.trainable_variables
         if not dreg:
-            return tape.gradient(loss, variables), per_example, draws
+            grads = tape.gradient(loss, variables)
+            return unscaled_gradients(self.optimizer, grads), per_example, draws
         *grads, loss_grad_z = tape.gradient(loss, [*variables, draws.z])
         extra = multi_sample.dreg_correction(tape, draws, loss_grad_z, variables, self.kl_weight)
         grads = [g if e is None else e if g is None else g + e for g, e in zip(grads, extra)]
-        return grads, per_example, draws
+        return unscaled_gradients(self.optimizer, grads), per_example, draws
 
     def test_step(self, data):
         x = _features(data)
@@ -334,7 +350,7 @@ class VAE(Engine):
 
     def predict_step(self, data):
         x = _features(data)
-        q = self.encoder(x, training=False)
+        q = distributions.posterior(self.encoder, x, training=False)
         z = (
             q.mean()
             if self._predict_latent == "mean"
@@ -347,7 +363,7 @@ class VAE(Engine):
     _own_loss = "VAE computes its own loss (-log p(x|z) + beta*KL)"
 
     def _checked_data(self, x, name: str):
-        return _check_fit_input(x, self.config, name)
+        return check_fit_data(x, self.config, name, **self._data()[1])
 
     def _restart_draws(self) -> None:
         self._draws.assign(0)
@@ -363,16 +379,15 @@ class VAE(Engine):
         return self._step_results if own else None
 
     def predict(self, x, *args, output: str = "mean", latent: str = "sample", **kwargs):
-        """Keras predict: a numpy array `[num_examples, input_dim]` of p(x|z)'s `mean`,
+        """Keras predict: a numpy array `[num_examples, *event_shape]` of p(x|z)'s `mean`,
         `mode`, a `sample`, ... (batched like any Keras predict).
 
         Args:
           output: one of `PREDICT_OUTPUTS` (`probs`/`logits` for Bernoulli decoders).
           latent: `sample` (z ~ q(z|x)) or `mean` (z = E[q(z|x)], deterministic).
         """
-        check_output(output, self.config.decoder)
-        if latent not in ("sample", "mean"):
-            raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
+        check_output(output, self._data()[0])
+        check_latent(latent)
         if (output, latent) != (self._predict_output, self._predict_latent):
             self._predict_output, self._predict_latent = output, latent
             self.predict_function = None  # retrace for the new choice
@@ -408,24 +423,19 @@ class VAE(Engine):
         seed=0,
         **renamed,
     ) -> np.ndarray:
-        """Importance-weighted estimate of log p(x) per example, in nats (Burda et al. 2015).
+        """Importance-weighted estimate of log p(x) per example, in nats (Burda et al. 2015):
+        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), K = `importance_samples`.
 
-        log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), with K =
-        `importance_samples` (default `tfvae.config.IMPORTANCE_SAMPLES`). K=1 is the
-        ELBO; the bound tightens as K grows. Draws are taken `chunk_size` at a time and
-        combined with a running logsumexp, so memory is bounded whatever K is
-        (`tfvae.model.likelihood`). K and
-        `chunk_size` are at most `tfvae.config.MAX_SAMPLES` (100000), `batch_size` at most
-        `MAX_BATCH_SIZE` (100000).
-
-        Returns:
-          `float64[num_examples]`.
+        K = 1 is the ELBO; the bound tightens as K grows. Draws go `chunk_size` at a time
+        into a running logsumexp, so memory is bounded whatever K is (`tfvae.model.likelihood`).
+        K and `chunk_size` are at most `MAX_SAMPLES`, `batch_size` at most `MAX_BATCH_SIZE`.
+        Returns `float64[num_examples]`.
         """
         k = renamed_argument("log_likelihood", "importance_samples", importance_samples, renamed)
         importance_samples = check_positive_int(k, "importance_samples", maximum=MAX_SAMPLES)
         batch_size = check_positive_int(batch_size, "batch_size", maximum=MAX_BATCH_SIZE)
         chunk_size = check_positive_int(chunk_size, "chunk_size", maximum=MAX_SAMPLES)
-        x = check_inputs(x, self.config, "x", require_examples=True)
+        x = self._checked_x(x, require_examples=True)
         seed = as_seed(check_seed(seed))
         return likelihood.log_likelihood(
             self._iwae_batch, x, importance_samples, batch_size, chunk_size, seed
@@ -434,14 +444,7 @@ class VAE(Engine):
     @tf.function(reduce_retracing=True)
     def _iwae_batch(self, x, importance_samples, chunk_size, seed):
         return likelihood.iwae_batch(
-            self.encoder,
-            self.decoder,
-            self.prior,
-            self.config.latent_dim,
-            x,
-            importance_samples,
-            chunk_size,
-            seed,
+            self.encoder, self.decoder, self.prior, x, importance_samples, chunk_size, seed
         )
 
 
@@ -460,18 +463,14 @@ def _features(data):
     return data
 
 
-def _check_fit_input(x, config, name):
-    if isinstance(x, tf.data.Dataset):
-        from tfvae.data.validation import check_dataset
+def scaled_loss(optimizer, loss):
+    """`loss` times the loss scale of a `LossScaleOptimizer` (Keras wraps the optimizer in
+    one under the mixed_float16 policy: float16 gradients would underflow), else `loss`."""
+    get_scaled_loss = getattr(optimizer, "get_scaled_loss", None)
+    return loss if get_scaled_loss is None else get_scaled_loss(loss)
 
-        return check_dataset(x, config, name)
-    if isinstance(x, (tuple, list)) and len(x) > 0 and not isinstance(x[0], (int, float)):
-        return type(x)(_check_fit_input(v, config, name) if i == 0 else v for i, v in enumerate(x))
-    if x is None:
-        raise ValueError(
-            f"{name} is required: an array of shape [num_examples, "
-            f"{config.input_dim}] or a tf.data.Dataset"
-        )
-    if hasattr(x, "shape") or isinstance(x, (list, tuple)):
-        return check_inputs(x, config, name, require_examples=True, as_numpy=True)
-    return x
+
+def unscaled_gradients(optimizer, grads):
+    """The gradients of `scaled_loss` divided by the loss scale again (None kept)."""
+    get_unscaled = getattr(optimizer, "get_unscaled_gradients", None)
+    return grads if get_unscaled is None else get_unscaled(grads)

@@ -257,9 +257,13 @@ def read_models_config(path: str | os.PathLike) -> model_server_config_pb2.Model
         return text_format.Parse(f.read(), config)
 
 
-def default_warmup_requests(input_dim: int, latent_dim: int) -> list:
-    """One small request per exported signature (batch 1), to warm every graph path."""
-    x = np.full((1, input_dim), 0.5, np.float32)
+def default_warmup_requests(input_shape, latent_dim: int) -> list:
+    """One small request per exported signature (batch 1), to warm every graph path.
+
+    `input_shape`: one example's x, an int (`[D]`) or a shape (`(28, 28, 1)`).
+    """
+    x_shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else input_shape
+    x = np.full((1, *x_shape), 0.5, np.float32)
     z = np.zeros((1, latent_dim), np.float32)
     return [
         predict_request("tfvae", "serving_default", x=x),

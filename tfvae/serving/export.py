@@ -26,7 +26,7 @@ from tfvae.base.checks import integer_problem
 from tfvae.config import IMPORTANCE_SAMPLES, MAX_VERSION
 from tfvae.serving.signatures import SIGNATURES, VAEServingModule, make_serving_module
 
-__all__ = ["export", "load_exported", "Exported", "METADATA_FILE", "MAX_VERSION"]
+__all__ = ["export", "load_exported", "Exported", "refusal", "METADATA_FILE", "MAX_VERSION"]
 
 METADATA_FILE = "tfvae_export.json"  # under assets.extra/ (ignored by the SavedModel loader)
 
@@ -154,7 +154,7 @@ def _write_warmup(export_dir: str, module: VAEServingModule) -> None:
     from tfvae.serving import client as serving
 
     try:
-        requests = serving.default_warmup_requests(module.input_dim, module.latent_dim)
+        requests = serving.default_warmup_requests(module.x_shapes[0], module.latent_dim)
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("tensorflow_serving"):
             raise
@@ -168,6 +168,8 @@ def _write_metadata(path: str, model, module: VAEServingModule) -> None:
         "format": "tfvae-savedmodel-1",
         "config": model.config.to_dict(),
         "signatures": list(SIGNATURES),
+        "x_shapes": [list(s) for s in module.x_shapes],
+        "latent_dim": module.latent_dim,
         "iwae_samples": module.iwae_samples,
         "likelihood_seed": module.likelihood_seed,
         "max_request_elements": module.max_request_elements,
@@ -205,10 +207,19 @@ def _move_into_place(tmp: str, target: str, version: int, overwrite: bool) -> No
         ) from e
 
 
+def refusal(message: str) -> Optional[str]:
+    """The sentence of a request check (`tfvae.serving.request_checks`) from the message of
+    the InvalidArgumentError that carries it (`... assertion failed: [<sentence>] ...`), or
+    None for any other error."""
+    m = re.search(r"assertion failed: \[(.*?)\](?: \[|\n|$)", message)
+    return m.group(1) if m else None
+
+
 class Exported:
     """A loaded export: `exported["encode"](x=..., seed=...)` -> dict of numpy arrays.
 
-    Plain TensorFlow: nothing from tfvae or TFP is needed to call the signatures.
+    Plain TensorFlow: nothing from tfvae or TFP is needed to call the signatures. A request
+    the graph refuses raises ValueError with the graph's sentence (the Python API's message).
     """
 
     def __init__(self, path: str, loaded):
@@ -249,7 +260,14 @@ class Exported:
                         f"{name}: input {k!r} must have shape {specs[k].shape} "
                         f"(None = any), got {tuple(v.shape)}"
                     )
-            return {k: v.numpy() for k, v in fn(**feed).items()}
+            try:
+                outputs = fn(**feed)
+            except tf.errors.InvalidArgumentError as e:
+                sentence = refusal(e.message)
+                if sentence is None:
+                    raise
+                raise ValueError(sentence) from None
+            return {k: v.numpy() for k, v in outputs.items()}
 
         call.__name__ = name
         return call

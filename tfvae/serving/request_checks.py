@@ -15,7 +15,14 @@ import tensorflow as tf
 
 from tfvae.data import validation
 
-__all__ = ["checked_array", "checked_budget", "checked_positive", "one_value", "budget_message"]
+__all__ = [
+    "checked_array",
+    "shapes_message",
+    "checked_budget",
+    "checked_positive",
+    "one_value",
+    "budget_message",
+]
 
 
 def budget_message(signature: str, rows, samples, total, budget, max_rows, unit: str) -> str:
@@ -60,14 +67,39 @@ def _gate(t: tf.Tensor, ok: tf.Tensor, message_fn) -> tf.Tensor:
         return tf.identity(t)
 
 
+def shapes_message(name: str, shapes, what: str, got: str) -> str:
+    """Why x of the wrong shape was refused by a model that takes several (image and flat)."""
+    wanted = " or ".join("[batch, " + ", ".join(str(d) for d in s) + "]" for s in shapes)
+    return f"{name} must have shape {wanted} ({what}), got {got}"
+
+
+def _has_shape(shape: tf.Tensor, rank: tf.Tensor, example) -> tf.Tensor:
+    """Whether a request of shape `shape` (rank `rank`) is a batch of `example`-shaped rows."""
+    n = len(example)
+    tail = tf.concat([shape, tf.zeros([n + 1], shape.dtype)], 0)[1 : n + 1]
+    return tf.logical_and(tf.equal(rank, n + 1), tf.reduce_all(tf.equal(tail, example)))
+
+
 def checked_array(
-    t: tf.Tensor, dim: int, name: str, what: str, unit_interval: bool = False
+    t: tf.Tensor, dim: int, name: str, what: str, unit_interval: bool = False, shapes=None
 ) -> tf.Tensor:
     """`t` as `tfvae.data.validation.check_array` would accept it: rank 2, `dim` features, finite,
-    and in [0, 1] if `unit_interval`; otherwise the same message, from the graph."""
+    and in [0, 1] if `unit_interval`; otherwise the same message, from the graph.
+
+    `shapes`: the shapes one row may have, if more than `[dim]` (a model with an image shape
+    takes `[batch, H, W, C]` and `[batch, D]`); a request must be a batch of one of them.
+    """
     # raw_ops: tf.size/tf.rank of a tensor with a static rank fold to constants when traced.
     shape = tf.raw_ops.Shape(input=t)
     rank = tf.raw_ops.Size(input=shape)
+    if shapes is not None and [tuple(s) for s in shapes] != [(dim,)]:
+        shape_ok = tf.reduce_any(tf.stack([_has_shape(shape, rank, s) for s in shapes]))
+
+        def shape_error():
+            got = tf.strings.join(["shape ", _python_tuple(shape), " and dtype float32"])
+            return _fill(functools.partial(shapes_message, name, shapes, what), got)
+
+        return _finite_and_in_range(_gate(t, shape_ok, shape_error), name, unit_interval)
     last = tf.gather(tf.concat([[-1], shape], 0), rank)  # -1 for a scalar
     shape_ok = tf.logical_and(tf.equal(rank, 2), tf.equal(last, dim))
 
@@ -85,7 +117,11 @@ def checked_array(
         got = tf.strings.join(["shape ", _python_tuple(shape), " and dtype float32"])
         return _fill(functools.partial(validation.shape_message, name, dim, what), got, hint)
 
-    t = _gate(t, shape_ok, shape_error)
+    return _finite_and_in_range(_gate(t, shape_ok, shape_error), name, unit_interval)
+
+
+def _finite_and_in_range(t: tf.Tensor, name: str, unit_interval: bool) -> tf.Tensor:
+    """`t` after checking that it is finite, and in [0, 1] if `unit_interval`."""
     finite = tf.math.is_finite(t)
 
     def finite_error():

@@ -2,40 +2,51 @@
 
 A `tfd.Distribution` cannot cross a serving boundary, so the export is a `tf.Module` whose
 `tf.function` signatures take and return plain tensors (all with a free batch dimension and
-the `tensorflow/serving/predict` method):
+the `tensorflow/serving/predict` method). Every one is built from the distributions the
+networks return: q(z|x) from the encoder, p(x|z) from the decoder, p(z) = `model.prior`
+(`tfvae.serving.parameters` reads their parameters), so a user's own networks export as
+tfvae's do. Shapes: x `[batch, *S]` with S the encoder's input shape (a model with an
+image shape takes `[batch, H, W, C]` and flat `[batch, D]` alike), z `[batch, J]`, and
+p(x|z)'s parameters `[batch, *E]` with E its event shape:
 
 ==================  ===========================================  ==============================
 signature           inputs                                       outputs
 ==================  ===========================================  ==============================
-serving_default     x float32 [batch, D]                         reconstruction [batch, D]
-                                                                 (decoder mean at z = E[q(z|x)];
+serving_default     x float32 [batch, *S]                        reconstruction [batch, *E]
+                                                                 (p(x|z)'s mean at z = E[q];
                                                                  deterministic), z_mean,
                                                                  z_stddev [batch, J]; Bernoulli
-                                                                 also probs [batch, D]
-encode              x float32 [batch, D], seed int64 (scalar,    z_mean, z_stddev, z_sample
-                    [1] or repeated per row)                     [batch, J]
-decode              z float32 [batch, J]                         mean [batch, D]; Bernoulli:
-                                                                 logits, probs; Gaussian:
-                                                                 stddev, log_var
-generate            num_samples int32, seed int64 (each a        z [n, J], mean [n, D],
-                    scalar, [1] or repeated per row)             sample [n, D]
-log_likelihood      x float32 [batch, D]                         elbo [batch], iwae [batch]
+                                                                 also probs [batch, *E]
+encode              x float32 [batch, *S], seed int64 (scalar,   z_mean, z_stddev, z_sample
+                    [1] or repeated per row)                     [batch, J] (z_sample ~ q);
+                                                                 q with correlations also
+                                                                 z_scale_tril [batch, J, J]
+decode              z float32 [batch, J]                         p(x|z)'s parameters: Bernoulli
+                                                                 mean, logits, probs; diagonal
+                                                                 Gaussian mean, stddev,
+                                                                 log_var; others mean and their
+                                                                 own names [batch, *E, ...]
+generate            num_samples int32, seed int64 (each a        z [n, J] ~ p(z), mean [n, *E],
+                    scalar, [1] or repeated per row)             sample [n, *E] ~ p(x|z)
+log_likelihood      x float32 [batch, *S]                        elbo [batch], iwae [batch]
 ==================  ===========================================  ==============================
 
-Sampling is stateless (`tf.random.stateless_*` seeded from the request's `seed`), so the same
-seed gives the same draws in-process, after `load_exported`, and in TF Serving. `elbo` is
-log p(x|z) at one z ~ q(z|x) minus the analytic KL; `iwae` is the importance-weighted bound
-with K = `iwae_samples` draws (fixed at export, recorded in `assets.extra/tfvae_export.json`).
+Sampling is stateless (`q.sample`, `p(z).sample`, `p(x|z).sample` with a seed made from the
+request's int64 `seed`, one-to-one), so the same seed gives the same draws in-process, after
+`load_exported`, and in TF Serving. `elbo` is log p(x|z) at one z ~ q(z|x) minus
+KL(q || p(z)) (`tfvae.model.objectives.kl_divergence`, analytic where TFP knows it); `iwae`
+is the importance-weighted bound log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) with K =
+`iwae_samples` draws (fixed at export, recorded in `assets.extra/tfvae_export.json`).
 Every row is computed on its own with the same draws (from the fixed `likelihood_seed`), so
 a given x gets the same values, bit for bit, at any position in any batch.
 `generate`'s `num_samples` is the examples to generate, not `VAEConfig.num_samples` (training
 draws); input names are the wire format, so it keeps that name.
 
-Every request is checked in the graph (`tfvae.serving.request_checks`): x and z must be rank 2 with
-the model's width, finite, and x in [0, 1] for a Bernoulli decoder, else they are refused
-with the Python API's messages; and one request may ask for at most `max_request_elements`
-rows x samples (rows x K for `log_likelihood`, `num_samples` for `generate`, rows for the
-others), set at export.
+Every request is checked in the graph (`tfvae.serving.request_checks`): x and z must have
+the shapes above, be finite, and x lie in [0, 1] where p(x|z) is Bernoulli, else they are
+refused with the Python API's messages; and one request may ask for at most
+`max_request_elements` rows x samples (rows x K for `log_likelihood`, `num_samples` for
+`generate`, rows for the others), set at export.
 
 The graph is plain TensorFlow: it loads with `tf.compat.v1.saved_model.loader.load`,
 `saved_model_cli` and the C API, in processes where neither tfvae nor TFP is installed.
@@ -44,15 +55,17 @@ A SavedModel is a program: load only exports you trust.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfvae.base.checks import check_integer, too_small
 from tfvae.config import IMPORTANCE_SAMPLES, MAX_SAMPLES
 from tfvae.model import objectives
-from tfvae.serving import request_checks
+from tfvae.serving import parameters, request_checks
 
 __all__ = ["VAEServingModule", "make_serving_module", "SIGNATURES", "DEFAULT_REQUEST_BYTES"]
 
@@ -74,99 +87,104 @@ class VAEServingModule(tf.Module):
         max_request_elements: Optional[int] = None,
     ):
         super().__init__(name="tfvae_export")
-        config = model.config
         self.encoder = model.encoder
         self.decoder = model.decoder
-        self.input_dim = int(config.input_dim)
-        self.latent_dim = int(config.latent_dim)
-        self.bernoulli = config.decoder == "bernoulli"
+        prior = model.prior  # p(z); held untracked, with its variables (if any) tracked
+        self._prior = lambda: prior
+        self.prior_variables = list(prior.variables)
+        shapes = served_shapes(model)
+        self.x_shape = shapes["x"]  # what the encoder takes per example
+        self.x_shapes = tuple(shapes["requests"])  # what a request may send per example
+        self.event_shape = shapes["event"]  # p(x|z)'s event shape
+        self.input_dim = math.prod(self.x_shape)
+        self.latent_dim = shapes["latent_dim"]
+        self.unit_interval = shapes["unit_interval"]
+        self.correlated = shapes["correlated"]
         self.iwae_samples = int(iwae_samples)
         self.likelihood_seed = int(likelihood_seed)
+        # The draws of every log_likelihood row: constants, fixed at export.
+        seeds = tfp.random.split_seed(_seed_pair(tf.constant(self.likelihood_seed, tf.int64)))
+        self._elbo_seed, self._iwae_seed = (tuple(int(v) for v in s.numpy()) for s in seeds)
         self.floats_per_element = _floats_per_element(self)
         if max_request_elements is None:  # 1 GiB, but never too small for one row's K draws
             fit = DEFAULT_REQUEST_BYTES // (4 * self.floats_per_element)
             max_request_elements = max(fit, self.iwae_samples)
         self.max_request_elements = int(max_request_elements)
-        d, j = self.input_dim, self.latent_dim
-        x_spec = tf.TensorSpec([None, d], tf.float32, name="x")
+        x_spec = tf.TensorSpec(
+            [None, *self.x_shape] if self.x_shapes == (self.x_shape,) else None, tf.float32, "x"
+        )
+        seed_spec = tf.TensorSpec(None, tf.int64, name="seed")
+        z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
         # Bound methods wrapped here, so each signature's first argument is the tensor.
         self.serving_default = tf.function(self._serving_default, input_signature=[x_spec])
-        self.encode = tf.function(
-            self._encode, input_signature=[x_spec, tf.TensorSpec(None, tf.int64, name="seed")]
-        )
-        self.decode = tf.function(
-            self._decode, input_signature=[tf.TensorSpec([None, j], tf.float32, name="z")]
-        )
+        self.encode = tf.function(self._encode, input_signature=[x_spec, seed_spec])
+        self.decode = tf.function(self._decode, input_signature=[z_spec])
         self.generate = tf.function(
             self._generate,
-            input_signature=[
-                tf.TensorSpec(None, tf.int32, name="num_samples"),
-                tf.TensorSpec(None, tf.int64, name="seed"),
-            ],
+            input_signature=[tf.TensorSpec(None, tf.int32, name="num_samples"), seed_spec],
         )
         self.log_likelihood = tf.function(self._log_likelihood, input_signature=[x_spec])
 
     # ------------------------------------------------------------------ checks
     def _checked_x(self, x: tf.Tensor, signature: str, samples: int = 1) -> tf.Tensor:
-        """x as `model.encode` accepts it, in a request within the budget."""
-        x = request_checks.checked_array(x, self.input_dim, "x", "data", self.bernoulli)
+        """x as the encoder takes it (`[batch, *x_shape]`), in a request within the budget."""
+        x = request_checks.checked_array(
+            x, self.input_dim, "x", "data", self.unit_interval, shapes=self.x_shapes
+        )
         rows = tf.shape(x)[0]
-        return request_checks.checked_budget(x, signature, rows, samples, self.max_request_elements)
+        x = request_checks.checked_budget(x, signature, rows, samples, self.max_request_elements)
+        return tf.reshape(x, [-1, *self.x_shape])
 
     def _checked_z(self, z: tf.Tensor) -> tf.Tensor:
-        """z as `model.decode` accepts it, in a request within the budget."""
+        """z as the decoder takes it, in a request within the budget."""
         z = request_checks.checked_array(z, self.latent_dim, "z", "latent codes")
         return request_checks.checked_budget(
             z, "decode", tf.shape(z)[0], 1, self.max_request_elements
         )
 
     # ------------------------------------------------------------------ pieces
-    def _posterior(self, x):
-        q = self.encoder(x, training=False)
-        return tf.identity(q.mean()), tf.identity(q.stddev())
+    def _q(self, x):
+        return self.encoder(x, training=False)
 
-    def _decoder_params(self, z) -> dict:
-        px = self.decoder(z, training=False)
-        if self.bernoulli:
-            logits = px.distribution.logits_parameter()
-            probs = tf.sigmoid(logits)
-            return {"mean": probs, "logits": logits, "probs": probs}
-        mean = px.mean()
-        stddev = tf.broadcast_to(px.stddev(), tf.shape(mean))
-        return {"mean": mean, "stddev": stddev, "log_var": 2.0 * tf.math.log(stddev)}
+    def _px(self, z):
+        return self.decoder(z, training=False)
 
-    def _sample_x(self, params: dict, seed) -> tf.Tensor:
-        shape = tf.shape(params["mean"])
-        if self.bernoulli:
-            u = tf.random.stateless_uniform(shape, seed)
-            return tf.cast(u < params["probs"], tf.float32)
-        return params["mean"] + params["stddev"] * tf.random.stateless_normal(shape, seed)
+    def _as_event(self, x):
+        """x `[batch, *x_shape]` as p(x|z) scores it: `[batch, *event_shape]`."""
+        return tf.reshape(x, [-1, *self.event_shape])
 
-    def _log_px_z(self, x, params: dict) -> tf.Tensor:
-        if self.bernoulli:
-            return objectives.bernoulli_log_likelihood(x, params["logits"])
-        return objectives.gaussian_log_likelihood(x, params["mean"], params["log_var"])
+    def _posterior(self, q, with_scale: bool = False) -> dict:
+        """q's mean and stddev `[batch, J]`; `with_scale`: also its `scale_tril` if it has
+        correlations (a stddev alone would serve it as if diagonal)."""
+        mean = tf.cast(q.mean(), tf.float32)
+        out = {
+            "z_mean": mean,
+            "z_stddev": tf.broadcast_to(tf.cast(q.stddev(), tf.float32), tf.shape(mean)),
+        }
+        if with_scale and self.correlated:
+            out["z_scale_tril"] = parameters.scale_tril(q)
+        return out
 
     # ------------------------------------------------------------------ signatures
     def _serving_default(self, x):
         x = self._checked_x(x, "serving_default")
-        z_mean, z_stddev = self._posterior(x)
-        params = self._decoder_params(z_mean)
-        out = {"reconstruction": params["mean"], "z_mean": z_mean, "z_stddev": z_stddev}
-        if self.bernoulli:
+        q = self._q(x)
+        params = parameters.named_parameters(self._px(q.mean()))
+        out = {"reconstruction": params["mean"], **self._posterior(q)}
+        if "probs" in params:
             out["probs"] = params["probs"]
         return out
 
     def _encode(self, x, seed):
         x = self._checked_x(x, "encode")
         seed = request_checks.one_value(seed, "seed", tf.int64)
-        z_mean, z_stddev = self._posterior(x)
-        eps = tf.random.stateless_normal(tf.shape(z_mean), tf.stack([seed, 0]))
-        return {"z_mean": z_mean, "z_stddev": z_stddev, "z_sample": z_mean + z_stddev * eps}
+        q = self._q(x)
+        z = q.sample(seed=_seed_pair(seed))
+        return {**self._posterior(q, with_scale=True), "z_sample": tf.cast(z, tf.float32)}
 
     def _decode(self, z):
         z = self._checked_z(z)
-        return dict(self._decoder_params(z))
+        return dict(parameters.named_parameters(self._px(z)))
 
     def _generate(self, num_samples, seed):
         n = request_checks.one_value(num_samples, "num_samples", tf.int32)
@@ -175,10 +193,12 @@ class VAEServingModule(tf.Module):
         n = request_checks.checked_budget(
             n, "generate", n, 1, self.max_request_elements, unit="rows (num_samples)"
         )
-        z = tf.random.stateless_normal(tf.stack([n, self.latent_dim]), tf.stack([seed, 0]))
-        params = self._decoder_params(z)
-        sample = self._sample_x(params, tf.stack([seed, 1]))
-        return {"z": z, "mean": params["mean"], "sample": sample}
+        z_seed, x_seed = tfp.random.split_seed(_seed_pair(seed))
+        z = self._prior().sample(n, seed=z_seed)  # [n, J]
+        px = self._px(z)
+        params = parameters.named_parameters(px)
+        sample = tf.cast(px.sample(seed=x_seed), tf.float32)
+        return {"z": tf.cast(z, tf.float32), "mean": params["mean"], "sample": sample}
 
     def _log_likelihood(self, x):
         x = self._checked_x(x, "log_likelihood", samples=self.iwae_samples)
@@ -187,22 +207,75 @@ class VAEServingModule(tf.Module):
         return {"elbo": elbo, "iwae": iwae}
 
     def _row_bounds(self, x_row):
-        """(ELBO, IWAE bound) of one row `[D]`; its draws depend only on `likelihood_seed`."""
-        x = x_row[None]  # [1, D]
-        k, j, seed = self.iwae_samples, self.latent_dim, self.likelihood_seed
-        z_mean, z_stddev = self._posterior(x)  # [1, J]
-        log_var = 2.0 * tf.math.log(z_stddev)
-        kl = objectives.analytic_kl(z_mean, log_var)
-        eps1 = tf.random.stateless_normal([1, j], [seed, 1])
-        elbo = self._log_px_z(x, self._decoder_params(z_mean + z_stddev * eps1)) - kl
-        z = z_mean + z_stddev * tf.random.stateless_normal([k, j], [seed, 2])  # [K, J]
-        log_px_z = self._log_px_z(x, self._decoder_params(z))  # x broadcast to [K, D]
-        log_pz = objectives.standard_normal_log_prob(z)
-        log_qz = objectives.gaussian_log_likelihood(z, z_mean, log_var)
-        return elbo[0], objectives.iwae_bound(log_px_z + log_pz - log_qz, axis=0)
+        """(ELBO, IWAE bound) of one example; its draws depend only on `likelihood_seed`."""
+        x = x_row[None]  # [1, *x_shape]
+        x_event = self._as_event(x)
+        k, j = self.iwae_samples, self.latent_dim
+        q = self._q(x)
+        z1 = q.sample(seed=self._elbo_seed)  # [1, J]
+        kl = objectives.kl_divergence(q, self._prior(), "analytic", z1)
+        elbo = self._px(z1).log_prob(x_event) - kl
+        z = q.sample(k, seed=self._iwae_seed)  # [K, 1, J]
+        zs = tf.reshape(z, [k, j])
+        log_px_z = self._px(zs).log_prob(x_event)  # x broadcast to the K draws: [K]
+        log_w = log_px_z + self._prior().log_prob(zs) - tf.reshape(q.log_prob(z), [k])
+        iwae = objectives.iwae_bound(tf.cast(log_w, tf.float32), axis=0)
+        return tf.cast(tf.reshape(elbo, []), tf.float32), iwae
 
     def signatures(self) -> dict:
         return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+
+
+def _seed_pair(seed: tf.Tensor) -> tf.Tensor:
+    """The stateless seed `int32[2]` TFP samples with, from an int64 seed: its two halves
+    (one-to-one, so distinct request seeds never share draws)."""
+    return tf.bitcast(tf.cast(seed, tf.int64), tf.int32)
+
+
+def _static_shape(shape) -> Optional[tuple]:
+    """A fully known shape as a tuple of ints, else None."""
+    shape = tf.TensorShape(shape)
+    return tuple(int(d) for d in shape) if shape.is_fully_defined() else None
+
+
+def served_shapes(model) -> dict:
+    """What the export serves, read from the networks and their distributions: the encoder's
+    input shape `x`, the shapes a request may send (`requests`: the image shape, if the model
+    has one, and flat), p(x|z)'s `event` shape, `latent_dim`, whether x must lie in [0, 1]
+    (`unit_interval`) and whether q(z|x) has correlations (`correlated`).
+
+    Raises:
+      ValueError: the networks' shapes do not fit together, naming them.
+    """
+    inputs = getattr(model.encoder, "inputs", None)
+    x_shape = _static_shape(inputs[0].shape[1:]) if inputs else None
+    if x_shape is None:
+        x_shape = tuple(model.config.image_shape or (model.config.input_dim,))
+    q = model.encoder(tf.zeros([1, *x_shape]), training=False)
+    if q.event_shape.rank != 1 or not q.event_shape.is_fully_defined():
+        raise ValueError(
+            f"q(z|x) must have a vector event shape [J] to export, got {q.event_shape}; "
+            "end the encoder in a multivariate distribution (or tfd.Independent)"
+        )
+    latent_dim = int(q.event_shape[0])
+    px = model.decoder(tf.zeros([1, latent_dim]), training=False)
+    event = _static_shape(px.event_shape)
+    size = math.prod(x_shape)
+    if event is None or math.prod(event) != size:
+        raise ValueError(
+            f"p(x|z) has event shape {px.event_shape} but the encoder takes x of shape "
+            f"{list(x_shape)} ({size} values); the decoder must model the encoder's input"
+        )
+    images = [s for s in (x_shape, tuple(model.config.image_shape or ())) if len(s) > 1]
+    requests = list(dict.fromkeys(images + [(size,)]))  # images first, then flat
+    return {
+        "x": x_shape,
+        "requests": requests,
+        "event": event,
+        "latent_dim": latent_dim,
+        "unit_interval": parameters.in_unit_interval(px),
+        "correlated": parameters.scale_tril(q) is not None,
+    }
 
 
 def make_serving_module(
@@ -231,10 +304,11 @@ def _floats_per_element(module: VAEServingModule) -> int:
     of a batch of 2 minus those of a batch of 1, so that the weights do not count."""
 
     def per_example(x):
-        return module._log_px_z(x, module._decoder_params(module._posterior(x)[0]))
+        px = module._px(module._q(x).mean())
+        return px.log_prob(module._as_event(x)), parameters.named_parameters(px)
 
     def floats(batch: int) -> int:
-        spec = tf.TensorSpec([batch, module.input_dim], tf.float32)
+        spec = tf.TensorSpec([batch, *module.x_shape], tf.float32)
         graph = tf.function(per_example).get_concrete_function(spec).graph
         return sum(
             out.shape.num_elements() or 0

@@ -50,8 +50,8 @@ import tf_keras as tfk
 from tfvae.base import atomic, schema
 from tfvae.config import MAX_EPOCHS
 from tfvae.engine import distribute
-from tfvae.model.saving import sha256_file, verify_files
-from tfvae.training.rundir import CHECKPOINT_DIR, RUN_FILE, RUN_SCHEMA
+from tfvae.model.saving import network_configs, sha256_file, verify_files
+from tfvae.training.rundir import CHECKPOINT_DIR, RUN_FILE, RUN_NETWORKS_SCHEMA, RUN_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ __all__ = [
     "TrainingCheckpoint",
     "resume_state",
     "prepare_run",
+    "recorded_networks",
     "latest_checkpoint",
     "restore_checkpoint",
     "restore_latest",
@@ -129,28 +130,51 @@ def dataset_identity(x_train, source: Optional[dict] = None) -> dict:
     }
 
 
-def _run_record(model_config, train_config, dataset: Optional[dict]) -> dict:
+def _run_record(model_config, train_config, dataset: Optional[dict], networks) -> dict:
     run = {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
     if dataset is not None:
         run["dataset"] = dataset
+    if networks:
+        run["networks"] = dict(networks)
     return run
 
 
+def recorded_networks(workdir: str) -> dict:
+    """{part: Keras config} of the networks of the user's that `workdir`'s run.json records
+    (`tfvae.model.network_saving`); {} for a run of built-in networks, or no run."""
+    path = os.path.join(workdir, RUN_FILE)
+    if not os.path.isfile(path):
+        return {}
+    return _networks_of(_read_json(path, "run file"), path)
+
+
+def _networks_of(run: dict, path: str) -> dict:
+    """The checked "networks" of run.json's document `run`."""
+    schema.check(run, RUN_NETWORKS_SCHEMA, path, "run file", CheckpointError)
+    return run.get("networks") or {}
+
+
 def prepare_run(
-    workdir: str, model_config, train_config, record: bool = True, dataset: Optional[dict] = None
+    workdir: str,
+    model_config,
+    train_config,
+    record: bool = True,
+    dataset: Optional[dict] = None,
+    networks: Optional[dict] = None,
 ) -> None:
-    """Records the run in `workdir/run.json` (configs and, if given, the `dataset_identity`),
-    or checks it against the saved one.
+    """Records the run in `workdir/run.json` (configs, the `dataset_identity` and the
+    `networks` of the user's, {part: Keras config}, if given), or checks it against the
+    saved one.
 
     With `record=False` (a worker that is not the chief) it only checks, and writes nothing.
 
     Raises:
       CheckpointError: `run.json` is corrupt, or records a different config (the message
-        lists every differing field; only the fields in `RESUMABLE_CHANGES` may change) or
-        different training data (it names both).
+        lists every differing field; only the fields in `RESUMABLE_CHANGES` may change),
+        other networks (their layers' names aside) or different training data (it names both).
     """
     path = os.path.join(workdir, RUN_FILE)
-    run = _run_record(model_config, train_config, dataset)
+    run = _run_record(model_config, train_config, dataset, networks)
     if not os.path.exists(path):
         if record:
             os.makedirs(workdir, exist_ok=True)
@@ -170,6 +194,9 @@ def prepare_run(
                 continue
             if _normalise(old.get(key)) != _normalise(new.get(key)):
                 diffs.append(f"{section}.{key}: saved {old.get(key)!r}, now {new.get(key)!r}")
+    diffs += _network_diffs(_networks_of(saved, path), networks or {})
+    if saved.get("networks"):  # the same architectures: keep the names recorded first
+        run["networks"] = saved["networks"]
     if diffs:
         raise CheckpointError(
             f"cannot resume in {workdir!r}: it holds a run with a different configuration ("
@@ -180,6 +207,22 @@ def prepare_run(
     _check_same_data(workdir, saved.get("dataset"), dataset)
     if record and any(saved.get(k) != run[k] for k in run):
         atomic.write_json(path, run)  # new values of RESUMABLE_CHANGES, or the dataset
+
+
+def _network_diffs(saved: dict, now: dict) -> list:
+    """What differs between the networks a run recorded and those given now, per part."""
+    from tfvae.model.network_saving import same_architecture
+
+    def said(networks, part):
+        return "a network of your own" if part in networks else "the built-in one"
+
+    diffs = []
+    for part in sorted(set(saved) | set(now)):
+        if part not in saved or part not in now:
+            diffs.append(f"networks.{part}: saved {said(saved, part)}, now {said(now, part)}")
+        elif not same_architecture(saved[part], now[part]):
+            diffs.append(f"networks.{part}: saved another architecture than the one given")
+    return diffs
 
 
 def _check_same_data(workdir: str, saved: Optional[dict], now: Optional[dict]) -> None:
@@ -287,7 +330,9 @@ def resume_state(
     if overwrite and chief:
         clear_checkpoints(workdir)
     if chief or not overwrite:  # the chief may still be clearing what another worker reads
-        prepare_run(workdir, model_config, train_config, record=chief, dataset=dataset)
+        # A network of the user's that cannot be saved is refused now, before training.
+        networks = network_configs(model)
+        prepare_run(workdir, model_config, train_config, chief, dataset, networks)
     distribute.barrier(strategy)  # every worker now sees the chief's files
     latest = latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
     if latest is None:

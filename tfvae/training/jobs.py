@@ -59,6 +59,7 @@ def train_run(
     verbose: int = 2,
     pictures: bool = False,
     note: Note = logger.warning,
+    image_shape: Optional[tuple] = None,
 ) -> TrainedRun:
     """Trains a VAE on `dataset` into run directory `out`, as `tfvae train` does.
 
@@ -73,6 +74,7 @@ def train_run(
       verbose: `train_and_evaluate`'s.
       pictures: also draw `tfvae run`'s pictures (`draw_run_pictures`), once published.
       note: where progress lines go (the CLI's stderr).
+      image_shape: the data's image shape, if not its own (`tfvae.data.choice.load_data`).
 
     Raises:
       tfvae.training.rundir.RunDirError: `out` is in use or not what `mode` needs.
@@ -85,7 +87,9 @@ def train_run(
         # Dynamic binarization keeps grey levels, redrawn as binary pixels every epoch.
         dynamic = train_config.dynamic_binarization
         binarization = "dynamic" if dynamic else "static"
-        data = choice.load_data(dataset, data_dir, train_config.seed, binarization, note)
+        data = choice.load_data(
+            dataset, data_dir, train_config.seed, binarization, note, image_shape
+        )
         fields = dict(model_fields)
         fields.setdefault("decoder", "bernoulli" if data.binary or dynamic else "gaussian")
         config = VAEConfig(input_dim=data.input_dim, image_shape=data.image_shape, **fields)
@@ -110,9 +114,9 @@ def _fit(config, train_config, data, workdir: str, strategy, verbose, source, no
     from tfvae.training.train import make_callbacks, train_and_evaluate
 
     note(
-        f"training a {config.decoder} VAE (J={config.latent_dim}, {config.architecture} "
-        f"{list(config.hidden_units)}) on {data.name}: {len(data.x_train)} train / "
-        f"{len(data.x_test)} test examples, D={data.input_dim}, {train_config.epochs} epochs"
+        f"training a {_networks_said(config, workdir)} on {data.name}: {len(data.x_train)} "
+        f"train / {len(data.x_test)} test examples, D={data.input_dim}, "
+        f"{train_config.epochs} epochs"
     )
     model, _, metrics = train_and_evaluate(
         config,
@@ -127,6 +131,19 @@ def _fit(config, train_config, data, workdir: str, strategy, verbose, source, no
     if is_chief(strategy):
         draw_run_curves(workdir)
     return model, metrics
+
+
+def _networks_said(config, workdir: str) -> str:
+    """The VAE in words: its built-in networks, or those of the user's its run recorded."""
+    from tfvae.training.checkpointing import recorded_networks
+
+    own = sorted(recorded_networks(workdir))
+    if own:
+        return f"VAE (J={config.latent_dim}) of your own {' and '.join(own)} (recorded in the run)"
+    return (
+        f"{config.decoder} VAE (J={config.latent_dim}, {config.architecture} "
+        f"{list(config.hidden_units)})"
+    )
 
 
 def draw_run_curves(run_dir: str) -> Optional[str]:

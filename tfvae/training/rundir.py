@@ -57,6 +57,7 @@ __all__ = [
     "RunLockedError",
     "DATASET_SOURCE_SCHEMA",
     "RUN_SCHEMA",
+    "RUN_NETWORKS_SCHEMA",
     "METRICS_SCHEMA",
     "is_finished",
     "is_interrupted",
@@ -136,6 +137,16 @@ RUN_SCHEMA = schema.obj(
         "dataset": schema.obj(
             {"train_shape": schema.list_of(schema.integer(0), 8), "sha256": schema.SHA256},
             {"source": DATASET_SOURCE_SCHEMA},
+        )
+    },
+)
+# run.json's "networks": the Keras configs of the networks the user passed
+# (`tfvae.model.network_saving`), checked where they are read.
+RUN_NETWORKS_SCHEMA = schema.obj(
+    {},
+    {
+        "networks": schema.mapping(
+            schema.obj({"class_name": schema.text()}), schema.one_of(("encoder", "decoder"))
         )
     },
 )

@@ -149,7 +149,7 @@ class EvalSummaries(tfk.callbacks.Callback):
 
     def _write_pictures(self):
         model = self.model
-        shape = model.config.image_shape or (1, model.config.input_dim, 1)
+        shape = plots.image_shape_of(model)
         x = self.x_eval[: self.num_images]
         tf.summary.image(
             "reconstructions", _png_image(plots.model_reconstructions(model, x, shape))

@@ -23,6 +23,8 @@ from tfvae.data.datasets import Data
 from tfvae.data.validation import check_data
 from tfvae.engine import distribute, keras3
 from tfvae.engine.callbacks import EpochLine, HistoryCSV, StopOnNonFiniteLoss
+from tfvae.engine.jit_choice import replicas_on_cpu
+from tfvae.model.network_saving import NetworkLoadError, build_network, in_scope
 from tfvae.model.objectives import bits_per_dim
 from tfvae.model.saving import save_model
 from tfvae.model.vae import VAE
@@ -72,6 +74,8 @@ def train_and_evaluate(
     callbacks: Optional[list] = None,
     strategy: Optional[tf.distribute.Strategy] = None,
     dataset_source: Optional[dict] = None,
+    encoder: Optional[tfk.Model] = None,
+    decoder: Optional[tfk.Model] = None,
 ):
     """Fits a VAE on `data.x_train`, evaluates on `data.x_test`, saves under `workdir/model`.
 
@@ -96,9 +100,14 @@ def train_and_evaluate(
         this with the same arguments and see the same `workdir` (a shared filesystem); only
         the chief keeps what it writes (checkpoints, model, metrics), the others write to
         temporary directories that are deleted. Every strategy resumes the same way.
+        Networks passed as `encoder`/`decoder` are copied into its scope when not made there.
       dataset_source: how to load the data again (JSON-able, e.g. the CLI's
         `{"dataset": "mnist", "data_dir": ..., "seed": 0}`), recorded in `workdir/run.json`
         with the training data's shape and sha256; resuming on other data is refused.
+      encoder, decoder: networks of your own (`VAE(config, encoder=..., decoder=...)`); their
+        architecture is recorded in `workdir/run.json`, so a resume without them rebuilds
+        them from there (their weights from the checkpoint), and a resume with other ones
+        is refused. A resume before the first checkpoint starts them afresh.
 
     Returns:
       `(model, history_dict, test_metrics_dict)`; the history covers every epoch of the
@@ -107,7 +116,8 @@ def train_and_evaluate(
     _check_arguments(model_config, train_config, data, callbacks)
     strategy = strategy or tf.distribute.get_strategy()
     with _open_workdir(workdir, overwrite, resume, strategy) as resave:
-        model = create_model(model_config, train_config, strategy)
+        networks = _networks(workdir, overwrite, encoder=encoder, decoder=decoder)
+        model = create_model(model_config, train_config, strategy, **networks)
         start = restore_or_start(
             model, train_config, data, workdir, strategy, overwrite, resume, dataset_source
         )
@@ -180,16 +190,45 @@ def _open_workdir(
         yield resave
 
 
-def create_model(model_config: VAEConfig, train_config: TrainConfig, strategy) -> VAE:
-    """A compiled VAE with its optimizer's slots built, its variables under `strategy`."""
-    jit_compile = train_config.jit_compile
-    if jit_compile and _replicas_on_cpu(strategy):
+def _networks(workdir: Optional[str], overwrite: bool, **given) -> dict:
+    """{part: network} for the VAE: those `given`, else those `workdir`'s run recorded (a
+    resume; not for an `overwrite`, which starts afresh)."""
+    networks = {part: network for part, network in given.items() if network is not None}
+    if workdir is None or overwrite:
+        return networks
+    for part, config in checkpointing.recorded_networks(workdir).items():
+        if part not in networks:
+            try:
+                networks[part] = build_network(config, part)
+            except NetworkLoadError as e:
+                raise ValueError(
+                    f"cannot resume {workdir!r}: its {part} is a network of your own that "
+                    f"cannot be rebuilt here ({e.cause}); register its layer classes with "
+                    "tf_keras.saving.register_keras_serializable, or pass it: "
+                    f"train_and_evaluate(..., {part}=...)"
+                ) from None
+    return networks
+
+
+def create_model(
+    model_config: VAEConfig,
+    train_config: TrainConfig,
+    strategy,
+    encoder: Optional[tfk.Model] = None,
+    decoder: Optional[tfk.Model] = None,
+) -> VAE:
+    """A compiled VAE with its optimizer's slots built, its variables under `strategy` (the
+    `encoder`/`decoder` given, if any, copied there when made outside its scope)."""
+    jit_compile = train_config.jit_compile  # None: the engine's rule (jit_choice)
+    if jit_compile and replicas_on_cpu(strategy):
         # XLA compiles a CPU cluster for one device: replicas on logical CPUs then fail with
         # "Trying to access resource ... located in device CPU:1 from device CPU:0".
         logger.info("jit_compile turned off: XLA does not run one replica per CPU device")
         jit_compile = False
     with strategy.scope():  # variables (model, optimizer, metrics) mirrored on every replica
-        model = VAE(model_config)
+        given = {"encoder": encoder, "decoder": decoder}
+        own = {p: in_scope(n, p, strategy) for p, n in given.items() if n is not None}
+        model = VAE(model_config, **own)
         optimizer = tfk.optimizers.Adam(
             train_config.learning_rate, global_clipnorm=train_config.clipnorm
         )
@@ -202,14 +241,6 @@ def create_model(model_config: VAEConfig, train_config: TrainConfig, strategy) -
         # Slots now, not inside the first step: spares a retrace and lets a restore fill them.
         model.optimizer.build(model.trainable_variables)
     return model
-
-
-def _replicas_on_cpu(strategy) -> bool:
-    """True when `strategy` runs several replicas and at least one sits on a CPU device."""
-    if strategy.num_replicas_in_sync <= 1:
-        return False
-    devices = getattr(strategy.extended, "worker_devices", ())
-    return any("CPU" in tf.DeviceSpec.from_string(d).device_type.upper() for d in devices)
 
 
 class RunStart(NamedTuple):
