@@ -24,7 +24,8 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
+
+from bench.common import epoch_seconds
 
 ARCHITECTURES = ("mlp", "conv")
 DATA = ("arrays", "dataset")
@@ -36,7 +37,6 @@ def _run_one(args) -> None:
     """Child process: trains one configuration, prints one JSON line of epoch timings."""
     import numpy as np
     import tensorflow as tf
-    import tf_keras as tfk
 
     from tfvae import VAE, VAEConfig
 
@@ -50,15 +50,8 @@ def _run_one(args) -> None:
     else:
         fit_args = {"x": x, "batch_size": args.batch_size}
 
-    class Timer(tfk.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
     times: list = []
-    history = model.fit(**fit_args, epochs=args.epochs, verbose=0, callbacks=[Timer()])
+    history = model.fit(**fit_args, epochs=args.epochs, verbose=0, callbacks=[epoch_seconds(times)])
     loss = history.history["loss"][-1]
     print(json.dumps({"jit": bool(model.jit_compile), "epoch_seconds": times, "loss": loss}))
 

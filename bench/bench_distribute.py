@@ -22,7 +22,8 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+
+from bench.common import epoch_seconds
 
 CONFIGS = [
     {"name": "1 device, XLA", "devices": 1, "strategy": "default", "jit": True},
@@ -55,15 +56,8 @@ def _run_one(args) -> None:
         model.compile(tfk.optimizers.Adam(1e-3), jit_compile=args.jit)
     ds = make_dataset(data.x_train, args.batch_size, seed=0)  # sharded by example
 
-    class Timer(tfk.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
     times: list = []
-    model.fit(ds, epochs=args.epochs, verbose=0, callbacks=[Timer()])
+    model.fit(ds, epochs=args.epochs, verbose=0, callbacks=[epoch_seconds(times)])
     print(
         json.dumps(
             {

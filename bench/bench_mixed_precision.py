@@ -28,7 +28,8 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
+
+from bench.common import epoch_seconds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -60,20 +61,13 @@ def _train(args, policy: str, compile_name: str) -> dict:
         model.compile(tfk.optimizers.Adam(1e-3), **COMPILES[compile_name])
         seconds = []
 
-        class Timer(tfk.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                seconds.append(time.perf_counter() - self.start)
-
         history = model.fit(
             data.x_train,
             batch_size=args.batch_size,
             epochs=args.epochs,
             shuffle=True,
             verbose=0,
-            callbacks=[Timer()],
+            callbacks=[epoch_seconds(seconds)],
         ).history
         test = model.evaluate(x_test, batch_size=args.batch_size, verbose=0, return_dict=True)
     finally:

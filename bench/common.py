@@ -51,6 +51,21 @@ def tfvae_config(seed: int, weight_init=None):
     )
 
 
+def epoch_seconds(times: list):
+    """A Keras callback appending each epoch's wall seconds to `times` (what the speed
+    benches report, as medians over epochs)."""
+    import tf_keras as tfk
+
+    class EpochSeconds(tfk.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    return EpochSeconds()
+
+
 def save_weights(path: str, weights: Dict[str, np.ndarray]) -> None:
     """Writes a contestant's trained weights (`WEIGHT_NAMES`, float32) to an .npz file."""
     missing = set(WEIGHT_NAMES) - set(weights)

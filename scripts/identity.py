@@ -51,7 +51,7 @@ CONFIGS = [
             kl_method="monte_carlo",
             seed=11,
         ),
-        dict(epochs=2, batch_size=50, clipnorm=5.0),
+        dict(epochs=2, batch_size=50, clipnorm=5.0, jit_compile=True),  # XLA: as before 33
     ),
     (
         "mlp_fixed_variance_multi",
