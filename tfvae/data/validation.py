@@ -14,6 +14,8 @@ import tensorflow as tf
 from tfvae.base import checks
 
 __all__ = [
+    "shape_names",
+    "shapes_message",
     "shape_message",
     "one_example_hint",
     "flatten_hint",
@@ -33,8 +35,17 @@ __all__ = [
 
 # The messages, one home for each: the Python checks below and the exported signatures'
 # in-graph checks (`tfvae.serving.request_checks`, which passes "{}" for values known at run time).
+def shape_names(shapes) -> str:
+    """`[batch, 784]`, or `[batch, 784] or [batch, 28, 28, 1]`: batches of these example shapes."""
+    return " or ".join("[batch, " + ", ".join(str(d) for d in e) + "]" for e in shapes)
+
+
+def shapes_message(name: str, shapes, what: str, got: str, hint: str = "") -> str:
+    return f"{name} must have shape {shape_names(shapes)} ({what}), got {got}{hint}"
+
+
 def shape_message(name: str, dim, what: str, got: str, hint: str = "") -> str:
-    return f"{name} must have shape [batch, {dim}] ({what}), got {got}{hint}"
+    return shapes_message(name, [(dim,)], what, got, hint)
 
 
 def one_example_hint(dim) -> str:
@@ -84,18 +95,6 @@ def _fits(shape, example_shapes) -> bool:
     )
 
 
-def _shape_names(dim: int, example_shapes) -> str:
-    """`[batch, 784]`, or `[batch, 784] or [batch, 28, 28, 1]` with image `example_shapes`."""
-    names = [f"[batch, {', '.join(str(d) for d in e)}]" for e in example_shapes]
-    return " or ".join(dict.fromkeys([f"[batch, {dim}]", *names]))
-
-
-def _bad_shape(name, dim, what, got, example_shapes, hint="") -> str:
-    if len(example_shapes) == 1:
-        return shape_message(name, dim, what, got, hint)
-    return f"{name} must have shape {_shape_names(dim, example_shapes)} ({what}), got {got}{hint}"
-
-
 def check_array(
     x,
     dim: int,
@@ -119,7 +118,7 @@ def check_array(
     if _is_symbolic(x):
         # Inside a traced function: only the static shape can be checked.
         if x.shape.rank is not None and not _fits(tuple(x.shape), shapes):
-            raise ValueError(_bad_shape(name, dim, what, _describe(x), shapes))
+            raise ValueError(shapes_message(name, shapes, what, _describe(x)))
         return tf.cast(x, tf.float32) if x.dtype != tf.float32 else x
     if isinstance(x, tf.Tensor) or isinstance(x, tf.Variable):
         arr = x.numpy()
@@ -138,7 +137,7 @@ def check_array(
             hint = flatten_hint(dim)
         elif arr.ndim == 1 and arr.shape[0] == dim:
             hint = one_example_hint(dim)
-        raise ValueError(_bad_shape(name, dim, what, _describe(arr), shapes, hint))
+        raise ValueError(shapes_message(name, shapes, what, _describe(arr), hint))
     if require_examples and arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: got 0 examples of shape [batch, {dim}]")
     # Two passes (min and max: a NaN or an infinity shows in one of them), not a mask.
@@ -203,7 +202,7 @@ def check_dataset(ds: tf.data.Dataset, config, name: str = "x", example_shapes=N
     if shape.rank is None or not _fits(tuple(shape), shapes):
         raise ValueError(
             f"{name}: dataset elements must be batches of shape "
-            f"{_shape_names(config.input_dim, shapes)}, got {shape}; call "
+            f"{shape_names(shapes)}, got {shape}; call "
             ".batch(batch_size) and flatten images"
         )
     if spec.dtype.is_integer:

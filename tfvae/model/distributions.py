@@ -21,6 +21,7 @@ tfpl = tfp.layers
 __all__ = [
     "unwrap",
     "is_bernoulli",
+    "is_diagonal_normal",
     "kind",
     "bernoulli_logits",
     "example_shape",
@@ -165,21 +166,31 @@ def log_prob_at(px: tfd.Distribution, x: tf.Tensor) -> tf.Tensor:
 
 
 # ------------------------------------------------------------------------ KL(q || p)
+_DIAGONAL_SCALES = (
+    tf.linalg.LinearOperatorDiag,
+    tf.linalg.LinearOperatorIdentity,
+    tf.linalg.LinearOperatorScaledIdentity,
+)
+
+
+def is_diagonal_normal(base: tfd.Distribution) -> bool:
+    """Whether `base` (an `unwrap`ped distribution) is a normal with independent coordinates:
+    a `tfd.Normal`, or a multivariate normal whose scale is diagonal."""
+    if isinstance(base, tfd.Normal):
+        return True
+    return isinstance(base, tfd.MultivariateNormalLinearOperator) and isinstance(
+        base.scale, _DIAGONAL_SCALES
+    )
+
+
 def _diagonal_normal(d: tfd.Distribution):
     """(loc, scale) `[..., J]` of a normal with diagonal covariance over a vector event."""
     if d.event_shape.rank != 1:
         return None
     base = unwrap(d)
-    if isinstance(base, tfd.Normal) and base.event_shape.rank == 0:
-        return base.mean(), base.stddev()
-    diagonal = (
-        tf.linalg.LinearOperatorDiag,
-        tf.linalg.LinearOperatorIdentity,
-        tf.linalg.LinearOperatorScaledIdentity,
-    )
-    if isinstance(base, tfd.MultivariateNormalLinearOperator) and isinstance(base.scale, diagonal):
-        return base.mean(), base.stddev()
-    return None
+    if isinstance(base, tfd.Normal) and base.event_shape.rank != 0:
+        return None
+    return (base.mean(), base.stddev()) if is_diagonal_normal(base) else None
 
 
 def in_form_of(q: tfd.Distribution, prior: tfd.Distribution):

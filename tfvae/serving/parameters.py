@@ -13,51 +13,21 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.model.distributions import is_diagonal_normal, unwrap
+
 tfd = tfp.distributions
 
 __all__ = [
-    "base_distribution",
-    "is_bernoulli",
     "in_unit_interval",
     "named_parameters",
     "scale_tril",
 ]
 
-_DIAGONAL_SCALES = (
-    tf.linalg.LinearOperatorDiag,
-    tf.linalg.LinearOperatorIdentity,
-    tf.linalg.LinearOperatorScaledIdentity,
-)
-
-
-def base_distribution(d: tfd.Distribution) -> tfd.Distribution:
-    """`d` without `tfp.layers`' tensor-coercible wrapper and `tfd.Independent` layers."""
-    while True:
-        if hasattr(d, "tensor_distribution"):  # what a tfp.layers DistributionLambda returns
-            d = d.tensor_distribution
-        elif isinstance(d, tfd.Independent):
-            d = d.distribution
-        else:
-            return d
-
-
-def is_bernoulli(d: tfd.Distribution) -> bool:
-    """Whether `d` is Bernoulli underneath (the family served as mean, logits, probs)."""
-    return isinstance(base_distribution(d), tfd.Bernoulli)
-
 
 def in_unit_interval(d: tfd.Distribution) -> bool:
     """Whether `d`'s support is [0, 1] per value (Bernoulli, continuous Bernoulli): data
     outside it are refused, as the Python API refuses them."""
-    return isinstance(base_distribution(d), (tfd.Bernoulli, tfd.ContinuousBernoulli))
-
-
-def _is_diagonal_normal(base: tfd.Distribution) -> bool:
-    if isinstance(base, tfd.Normal):
-        return True
-    return isinstance(base, tfd.MultivariateNormalLinearOperator) and isinstance(
-        base.scale, _DIAGONAL_SCALES
-    )
+    return isinstance(unwrap(d), (tfd.Bernoulli, tfd.ContinuousBernoulli))
 
 
 def _float32(t) -> tf.Tensor:
@@ -72,13 +42,13 @@ def named_parameters(d: tfd.Distribution) -> dict:
     distribution: `mean` and its own tensor parameters (`rate`, `scale_tril`, ...),
     broadcast to its batch shape.
     """
-    base = base_distribution(d)
+    base = unwrap(d)
     if isinstance(base, tfd.Bernoulli):
         logits = _float32(base.logits_parameter())
         probs = _float32(base.probs_parameter())
         return {"mean": probs, "logits": logits, "probs": probs}
     mean = _float32(d.mean())
-    if _is_diagonal_normal(base):
+    if is_diagonal_normal(base):
         stddev = tf.broadcast_to(_float32(d.stddev()), tf.shape(mean))
         return {"mean": mean, "stddev": stddev, "log_var": 2.0 * tf.math.log(stddev)}
     params = {"mean": mean}
@@ -99,8 +69,8 @@ def named_parameters(d: tfd.Distribution) -> dict:
 def scale_tril(q: tfd.Distribution) -> Optional[tf.Tensor]:
     """The lower-triangular scale `[batch, J, J]` of a q(z|x) with correlations, or None
     when its scale is diagonal (or its covariance is not known): then its stddev says all."""
-    base = base_distribution(q)
-    if _is_diagonal_normal(base) or base.event_shape.rank == 0:  # independent coordinates
+    base = unwrap(q)
+    if is_diagonal_normal(base) or base.event_shape.rank == 0:  # independent coordinates
         return None
     if isinstance(base, tfd.MultivariateNormalLinearOperator) and isinstance(
         base.scale, tf.linalg.LinearOperatorLowerTriangular

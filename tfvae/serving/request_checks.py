@@ -17,7 +17,6 @@ from tfvae.data import validation
 
 __all__ = [
     "checked_array",
-    "shapes_message",
     "checked_budget",
     "checked_positive",
     "one_value",
@@ -67,12 +66,6 @@ def _gate(t: tf.Tensor, ok: tf.Tensor, message_fn) -> tf.Tensor:
         return tf.identity(t)
 
 
-def shapes_message(name: str, shapes, what: str, got: str) -> str:
-    """Why x of the wrong shape was refused by a model that takes several (image and flat)."""
-    wanted = " or ".join("[batch, " + ", ".join(str(d) for d in s) + "]" for s in shapes)
-    return f"{name} must have shape {wanted} ({what}), got {got}"
-
-
 def _has_shape(shape: tf.Tensor, rank: tf.Tensor, example) -> tf.Tensor:
     """Whether a request of shape `shape` (rank `rank`) is a batch of `example`-shaped rows."""
     n = len(example)
@@ -97,7 +90,7 @@ def checked_array(
 
         def shape_error():
             got = tf.strings.join(["shape ", _python_tuple(shape), " and dtype float32"])
-            return _fill(functools.partial(shapes_message, name, shapes, what), got)
+            return _fill(functools.partial(validation.shapes_message, name, shapes, what), got)
 
         return _finite_and_in_range(_gate(t, shape_ok, shape_error), name, unit_interval)
     last = tf.gather(tf.concat([[-1], shape], 0), rank)  # -1 for a scalar
