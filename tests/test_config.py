@@ -175,7 +175,8 @@ def _sample(field):
     if field.type.startswith("Tuple"):
         return (3, 4), [flag, "3", "4"]
     if field.default is None:
-        return 1.5, [flag, "1.5"]
+        value = 3 if field.type == "Optional[int]" else 1.5
+        return value, [flag, str(value)]
     value = field.default + (1 if field.type == "int" else 0.5)
     return value, [flag, str(value)]
 

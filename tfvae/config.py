@@ -40,6 +40,10 @@ __all__ = [
     "KL_METHODS",
     "OBJECTIVES",
     "GRADIENT_ESTIMATORS",
+    "PRIORS",
+    "POSTERIORS",
+    "PSEUDO_INPUTS",
+    "MAX_PRIOR_COMPONENTS",
     "WEIGHT_INITS",
     "ACTIVATIONS",
     "FUSED_STEPS",
@@ -72,6 +76,9 @@ ARCHITECTURES = ("mlp", "conv")
 KL_METHODS = ("analytic", "monte_carlo")
 OBJECTIVES = ("elbo", "iwae")
 GRADIENT_ESTIMATORS = ("reparameterized", "dreg")
+PRIORS = ("standard_normal", "mixture", "vamp")
+POSTERIORS = ("diagonal", "full_covariance", "iaf")
+PSEUDO_INPUTS = ("unit", "free")
 WEIGHT_INITS = ("fan_in_uniform", "glorot_uniform")
 ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "sigmoid", "swish", "gelu")
 
@@ -98,6 +105,7 @@ MAX_LAYERS = 100  # hidden layers, conv layers
 MAX_WEIGHTS = 10**9  # Dense and conv kernels of one VAE: 4 GB of float32, x3 with Adam's moments
 MAX_EPOCHS = 1_000_000
 MAX_BATCH_SIZE = 100_000
+MAX_PRIOR_COMPONENTS = 100_000  # Gaussians of a mixture prior, pseudo-inputs of a VampPrior
 MAX_SAMPLES = 100_000  # importance samples K (evaluation), examples generated in one call
 MAX_STEPS_PER_EXECUTION = 1_000_000
 MAX_FUSED_STEPS = 1_024  # steps traced into one XLA program: its compile time grows with it
@@ -119,6 +127,7 @@ LIMITS = {
     "epochs, kl_warmup_epochs, eval_every_epochs": MAX_EPOCHS,
     "batch_size": MAX_BATCH_SIZE,
     "eval_samples, num_samples": MAX_SAMPLES,
+    "prior_components": MAX_PRIOR_COMPONENTS,
     "steps_per_execution": MAX_STEPS_PER_EXECUTION,
     "fused_steps": MAX_FUSED_STEPS,
     "seed": MAX_SEED,
@@ -257,6 +266,45 @@ class VAEConfig(Config):
         "score-function term whose noise drowns the encoder's signal as K grows; the "
         "decoder's gradient is unchanged)",
         choices=GRADIENT_ESTIMATORS,
+    )
+
+    prior: str = field(
+        "standard_normal",
+        "p(z): standard_normal (N(0, I), the paper's), mixture (a learned mixture of "
+        "prior_components diagonal Gaussians) or vamp (the VampPrior of Tomczak & Welling "
+        "2018: (1/K) sum_k q(z|u_k) over K = prior_components learned pseudo-inputs u_k)",
+        choices=PRIORS,
+    )
+    prior_components: Optional[int] = field(
+        None,
+        "K, the Gaussians of the mixture prior or the pseudo-inputs of the vamp prior "
+        "(None: 10 for mixture, 500 for vamp, Tomczak & Welling's MNIST setting)",
+        optional(integer(1, MAX_PRIOR_COMPONENTS)),
+    )
+    pseudo_inputs: str = field(
+        "unit",
+        "the vamp prior's pseudo-inputs u_k: unit (clipped to [0, 1], the range of the data a "
+        "Bernoulli decoder models: the paper's hardtanh) or free (any real values)",
+        choices=PSEUDO_INPUTS,
+    )
+    posterior: str = field(
+        "diagonal",
+        "q(z|x) of the built-in encoder: diagonal (N(mu, diag sigma^2), the paper's), "
+        "full_covariance (N(mu, L L^T), a MultivariateNormalTriL) or iaf (the diagonal "
+        "Gaussian pushed through flow_steps inverse autoregressive steps conditioned on x, "
+        "Kingma et al. 2016; its KL is estimated by Monte Carlo)",
+        choices=POSTERIORS,
+    )
+    flow_steps: int = field(2, "autoregressive steps of the iaf posterior", integer(1, MAX_LAYERS))
+    flow_hidden_units: Tuple[int, ...] = field(
+        (320, 320),
+        "hidden layers of each iaf step's masked autoregressive network (MADE)",
+        _sizes,
+    )
+    flow_context: int = field(
+        100,
+        "size of the context vector h(x) the encoder passes to every iaf step",
+        integer(1, MAX_UNITS),
     )
 
     def _check_together(self) -> None:

@@ -177,7 +177,7 @@ def model_mean_and_draws(model, num: int, draws: int, seed: int, image_shape: Se
     """`mean_and_draws` of a `tfvae.VAE` for `num` latents z ~ p(z) drawn with `seed`, and
     `draws` samples x ~ p(x|z) each, drawn with seed `(seed, 1)` (the CLI's samples.png and
     TensorBoard's picture)."""
-    from tfvae.model.vae import as_seed
+    from tfvae.model.seeds import as_seed
 
     px = model.sample_prior(num, seed=seed)
     samples = px.sample(draws, seed=as_seed(seed) + [0, 1]).numpy()

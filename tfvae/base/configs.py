@@ -73,6 +73,7 @@ def optional(check: Check) -> Check:
         if problem:
             return "must be None or " + problem[len("must be ") :]
 
+    optional.limit = getattr(check, "limit", None)
     return optional
 
 

@@ -30,23 +30,18 @@ from tfvae.engine import keras3, keras_internals
 from tfvae.engine.distribute import replica_average, replica_seed
 from tfvae.engine.engine import Engine
 from tfvae.model import distributions, likelihood, multi_sample, objectives, output_bias, saving
+from tfvae.model import priors
 from tfvae.model.networks import make_decoder, make_encoder
 from tfvae.model.outputs import PREDICT_OUTPUTS, check_latent, check_output, select
 from tfvae.model.saving import keras_save_path, write_model
+from tfvae.model.seeds import as_seed
 
 tfd = tfp.distributions
 
-__all__ = ["VAE", "PREDICT_OUTPUTS"]
+__all__ = ["VAE", "PREDICT_OUTPUTS", "as_seed"]
 
 # Independent sample streams, so training, evaluation, prediction and `elbo` draws never collide.
 _TRAIN_STREAM, _EVAL_STREAM, _PREDICT_STREAM, _ELBO_STREAM = range(4)
-
-
-def as_seed(seed) -> tf.Tensor:
-    """A stateless seed (`int32[2]`) from an int, a pair, or a seed tensor."""
-    if isinstance(seed, (int, np.integer)):
-        return tf.constant([int(seed) % (2**31 - 1), 0], tf.int32)
-    return tf.cast(tf.reshape(seed, [2]), tf.int32)
 
 
 class VAE(Engine):
@@ -105,9 +100,14 @@ class VAE(Engine):
             if decoder is not None
             else make_decoder(self.config, first_weight=len(self.encoder.weights))
         )
-        latent = self.config.latent_dim
-        self.prior = tfd.MultivariateNormalDiag(
-            loc=tf.zeros([latent]), scale_diag=tf.ones([latent]), name="prior"
+        if encoder is not None and self.config.posterior != "diagonal":
+            raise ValueError(
+                f"VAEConfig.posterior={self.config.posterior!r} builds tfvae's encoder; yours "
+                "returns its own q(z|x): leave posterior at 'diagonal' with encoder=..."
+            )
+        # p(z): a layer (its weights tracked after the networks'), read through `prior`.
+        self.prior_network = priors.make_prior(
+            self.config, first_weight=len(self.encoder.weights) + len(self.decoder.weights)
         )
         # Under a tf.distribute strategy: beta is set from outside the replicas (callbacks),
         # the draw counter is advanced by every replica; keep the first replica's count
@@ -156,6 +156,13 @@ class VAE(Engine):
         return output_bias.set_output_bias(self.decoder, self.config, x)
 
     # ------------------------------------------------------------------ distributions
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z) (`config.prior`): N(0, I), a learned mixture, or the VampPrior, whose
+        components are the encoder's q(z|u_k) (`tfvae.model.priors`). Built anew at each
+        access, from the current weights: read it once per step."""
+        return self.prior_network.distribution(self.encoder)
+
     def _data(self) -> tuple:
         """(p(x|z)'s kind, `check_inputs`' arguments), read once (`distributions.data_checks`)."""
         if self._data_spec is None:
