@@ -4,7 +4,6 @@ requests raise ValueError with the graph's sentence, and the export serves in a 
 process without tfvae or TFP. References are numpy formulas at the draws the export takes."""
 
 import functools
-import json
 import os
 
 import numpy as np
@@ -12,7 +11,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
-from helpers import REPO, np_log_mean_exp, run_python
+from export_helpers import serve_in_fresh_process
+from helpers import np_log_mean_exp
 
 import tfvae
 from tfvae.data import validation
@@ -190,23 +190,7 @@ def test_user_network_export_serves_in_a_fresh_process_without_tfvae_or_tfp(tmp_
     the same outputs as in process, q's scale_tril included."""
     model, path = _exported(tmp_root)
     x = _x(4)
-    requests = {
-        "serving_default/x": x,
-        "encode/x": x,
-        "encode/seed": np.array(5, np.int64),
-        "decode/z": np.random.default_rng(6).normal(size=(2, J)).astype(np.float32),
-        "generate/num_samples": np.array(3, np.int32),
-        "generate/seed": np.array(5, np.int64),
-        "log_likelihood/x": x,
-    }
-    np.savez(tmp_path / "requests.npz", **requests)
-    script = os.path.join(REPO, "tests", "serving_probe.py")
-    proc = run_python([script, str(tmp_path / "out"), path, str(tmp_path / "requests.npz")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "out" / "0" / "report.json").read_text())
-    assert report["modules"] == []
-    assert all(w["finite"] for w in report["warmup"])
-    got = dict(np.load(tmp_path / "out" / "0" / "outputs.npz"))
+    requests, got = serve_in_fresh_process(tmp_path, path, x, J)
     loaded = tfvae.load_exported(path)
     for key, value in got.items():
         signature, name = key.split("/")

@@ -311,5 +311,5 @@ def _valid_train_fields(fields):
         and _finite_number(learning_rate)
         and learning_rate > 0
         and (clipnorm is None or _finite_number(clipnorm) and clipnorm > 0)
-        and isinstance(f.get("jit_compile", True), bool)
+        and (f.get("jit_compile") is None or isinstance(f.get("jit_compile"), bool))
     )

@@ -225,3 +225,18 @@ def test_a_stopped_runs_checkpoint_restores_the_trained_model(tmp_path, monkeypa
     assert reproduce._bounds(model, x_test, reproduce.EVAL_K) == {
         k: v for k, v in state["evals"][0].items() if k != "epoch"
     }
+
+
+def test_the_record_run_is_burdas_model_and_data_and_names_its_prior_and_posterior():
+    """Issue 35's run keeps Burda's networks, data and schedule and changes only what its
+    protocol names: the objective's K and estimator, the prior, the posterior, the batch."""
+    run = reproduce.RUNS["iwae_k5_dreg_vamp"]
+    burda = reproduce.RUNS["iwae_k5_bias"]
+    assert run["model"]["prior"] == "vamp" and run["model"]["posterior"] == "diagonal"
+    assert run["model"]["prior_components"] == 500
+    changed = {"gradient_estimator", "prior", "posterior", "prior_components", "pseudo_inputs"}
+    assert {k: v for k, v in run["model"].items() if k not in changed} == burda["model"]
+    assert {k: v for k, v in run.items() if k not in ("model", "batch_size")} == {
+        k: v for k, v in burda.items() if k not in ("model", "batch_size")
+    }
+    assert run["batch_size"] == 100 and reproduce.stage_ends(run["stages"])[-1] == 3280

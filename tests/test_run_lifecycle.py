@@ -255,7 +255,7 @@ def test_a_refused_or_failed_overwrite_leaves_the_old_run_byte_identical(cli_run
     np.savez(parent / "split.npz", train=x, test=x[:5, :32])  # a test split of 32 features
     refused = [
         (["--dataset", str(parent / "split.npz")], "x_test must have shape [batch, 64]"),
-        (["--dataset", str(parent / "one.npy")], "x_train is empty"),
+        (["--dataset", str(parent / "one.npy")], "holds 1 example, too few to split"),
         (["--dataset", str(parent / "flat.npy"), "--architecture", "conv"], "image_shape"),
         (["--dataset", str(parent / "missing.npy")], "file not found"),
     ]

@@ -24,6 +24,7 @@ from tfvae.base.configs import (
     optional,
     shorten,
 )
+from tfvae.base.sizes import weight_count
 
 __all__ = [
     "VAEConfig",
@@ -110,6 +111,7 @@ MAX_SAMPLES = 100_000  # importance samples K (evaluation), examples generated i
 MAX_STEPS_PER_EXECUTION = 1_000_000
 MAX_FUSED_STEPS = 1_024  # steps traced into one XLA program: its compile time grows with it
 MAX_SEED = 2**29 - 1  # VAEConfig.seed * 4 + 3 must fit TensorFlow's int32 seeds
+SEED_LIMIT = "a seed's 4 sampling streams, 4 * seed + 0..3, must fit TensorFlow's 32-bit seeds"
 MAX_VERSION = 2**63 - 1  # an export's version: TF Serving reads versions as int64
 MAX_PICTURE = 100  # rows / columns of a picture: the CLI's --num, --draws, --grid
 # The pictures' default sizes: `tfvae run`'s, and those of the picture commands' options.
@@ -242,8 +244,8 @@ class VAEConfig(Config):
     )
     seed: int = field(
         0,
-        "seeds weight initialisation and the model's sampling generator",
-        integer(0, MAX_SEED),
+        "seeds the weights and 4 sampling streams, 4 * seed + 0..3, in TensorFlow's int32 seeds",
+        integer(0, MAX_SEED, SEED_LIMIT),
     )
     objective: str = field(
         "elbo",
@@ -426,28 +428,10 @@ class TrainConfig(Config):
         integer(1, MAX_FUSED_STEPS),
     )
     seed: int = field(
-        0, "seeds the data order (and the dynamic binarization noise)", integer(0, MAX_SEED)
+        0,
+        "seeds the data order (and the dynamic binarization noise)",
+        integer(0, MAX_SEED, SEED_LIMIT),
     )
-
-
-def weight_count(config: VAEConfig) -> int:
-    """The weights in the Dense and conv kernels of a VAE built from `config` (what
-    `MAX_WEIGHTS` bounds; biases and one-unit heads aside, a few percent at most)."""
-    d, j, hidden = config.input_dim, config.latent_dim, config.hidden_units
-    out = 2 * d if config.decoder == "gaussian" else d  # the decoder's parameters per pixel
-    if config.architecture != "conv":
-        pairs = sum(a * b for a, b in zip(hidden, hidden[1:]))
-        return 2 * pairs + d * hidden[0] + 2 * hidden[-1] * j + j * hidden[-1] + hidden[0] * out
-    h, w, c = config.image_shape
-    filters = config.conv_filters
-    factor = 2 ** len(filters)
-    flat = (h // factor) * (w // factor) * filters[-1]
-    back = filters[::-1]
-    convs = sum(a * b for a, b in zip((c, *filters), filters))  # the encoder's
-    convs += sum(a * b for a, b in zip((back[0], *back), back))  # the decoder's, transposed
-    convs += filters[0] * c * out // d  # the decoder's head
-    # 3x3 kernels; Dense flat -> h0 -> 2J in the encoder, J -> h0 -> flat in the decoder
-    return 9 * convs + 2 * flat * hidden[0] + 3 * hidden[0] * j
 
 
 # ----------------------------------------------------------------- presets

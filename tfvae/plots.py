@@ -170,7 +170,10 @@ def model_reconstructions(model, x: np.ndarray, image_shape: Sequence[int]):
     """`reconstructions` of a `tfvae.VAE`: inputs `x` above the decoder means for
     z = E[q(z|x)] (the CLI's reconstructions.png and TensorBoard's picture)."""
     x = np.asarray(x, np.float32)
-    return reconstructions(x, model.decode(model.encode(x).mean()).mean().numpy(), image_shape)
+    from tfvae.model.distributions import latent_mean
+
+    z = latent_mean(model.encode(x))
+    return reconstructions(x, model.decode(z).mean().numpy(), image_shape)
 
 
 def model_mean_and_draws(model, num: int, draws: int, seed: int, image_shape: Sequence[int]):
@@ -355,7 +358,9 @@ def draw_latent(
     data_shape=None,
 ) -> list:
     """PNG of latent means by label; for J = 2 also MANIFOLD_FILE beside it. Returns paths."""
-    z_mean = model.encode(x).mean().numpy()
+    from tfvae.model.distributions import latent_mean
+
+    z_mean = latent_mean(model.encode(x)).numpy()
     paths = [save_figure(latent_scatter(z_mean, labels), path)]
     if model.config.latent_dim == 2:
         decoded = model.decode(manifold_latents(grid)).mean().numpy()

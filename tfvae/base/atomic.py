@@ -263,6 +263,54 @@ def check_overwrite(path: str, overwrite: bool) -> None:
         raise FileExistsError(f"{path!r} already exists; pass overwrite=True to replace it")
 
 
+def _about_the_write(error: BaseException, path: str, tmp: Optional[str]) -> bool:
+    """Whether `error` is an OSError of this write itself: it names the temporary (or a file
+    in it), `path` or one of its folders, rather than some other file a writer read."""
+    if not isinstance(error, OSError):
+        return False
+    names = [n for n in (error.filename, error.filename2) if n is not None]
+    if not names:
+        return tmp is not None and tmp in str(error)  # h5py puts the name in the text
+    for name in names:
+        name = os.path.abspath(os.fsdecode(name))
+        if tmp is not None and (name == tmp or name.startswith(tmp + os.sep)):
+            return True
+        if os.path.dirname(name) == os.path.dirname(path) and os.path.basename(name).startswith(
+            _temp_prefix(path)
+        ):  # a temporary not yet made (mkstemp failed)
+            return True
+        if name == path or path.startswith(name.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _naming_the_target(error: OSError, path: str, what: str) -> OSError:
+    """`error` (a failed write of `path`'s temporary, say) as the same kind of OSError whose
+    one-line message names `path`, the name the caller gave, and why it cannot be written."""
+    parent, folder = os.path.dirname(path), _existing_folder(path)
+    why = error.strerror or str(error)
+    if isinstance(error, FileExistsError):
+        message = f"{path!r} appeared while it was being written (another writer?); it was left"
+        return _same_kind(error, message + " untouched")
+    remedy = "choose a path in a folder you can write to"
+    if folder != parent:
+        why = f"its folder {parent!r} cannot be created in {folder!r} ({why})"
+    elif error.errno == errno.ENOENT:  # /proc, /sys: the folder is there, new names are not
+        why = f"its folder {folder!r} exists but takes no new files ({why})"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"{why} in its folder {folder!r}"
+    else:  # about the path itself (a directory there, a name too long)
+        remedy = "choose another path"
+    return _same_kind(error, f"cannot write the {what} {path!r}: {why}; {remedy}")
+
+
+def _same_kind(error: OSError, message: str) -> OSError:
+    """An OSError of `error`'s class and errno whose str() is `message` alone."""
+    new = type(error)(message)
+    new.errno = error.errno  # no strerror or filename: str() stays the message
+    return new
+
+
 def write_with(
     path: PathLike,
     write_fn: Callable[[str], None],
@@ -297,6 +345,8 @@ def write_with(
             with contextlib.suppress(OSError):
                 os.remove(tmp)
         raise_if_disk_full(e, path, needed, written, tmp)
+        if _about_the_write(e, path, tmp):
+            raise _naming_the_target(e, path, "file") from e
         raise
     return path
 
@@ -402,4 +452,6 @@ def staged_dir(
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise_if_disk_full(e, target, needed, written, tmp)
+        if _about_the_write(e, target, tmp):
+            raise _naming_the_target(e, target, "directory") from e
         raise

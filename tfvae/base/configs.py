@@ -40,11 +40,15 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def integer(minimum: int, maximum: Optional[int] = None) -> Check:
-    """An integer in [minimum, maximum] (`tfvae.base.checks`); the help shows the maximum."""
+def integer(minimum: int, maximum: Optional[int] = None, why: str = "") -> Check:
+    """An integer in [minimum, maximum] (`tfvae.base.checks`); the help shows the maximum,
+    and a refusal above it says `why` there is one, when given."""
 
     def check(value):
-        return checks.integer_problem(value, minimum, maximum)
+        problem = checks.integer_problem(value, minimum, maximum)
+        if problem and why and problem.startswith("must be at most"):
+            return f"{problem}; {why}"
+        return problem
 
     check.limit = None if maximum is None else f"at most {maximum}"
     return check

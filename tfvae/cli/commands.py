@@ -140,10 +140,13 @@ def evaluate(args) -> int:
 
     ELBO (one z per example; the mean over K draws for a model trained with --num-samples K)
     and the importance-weighted bound on log p(x) (Burda et al. 2015) on the test split, in
-    nats per example and bits per dimension.
+    nats per example and bits per dimension. Refuses data other than the run's (the
+    sha256 its run.json recorded) unless --other-data.
     """
-    model, info = _open_run(args.run_dir)
-    data = _run_data(args, info, model)
+    model, run = _open_run(args.run_dir)
+    data = _run_data(args, run, model)
+    source = _run_source(args, run)
+    jobs.check_evaluation_data(args.run_dir, run, data, source, args.other_data, note)
     m = jobs.evaluation_report(model, data, args.samples, args.batch_size)
     if args.json:
         print(json.dumps(m, indent=2))
@@ -217,8 +220,8 @@ def reconstruct(args) -> int:
     from tfvae.plots import draw_reconstructions
 
     path = _picture_path(args, rundir.RECONSTRUCTIONS_FILE)
-    model, info = _open_run(args.run_dir)
-    data = _run_data(args, info, model)
+    model, run = _open_run(args.run_dir)
+    data = _run_data(args, run, model)
     x = data.x_test[: args.num]
     _wrote(draw_reconstructions(model, x, path, args.image_shape, data.image_shape))
     return 0
@@ -235,8 +238,8 @@ def latent(args) -> int:
     from tfvae.plots import draw_latent
 
     path = _picture_path(args, rundir.LATENT_FILE)
-    model, info = _open_run(args.run_dir)
-    data = _run_data(args, info, model)
+    model, run = _open_run(args.run_dir)
+    data = _run_data(args, run, model)
     labels = None if data.y_test is None else data.y_test[: args.num]
     x = data.x_test[: args.num]
     shapes = (args.image_shape, data.image_shape)
@@ -247,7 +250,7 @@ def latent(args) -> int:
 
 # ---------------------------------------------------------------- helpers
 def _open_run(run_dir: str):
-    """(model, how its data is loaded again) of a run directory (or a saved-model one)."""
+    """(model, its run.json: {} for a saved-model directory) of a run directory."""
     from tfvae.model.loading import load_model
     from tfvae.model.saving import MANIFEST
 
@@ -259,16 +262,26 @@ def _open_run(run_dir: str):
             f"RUN {run_dir!r} holds no trained model (no {rundir.MODEL_DIR!r} directory): "
             f"expected a directory written by tfvae train"
         )
-    return load_model(run_dir), rundir.dataset_source(run_dir)  # load_model finds model/
+    return load_model(run_dir), jobs.run_record(run_dir)  # load_model finds model/
 
 
-def _run_data(args, info: dict, model):
-    """The data a command looks at: --dataset if given, else the run's own."""
+def _run_source(args, run: dict) -> dict:
+    """How a command loads its data: --dataset and --data-dir if given, else the run's."""
+    info = rundir.dataset_source(args.run_dir, run)
     dataset = args.dataset or info.get("dataset")
     if dataset is None:
         raise UsageError(f"RUN {args.run_dir!r} does not say its dataset: pass --dataset")
-    data_dir, seed = args.data_dir or info.get("data_dir"), int(info.get("seed", 0))
-    data = choice.load_data(dataset, data_dir, seed, note=note)
+    data_dir = args.data_dir or info.get("data_dir")
+    return jobs.data_source(dataset, data_dir, int(info.get("seed", 0)))
+
+
+def _run_data(args, run: dict, model):
+    """The data a command looks at (`_run_source`), loaded as the run loaded it."""
+    source = _run_source(args, run)
+    dataset = source["dataset"]
+    dynamic = run.get("train_config", {}).get("dynamic_binarization", False)
+    binarization = jobs.binarization(dynamic)
+    data = choice.load_data(dataset, source["data_dir"], source["seed"], binarization, note)
     if data.input_dim != model.config.input_dim:
         raise UsageError(
             f"the model expects {model.config.input_dim} features per example but "

@@ -113,7 +113,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                 action=_whole_tuple_check(owners),
             )
         else:
-            metavar = "N" if field.type == "int" else "X"
+            metavar = "N" if field.type in ("int", "Optional[int]") else "X"
             kwargs.update(type=_value_parser(owners), metavar=metavar)
         groups[cls].add_argument(flag(name), **kwargs)
 

@@ -18,7 +18,6 @@ from tfvae.config import (
     MAX_BATCH_SIZE,
     MAX_PICTURE,
     MAX_SAMPLES,
-    MAX_SEED,
     MAX_VERSION,
     PICTURE_DRAWS,
     PICTURE_GRID,
@@ -83,6 +82,19 @@ def _int_in(minimum: int, maximum: int):
         return value
 
     parse.__name__ = f"integer in [{minimum}, {maximum}]"
+    return parse
+
+
+def _path(what: str):
+    """argparse `type`: a path that is not empty (for '' the OS says only "No such file or
+    directory: ''", without naming the option)."""
+
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"the path is empty; give {what}")
+        return text
+
+    parse.__name__ = "path"
     return parse
 
 
@@ -203,7 +215,10 @@ def make_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
         if picture:
             file_name, num, counts, limit = picture
             p.add_argument(
-                "--out", default=None, help=f"PNG path (default: RUN/{PICTURES_DIR}/{file_name})"
+                "--out",
+                type=_path(f"a .png file, or leave --out out for RUN/{PICTURES_DIR}/{file_name}"),
+                default=None,
+                help=f"PNG path (default: RUN/{PICTURES_DIR}/{file_name})",
             )
             _int_option(p, "--num", 1, limit, num, f"{counts} ")
             p.add_argument(
@@ -227,7 +242,12 @@ def _add_training_commands(add) -> None:
     _add_train_options(p, "auto")
 
     p = add("train")
-    p.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
+    p.add_argument(
+        "--out",
+        type=_path("the run directory, e.g. --out runs/mnist"),
+        default="runs/default",
+        help="output directory (default: runs/default)",
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--overwrite",
@@ -251,6 +271,12 @@ def _add_run_commands(add) -> None:
     _int_option(p, "--samples", 1, MAX_SAMPLES, IMPORTANCE_SAMPLES, "K importance samples ", same)
     _int_option(p, "--batch-size", 1, MAX_BATCH_SIZE, 100, "")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--other-data",
+        action="store_true",
+        help="evaluate on data other than the run's own (its training split's sha256 differs "
+        "from the one in RUN/run.json), saying which on stderr; without it that is refused",
+    )
 
     p = add("export", reads_run=True)
     _add_export_target(p, None, "model name (default: the run directory's name)")
@@ -270,7 +296,8 @@ def _add_run_commands(add) -> None:
 
     p = add("sample", picture=(SAMPLES_FILE, PICTURE_SAMPLES, "rows: latents z", MAX_PICTURE))
     _int_option(p, "--draws", 1, MAX_PICTURE, PICTURE_DRAWS, "draws per z ")
-    _int_option(p, "--seed", 0, MAX_SEED, 0, "")
+    # The draws' seed is the library's (`tfvae.model.seeds.as_seed`): every int below 2**64.
+    _int_option(p, "--seed", 0, 2**64 - 1, 0, "seed of the draws, each integer its own ")
     pictures = (RECONSTRUCTIONS_FILE, PICTURE_RECONSTRUCTIONS, "examples", MAX_PICTURE)
     add("reconstruct", reads_data=True, picture=pictures)
     pictures = (LATENT_FILE, PICTURE_LATENT_EXAMPLES, "examples", MAX_SAMPLES)

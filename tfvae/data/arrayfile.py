@@ -26,6 +26,7 @@ __all__ = ["file_kind", "load_npy", "load_npz", "npz_keys"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"  # an archive that holds no file starts with its end record
 
 
 def file_kind(path: str) -> str:
@@ -36,6 +37,12 @@ def file_kind(path: str) -> str:
         return "npy"
     if start[:4] == _ZIP_MAGIC:
         return "npz"
+    if not start or start[:4] == _EMPTY_ZIP_MAGIC:  # a zip's end record, with nothing before
+        what = "an empty zip archive (no arrays in it)" if start else "an empty file (0 bytes)"
+        raise ValueError(
+            f"cannot read array file {path!r}: it is {what}; write the data with "
+            "np.save(path, x) or np.savez(path, train=x_train, test=x_test)"
+        )
     raise ValueError(
         f"cannot read array file {path!r}: it is not a .npy file nor an .npz archive (it "
         f"starts with {start!r}, not numpy's or zip's magic bytes)"

@@ -360,6 +360,8 @@ def load_array(
     images (`square_image_shape`), else one row of D pixels.
     """
     _require_file(path)
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     try:
         if arrayfile.file_kind(path) == "npz":
             arrays = arrayfile.load_npz(path, ("train",), ("test",))
@@ -389,12 +391,26 @@ def load_array(
     if x_test is None:
         order = np.random.default_rng(seed).permutation(len(x_train))
         n_test = max(1, int(round(len(x_train) * test_fraction)))
+        if n_test >= len(x_train):
+            raise ValueError(_too_few_rows_to_split(path, len(x_train), test_fraction))
         x_train, x_test = x_train[order[n_test:]], x_train[order[:n_test]]
     else:
         x_test = flat(x_test, "test")
     binary = bool(np.isin(x_train, (0.0, 1.0)).all())
     data = Data(x_train, x_test, shape, binary=binary, name=os.path.basename(path))
     return data if image_shape is None else with_image_shape(data, image_shape)
+
+
+def _too_few_rows_to_split(path: str, rows: int, test_fraction: float) -> str:
+    """Why one array cannot be split into a train and a test split, and what to do."""
+    needed = rows + 1
+    while max(1, int(round(needed * test_fraction))) >= needed:
+        needed += 1
+    return (
+        f"{path!r} holds {rows} example{'s' if rows != 1 else ''}, too few to split: the test "
+        f"split takes {test_fraction:g} of the rows (at least one) and training needs at least "
+        f"one, so give at least {needed} rows, or an .npz with 'train' and 'test' arrays"
+    )
 
 
 def load_dataset(

@@ -252,25 +252,28 @@ def check_positive_int(value, name: str, minimum: int = 1, maximum: Optional[int
     return checks.check_integer(value, name, minimum, maximum)
 
 
+SEED_RULE = "must be an integer >= 0 and < 2**64, or a pair of int32 integers"
+
+
 def check_seed(seed, name: str = "seed"):
-    """A seed: an integer >= 0, or a pair of integers / an integer `[2]` tensor."""
+    """A seed: an integer in [0, 2**64) (each its own stateless seed, `tfvae.model.seeds`),
+    or a pair of int32 integers / an integer `[2]` tensor; beyond them seeds would collide."""
     if isinstance(seed, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer >= 0 or a pair of integers, got {seed!r}")
+        raise TypeError(f"{name} {SEED_RULE}, got {seed!r}")
     if checks.is_integer(seed):
-        if int(seed) < 0:
-            raise ValueError(f"{name} {checks.too_small(0, str(int(seed)))}")
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"{name} {SEED_RULE}, got {int(seed)}")
         return seed
     if isinstance(seed, (tf.Tensor, tf.Variable)) and _is_symbolic(seed):
         return seed
     try:
         arr = np.asarray(seed.numpy() if hasattr(seed, "numpy") else seed)
     except Exception as e:
-        raise TypeError(f"{name} must be an integer or a pair of integers, got {seed!r}") from e
+        raise TypeError(f"{name} {SEED_RULE}, got {seed!r}") from e
     if not np.issubdtype(arr.dtype, np.integer) or arr.shape != (2,):
-        raise TypeError(
-            f"{name} must be an integer >= 0 or a pair of integers (shape [2]), got "
-            f"{seed!r} (shape {arr.shape}, dtype {arr.dtype})"
-        )
+        raise TypeError(f"{name} {SEED_RULE}, got {seed!r} (shape {arr.shape}, dtype {arr.dtype})")
+    if not np.all((arr >= -(2**31)) & (arr < 2**31)):
+        raise ValueError(f"{name} {SEED_RULE}, got the pair {arr.tolist()}")
     return seed
 
 

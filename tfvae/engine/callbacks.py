@@ -23,6 +23,7 @@ import tf_keras as tfk
 
 from tfvae.base import atomic
 from tfvae.engine import distribute
+from tfvae.engine.last_finite import LastFiniteState
 
 __all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss", "HistoryCSV", "EpochLine"]
 
@@ -31,14 +32,26 @@ TERMS = ("reconstruction", "kl")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; `epoch` and `batch` are 1-based."""
+    """Training produced a NaN or infinite loss; `epoch` and `batch` are 1-based, and
+    `restored_to` is the (epoch, batch) before which the model's state was put back."""
 
-    def __init__(self, message: str, epoch: int, batch: int, terms: tuple, logs: dict):
+    def __init__(
+        self,
+        message: str,
+        epoch: int,
+        batch: int,
+        terms: tuple,
+        logs: dict,
+        restored_to: Optional[tuple] = None,
+    ):
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch
         self.terms = terms
         self.logs = logs
+        # (epoch, batch), 1-based: the model holds the state it had before that batch (None:
+        # not restored).
+        self.restored_to = restored_to
 
 
 def _finite(value) -> bool:
@@ -49,13 +62,18 @@ def _finite(value) -> bool:
 
 
 class StopOnNonFiniteLoss(tfk.callbacks.Callback):
-    """Stops training at the first batch whose loss or ELBO term is NaN/inf, and raises.
+    """Stops training at the first batch whose loss or ELBO term is NaN/inf, puts back the
+    last finite weights and optimizer state, and raises.
 
     The batch logs of `VAE` are running means over the epoch, so the first batch at which a
-    mean becomes non-finite is the batch that produced the non-finite value. The error
-    names the epoch and batch (1-based), the offending terms (`reconstruction` is
-    log p(x|z), `kl` is KL(q(z|x) || p(z))) and likely causes. Checkpoints written at the
-    end of earlier epochs are untouched, so a fixed run can resume from the last good one.
+    mean becomes non-finite is the batch that produced the non-finite value (at several
+    steps per call, the call that did). The error names the epoch and batch (1-based), the
+    offending terms (`reconstruction` is log p(x|z), `kl` is KL(q(z|x) || p(z))), likely
+    causes, and the batch whose starting state the model was given back
+    (`tfvae.engine.last_finite`: the start of the call that diverged at 128 steps per call;
+    at fewer, of a call of the same epoch up to about 128 steps earlier), so the model can
+    be saved, exported or trained on. Checkpoints written at the end of earlier epochs
+    are untouched, so a fixed run can resume from the last good one.
 
     Args:
       raise_error: raise `NonFiniteLossError` (default); if False, stop training and keep
@@ -67,15 +85,26 @@ class StopOnNonFiniteLoss(tfk.callbacks.Callback):
         self.raise_error = raise_error
         self.error: Optional[NonFiniteLossError] = None
         self._epoch = 0
+        self._call_begins = 0
+        self._last_finite = LastFiniteState()
+
+    def on_train_begin(self, logs=None):
+        self._last_finite.reset()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._call_begins = int(batch)
+        if self._last_finite.due(batch):
+            self._last_finite.keep(self.model, self._epoch, batch)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         bad_terms = tuple(t for t in TERMS if t in logs and not _finite(logs[t]))
         loss_bad = "loss" in logs and not _finite(logs["loss"])
         if not bad_terms and not loss_bad:
+            self._last_finite.ran(int(batch) + 1 - self._call_begins)
             return
         epoch, step = self._epoch + 1, int(batch) + 1
         values = ", ".join(f"{k}={float(v):g}" for k, v in logs.items() if _is_number(v))
@@ -83,18 +112,50 @@ class StopOnNonFiniteLoss(tfk.callbacks.Callback):
             which = " and ".join(_describe_term(t) for t in bad_terms)
         else:
             which = "the loss (its terms are finite: an added layer loss, or overflow)"
+        within = ""
+        if step - 1 > self._call_begins:
+            within = f" in one of batches {self._call_begins + 1}-{step}, run in one call"
+        restored_to = self._restore()
         message = (
-            f"training diverged at epoch {epoch}, batch {step}: {which} became non-finite "
-            f"({values}). Training was stopped; checkpoints of earlier epochs are intact. "
-            f"Check the inputs for NaN/inf (tf.data pipelines are not scanned), lower "
+            f"training diverged at epoch {epoch}, batch {step}: {which} became non-finite"
+            f"{within} ({values}). {_restored_sentence(restored_to)} Check the "
+            f"inputs for NaN/inf (tf.data pipelines are not scanned), lower "
             f"TrainConfig.learning_rate (tfvae train --learning-rate), set "
             f"TrainConfig.clipnorm (--clipnorm), or raise VAEConfig.min_log_var "
             f"(--min-log-var) for a Gaussian decoder."
         )
-        self.error = NonFiniteLossError(message, epoch, step, bad_terms or ("loss",), dict(logs))
+        self.error = NonFiniteLossError(
+            message, epoch, step, bad_terms or ("loss",), dict(logs), restored_to
+        )
         self.model.stop_training = True
         if self.raise_error:
             raise self.error
+
+    def _restore(self) -> Optional[tuple]:
+        """Puts the last finite state back into the model: (epoch, batch), 1-based, before
+        which it was kept, or None if there was none to put back."""
+        if not self._last_finite.restore(self.model):
+            return None
+        epoch, batch = self._last_finite.at
+        return epoch + 1, batch + 1
+
+
+def _restored_sentence(restored_to: Optional[tuple]) -> str:
+    """What the callback did with the model's state, in one sentence."""
+    if restored_to is None:
+        return (
+            "Training was stopped; the weights are those the diverged call left (no finite "
+            "state was kept before it); checkpoints of earlier epochs are intact."
+        )
+    epoch, batch = restored_to
+    when = (
+        f"at the start of epoch {epoch}" if batch == 1 else f"before batch {batch} of epoch {epoch}"
+    )
+    return (
+        f"Training was stopped and the weights and optimizer state restored to those {when} "
+        f"(the last finite ones), so the model can be saved, exported or trained on with "
+        f"clean data; checkpoints of earlier epochs are intact."
+    )
 
 
 def _is_number(value) -> bool:

@@ -151,15 +151,22 @@ class Engine(tfk.Model):
             return executions.mark_built(super().make_train_function(force=True), self)
         # Networks passed in unbuilt make their variables in the first trace: then the
         # optimizer and the outputs' structure wait for it (one trace more).
-        built = self._variables_built()
-        # Optimizer slots made now, not inside the first trace (which would then run twice).
-        if built and isinstance(self.optimizer, tfk.optimizers.Optimizer):
-            self.optimizer.build(self.trainable_variables)  # a no-op once built
+        built = self._build_optimizer()
         results = self._fused_step_results() if built else None
         keras_internals.set_train_function(
             self, fused_train_function(self, self._fused_steps, step_results=results)
         )
         return self.train_function
+
+    def _build_optimizer(self) -> bool:
+        """Makes the optimizer's slots now where every variable exists (returns whether they
+        do), not inside the first trace, which would then run twice; `StopOnNonFiniteLoss`
+        then keeps them from the first call on (`tfvae.engine.last_finite`)."""
+        built = self._variables_built()
+        if built and isinstance(self.optimizer, tfk.optimizers.Optimizer):
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)  # a no-op once built
+        return built
 
     def make_test_function(self, force=False):
         """Keras' test function, retraced if it was traced for fewer steps per call."""
@@ -188,8 +195,11 @@ class Engine(tfk.Model):
         """Keras fit on x alone (the target is the input; `y`, if given, is ignored).
 
         Training stops with `tfvae.engine.callbacks.NonFiniteLossError` (naming epoch, batch
-        and term) at the first NaN/inf loss, instead of training on to NaN weights; pass
-        `stop_on_non_finite=False` for Keras' behaviour.
+        and term) at the first NaN/inf loss, instead of training on to NaN weights, and the
+        model is given back the weights and optimizer state it had as the call that
+        diverged began (at fewer steps per call, a call of the same epoch up to about 128
+        steps earlier: `tfvae.engine.last_finite`), so it can be saved, exported or trained
+        on; pass `stop_on_non_finite=False` for Keras' behaviour.
         """
         keras3.check(kwargs.get("callbacks"), "fit(callbacks=...)")
         if stop_on_non_finite:
@@ -202,6 +212,7 @@ class Engine(tfk.Model):
             if not isinstance(validation_data, (tuple, list, tf.data.Dataset)):
                 validation_data = (validation_data,)  # a bare array: x alone, as for fit
         self._ensure_compiled()
+        self._build_optimizer()
         ends = executions.never_runs_out_mid_execution(x, kwargs.get("steps_per_epoch"))
         validation_ends = validation_data is None or executions.never_runs_out_mid_execution(
             validation_data, kwargs.get("validation_steps")

@@ -22,6 +22,8 @@ __all__ = [
     "unwrap",
     "is_bernoulli",
     "is_diagonal_normal",
+    "diagonal_normal",
+    "latent_mean",
     "kind",
     "bernoulli_logits",
     "example_shape",
@@ -159,6 +161,28 @@ def posterior(encoder, x: tf.Tensor, training=None) -> tfd.Distribution:
     return q
 
 
+MEAN_DRAWS = 256  # draws averaged for a point of q that has no mean and is no flow
+
+
+def latent_mean(q: tfd.Distribution) -> tf.Tensor:
+    """The deterministic point of q(z|x) that `predict(latent="mean")` and the pictures use:
+    TFP's mean where it has one; for a flow (the `iaf` posterior) its base's mean pushed
+    through the flow, as the export's `z_flowed_mean` (E[z] has no closed form); else the
+    mean of `MEAN_DRAWS` draws of a fixed seed."""
+    try:
+        return q.mean()
+    except NotImplementedError:
+        pass
+    flow = unwrap(q)
+    bijector, base = getattr(flow, "bijector", None), getattr(flow, "distribution", None)
+    if bijector is not None and base is not None:
+        try:
+            return bijector.forward(base.mean())
+        except NotImplementedError:
+            pass
+    return tf.reduce_mean(q.sample(MEAN_DRAWS, seed=tf.constant([0, 0], tf.int32)), 0)
+
+
 def log_prob_at(px: tfd.Distribution, x: tf.Tensor) -> tf.Tensor:
     """log p(x|z) `[batch]`: `px.log_prob` of x in p(x|z)'s event shape (`as_event`), float32."""
     check_float32(px, "the decoder's p(x|z)")
@@ -183,7 +207,7 @@ def is_diagonal_normal(base: tfd.Distribution) -> bool:
     )
 
 
-def _diagonal_normal(d: tfd.Distribution):
+def diagonal_normal(d: tfd.Distribution):
     """(loc, scale) `[..., J]` of a normal with diagonal covariance over a vector event."""
     if d.event_shape.rank != 1:
         return None
@@ -196,7 +220,7 @@ def _diagonal_normal(d: tfd.Distribution):
 def in_form_of(q: tfd.Distribution, prior: tfd.Distribution):
     """`prior` restated in q's form (Independent(Normal) or a multivariate normal) when the
     prior is a diagonal normal, so that TFP's KL registry has the pair; else None."""
-    params = _diagonal_normal(prior)
+    params = diagonal_normal(prior)
     if params is None or q.event_shape.rank != 1:
         return None
     loc, scale = params

@@ -111,7 +111,7 @@ def soft_clip(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
     return low + tf.nn.softplus(x - low) - tf.nn.softplus(x - high)
 
 
-class _GaussianLayer(tfpl.DistributionLambda):
+class GaussianLayer(tfpl.DistributionLambda):
     """Shared plumbing: a DistributionLambda over a vector event, serialisable by config."""
 
     def __init__(
@@ -155,7 +155,7 @@ class _GaussianLayer(tfpl.DistributionLambda):
         )
 
 
-class DiagonalGaussian(_GaussianLayer):
+class DiagonalGaussian(GaussianLayer):
     """N(mu, diag(sigma^2)) from `[..., 2 * event_size]` params: means then log-variances.
 
     The paper's Gaussian MLP (Kingma & Welling 2013, App. C.2): mean and log sigma^2 come
@@ -178,10 +178,10 @@ class DiagonalGaussian(_GaussianLayer):
         params = tf.convert_to_tensor(params, name="params")
         loc, raw_log_var = tf.split(params, [event_size, event_size], axis=-1)
         log_var = soft_clip(raw_log_var, min_log_var, max_log_var)
-        return _GaussianLayer._mvn(loc, log_var, validate_args, name or "DiagonalGaussian")
+        return GaussianLayer._mvn(loc, log_var, validate_args, name or "DiagonalGaussian")
 
 
-class IsotropicGaussian(_GaussianLayer):
+class IsotropicGaussian(GaussianLayer):
     """N(mu, sigma^2 I) from `[..., event_size + 1]` params: d means, one shared log-variance.
 
     Example:
@@ -199,7 +199,7 @@ class IsotropicGaussian(_GaussianLayer):
         params = tf.convert_to_tensor(params, name="params")
         loc, raw_log_var = tf.split(params, [event_size, 1], axis=-1)
         log_var = soft_clip(raw_log_var, min_log_var, max_log_var) + tf.zeros_like(loc)
-        return _GaussianLayer._mvn(loc, log_var, validate_args, name or "IsotropicGaussian")
+        return GaussianLayer._mvn(loc, log_var, validate_args, name or "IsotropicGaussian")
 
 
 class FixedVarianceGaussian(tfpl.DistributionLambda):

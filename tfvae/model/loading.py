@@ -18,10 +18,12 @@ from tfvae.model.saving import (
     KERAS_SUFFIX,
     MANIFEST,
     OWN_FORMAT,
+    PRIOR_WEIGHTS,
     RUN_MODEL_DIR,
     WEIGHTS,
     as_path,
     build_networks,
+    prior_weights,
     verify_files,
 )
 
@@ -60,7 +62,37 @@ def load_model(directory: str | os.PathLike, custom_objects: Optional[dict] = No
                 else f"the config (input_dim={config.input_dim}, latent_dim={config.latent_dim})"
             )
             raise ValueError(f"{os.path.join(directory, file)!r} does not fit {fits}: {e}") from e
+    _load_prior(model, directory, manifest)
     return model
+
+
+def _load_prior(model, directory: str, manifest: dict) -> None:
+    """Loads a learned prior's weights from `PRIOR_WEIGHTS`, which the manifest lists exactly
+    when the config's prior has weights (N(0, I) has none, nor had any model saved before
+    learned priors existed)."""
+    import tf_keras as tfk
+
+    path, prior = os.path.join(directory, PRIOR_WEIGHTS), model.config.prior
+    listed = PRIOR_WEIGHTS in manifest["sha256"]
+    if not prior_weights(model):
+        if listed:
+            raise ValueError(
+                f"{path!r} holds a learned prior's weights but the config's prior {prior!r} has "
+                f"none; the model's {CONFIG_FILE} does not fit its files"
+            )
+        return
+    if not listed:
+        raise ValueError(
+            f"{directory!r} lacks {PRIOR_WEIGHTS} (not in its {MANIFEST}), the weights of its "
+            f"learned prior {prior!r}; the model's {CONFIG_FILE} does not fit its files"
+        )
+    try:  # tf_keras gives a Layer no load_weights; Model's reads any layer's weights file
+        tfk.Model.load_weights(model.prior_network, path)
+    except (ValueError, OSError) as e:
+        raise ValueError(
+            f"{path!r} does not fit the config's prior ({prior!r}, prior_components="
+            f"{model.config.prior_components}, latent_dim={model.config.latent_dim}): {e}"
+        ) from e
 
 
 def _model_dir(directory: str) -> str:

@@ -18,6 +18,7 @@ import tensorflow_probability as tfp
 
 from tfvae.model import distributions, objectives
 
+tfb = tfp.bijectors
 tfd = tfp.distributions
 
 __all__ = [
@@ -95,22 +96,38 @@ def log_px_at(decoder, z, x, k, training=None) -> tf.Tensor:
 def stop_parameter_gradients(q: tfd.Distribution) -> tfd.Distribution:
     """`q` rebuilt from its own parameter values, through which no gradient flows.
 
-    Its `log_prob(z)` is q's, differentiable in z only. Raises ValueError for a
-    distribution whose parameters are not tensors or distributions (they cannot be stopped).
+    Its `log_prob(z)` is q's, differentiable in z only. Parameters that are distributions or
+    bijectors (a `tfd.TransformedDistribution`'s flow: its weights and context) are rebuilt
+    the same way, so such a q's log_prob at q's own draws runs the flow's inverse. Raises
+    ValueError for a parameter that is not a tensor, distribution or bijector (a function or
+    layer holding weights cannot be stopped).
     """
     q = getattr(q, "tensor_distribution", q)  # tfp.layers wrap their distributions
-    stopped = {}
-    for name, value in q.parameters.items():
-        if isinstance(value, tfd.Distribution):
-            stopped[name] = stop_parameter_gradients(value)
-        elif tf.is_tensor(value) or isinstance(value, tf.Variable):
-            stopped[name] = tf.stop_gradient(value)
-        elif value is not None and not isinstance(value, (bool, int, float, str)):
-            raise ValueError(
-                f"gradient_estimator='dreg' cannot hold q(z|x)'s parameter {name!r} "
-                f"({type(value).__name__}) constant; use gradient_estimator='reparameterized'"
-            )
-    return q.copy(**stopped)
+    return q.copy(**_stopped_parameters(q))
+
+
+def _stopped_parameters(owner) -> dict:
+    """{name: value with gradients stopped} of a distribution's or bijector's `parameters`."""
+    return {name: _stopped(value, name) for name, value in owner.parameters.items()}
+
+
+def _stopped(value, name: str):
+    if isinstance(value, tfd.Distribution):
+        return stop_parameter_gradients(value)
+    if isinstance(value, tfb.Bijector):
+        return value.copy(**_stopped_parameters(value))
+    if tf.is_tensor(value) or isinstance(value, tf.Variable):
+        return tf.stop_gradient(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_stopped(item, name) for item in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if name == "kwargs_split_fn":  # a TransformedDistribution's routing of kwargs: no weights
+        return value
+    raise ValueError(
+        f"gradient_estimator='dreg' cannot hold q(z|x)'s parameter {name!r} "
+        f"({type(value).__name__}) constant; use gradient_estimator='reparameterized'"
+    )
 
 
 def per_example_loss(draws: Draws, objective: str, beta) -> tf.Tensor:

@@ -1,8 +1,9 @@
 """Encoder q(z|x) and decoder p(x|z) networks: a body (MLP or conv) ending in a distribution head.
 
 Both are functional `tf_keras.Model`s whose output is a `tfd.Distribution`; the encoder is
-the Gaussian MLP of App. C.2 with x and z swapped, the decoder ends in the head that
-`config.decoder` names. Their weights start seeded by `config.seed` (`SeededUniform`).
+the Gaussian MLP of App. C.2 with x and z swapped (or ends in the full-covariance or IAF
+posterior that `config.posterior` names: `tfvae.model.posteriors`), the decoder ends in the
+head that `config.decoder` names. Their weights start seeded by `config.seed` (`SeededUniform`).
 Hidden layers compute in the global Keras policy's dtype (bfloat16 under mixed_bfloat16),
 the heads in float32 (`tfvae.model.heads.head_dtype`); the variables are float32 in both.
 """
@@ -15,7 +16,8 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tfvae.config import VAEConfig
-from tfvae.model.heads import gaussian_head, make_head
+from tfvae.model.heads import make_head
+from tfvae.model.posteriors import posterior_head
 
 tfkl = tfk.layers
 
@@ -111,7 +113,8 @@ class _LayerInit:
 
 
 def make_encoder(config: VAEConfig, first_weight: int = 0) -> tfk.Model:
-    """q(z|x) = N(mu(x), diag(sigma^2(x))): `[batch, input_dim]` -> distribution over z.
+    """q(z|x): `[batch, input_dim]` -> distribution over z; N(mu(x), diag(sigma^2(x))) by
+    default, else the `config.posterior` of `tfvae.model.posteriors` (full covariance, IAF).
 
     `first_weight`: the place of its first weight among the VAE's weights (seeds the init).
     """
@@ -142,14 +145,7 @@ def make_encoder(config: VAEConfig, first_weight: int = 0) -> tfk.Model:
             h = tfkl.Dense(
                 units, activation=config.activation, name=f"encoder_hidden_{i}", **init()
             )(h)
-    q = gaussian_head(
-        h,
-        config.latent_dim,
-        name="z",
-        min_log_var=config.min_log_var,
-        max_log_var=config.max_log_var,
-        layer_init=init,
-    )
+    q = posterior_head(h, config, layer_init=init)
     return tfk.Model(x, q, name="encoder")
 
 

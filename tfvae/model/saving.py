@@ -3,6 +3,9 @@
 A network the user passed (`VAE(config, encoder=...)`) is saved too: its Keras config as
 `encoder.json`/`decoder.json` (`tfvae.model.network_saving`), listed in a manifest of format
 `tfvae-weights-v2`; a VAE of built-in networks keeps the `tfvae-weights-v1` files exactly.
+A learned prior (`VAEConfig.prior` "mixture" or "vamp": `model.prior_network` has weights)
+adds `prior.weights.h5`, listed and checksummed in the manifest like the others; a prior
+without weights (N(0, I)) adds nothing, so such a VAE's files stay what they were.
 
 The format and its writing (`tfvae.model.loading` reads it back; nothing here imports the
 VAE class). Written atomically (a temporary sibling directory renamed into place), never over
@@ -33,6 +36,8 @@ __all__ = [
     "ARCHITECTURES",
     "own_parts",
     "network_configs",
+    "prior_weights",
+    "PRIOR_WEIGHTS",
 ]
 
 CONFIG_FILE = "config.json"
@@ -40,6 +45,7 @@ KERAS_SUFFIX = ".keras"  # Keras' own zip format (config + weights), the one `tf
 RUN_MODEL_DIR = "model"  # where `train_and_evaluate` saves the model inside a run directory
 MANIFEST = "manifest.json"
 WEIGHTS = {"encoder": "encoder.weights.h5", "decoder": "decoder.weights.h5"}
+PRIOR_WEIGHTS = "prior.weights.h5"  # a learned prior's weights (`prior_weights`)
 FORMAT = "tfvae-weights-v1"  # built-in networks: config and weights
 OWN_FORMAT = "tfvae-weights-v2"  # and the architecture of each network the user passed
 ARCHITECTURES = {"encoder": "encoder.json", "decoder": "decoder.json"}
@@ -135,7 +141,7 @@ def keras_save_path(filepath, save_format=None):
 
 def _model_files(model) -> dict:
     """{file name: bytes} of a saved model: config, the user's networks' architectures,
-    weights and the manifest of their sha256.
+    weights (a learned prior's too) and the manifest of their sha256.
 
     The weights are HDF5 built in memory (`keras_internals.weights_h5_bytes`), the same
     file `save_weights` writes, but never written to disk by HDF5 itself. A network that
@@ -151,6 +157,8 @@ def _model_files(model) -> dict:
     for part, file in WEIGHTS.items():
         with quiet_tfp_lambdas():
             files[file] = keras_internals.weights_h5_bytes(getattr(model, part))
+    if prior_weights(model):
+        files[PRIOR_WEIGHTS] = keras_internals.weights_h5_bytes(model.prior_network)
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     document = {"format": FORMAT, "sha256": digests}
     if architectures:
@@ -175,6 +183,13 @@ def _save_keras_zip(model, tmp: str) -> None:
     finally:
         if os.path.exists(named):
             os.remove(named)
+
+
+def prior_weights(model) -> list:
+    """The weights of `model`'s prior layer (`VAE.prior_network`): a learned prior's means,
+    scales and weights or pseudo-inputs; [] for N(0, I), whose VAE saves no prior file."""
+    network = getattr(model, "prior_network", None)
+    return list(network.weights) if network is not None else []
 
 
 def own_parts(model) -> list:

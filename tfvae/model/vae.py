@@ -29,8 +29,15 @@ from tfvae.data.validation import (
 from tfvae.engine import keras3, keras_internals
 from tfvae.engine.distribute import replica_average, replica_seed
 from tfvae.engine.engine import Engine
-from tfvae.model import distributions, likelihood, multi_sample, objectives, output_bias, saving
-from tfvae.model import priors
+from tfvae.model import (
+    distributions,
+    likelihood,
+    multi_sample,
+    objectives,
+    output_bias,
+    priors,
+    saving,
+)
 from tfvae.model.networks import make_decoder, make_encoder
 from tfvae.model.outputs import PREDICT_OUTPUTS, check_latent, check_output, select
 from tfvae.model.saving import keras_save_path, write_model
@@ -53,7 +60,7 @@ class VAE(Engine):
     Attributes:
       encoder: `tf_keras.Model`, x -> q(z|x) (built-in: MultivariateNormalDiag), or yours.
       decoder: `tf_keras.Model`, z `[batch, latent_dim]` -> p(x|z), or yours.
-      prior: p(z) = N(0, I), a `tfd.MultivariateNormalDiag`.
+      prior: p(z) (`config.prior`), a property read from `prior_network`'s weights.
       kl_weight: a non-trainable variable holding beta (changed by `KLWarmup`).
 
     The loss is `config.objective` over `config.num_samples` draws per example: by default
@@ -100,11 +107,7 @@ class VAE(Engine):
             if decoder is not None
             else make_decoder(self.config, first_weight=len(self.encoder.weights))
         )
-        if encoder is not None and self.config.posterior != "diagonal":
-            raise ValueError(
-                f"VAEConfig.posterior={self.config.posterior!r} builds tfvae's encoder; yours "
-                "returns its own q(z|x): leave posterior at 'diagonal' with encoder=..."
-            )
+        _check_posterior(self.config, encoder)
         # p(z): a layer (its weights tracked after the networks'), read through `prior`.
         self.prior_network = priors.make_prior(
             self.config, first_weight=len(self.encoder.weights) + len(self.decoder.weights)
@@ -359,7 +362,7 @@ class VAE(Engine):
         x = _features(data)
         q = distributions.posterior(self.encoder, x, training=False)
         z = (
-            q.mean()
+            distributions.latent_mean(q)
             if self._predict_latent == "mean"
             else q.sample(seed=self._next_seed(_PREDICT_STREAM))
         )
@@ -413,13 +416,6 @@ class VAE(Engine):
         """
         return write_model(self, keras_save_path(filepath, save_format), overwrite=overwrite)
 
-    def export(self, *args, **kwargs):
-        """Refused: the SavedModel for TF Serving is `tfvae.export(model, ...)` (serving's)."""
-        raise TypeError(
-            "VAE.export is not a method: write the SavedModel for TF Serving with "
-            "tfvae.export(model, base_dir, ...)"
-        )
-
     # ----------------------------------------------------------------- likelihood
     def log_likelihood(
         self,
@@ -455,12 +451,30 @@ class VAE(Engine):
         )
 
 
+def _refused_export(model, *args, **kwargs):
+    """Refused: the SavedModel for TF Serving is `tfvae.export(model, ...)` (serving's)."""
+    raise TypeError(
+        "VAE.export is not a method: write the SavedModel for TF Serving with "
+        "tfvae.export(model, base_dir, ...)"
+    )
+
+
+VAE.export = _refused_export
 keras_internals.refuse_saved_model(
     VAE,
     "tf.saved_model.save cannot save a tfvae.VAE (its call returns a distribution, not "
     "tensors): use tfvae.export(model, path) for a SavedModel with tensor signatures "
     "(TF Serving), or model.save(path) to save it for tfvae.load_model",
 )
+
+
+def _check_posterior(config: VAEConfig, encoder) -> None:
+    """`config.posterior` chooses tfvae's encoder: refused beside an encoder of your own."""
+    if encoder is not None and config.posterior != "diagonal":
+        raise ValueError(
+            f"VAEConfig.posterior={config.posterior!r} builds tfvae's encoder; yours "
+            "returns its own q(z|x): leave posterior at 'diagonal' with encoder=..."
+        )
 
 
 def _features(data):

@@ -11,6 +11,7 @@ exports you trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -69,9 +70,24 @@ def _prepare_base(base: str) -> None:
     try:
         os.makedirs(base, exist_ok=True)
     except OSError as e:
-        raise PermissionError(f"cannot create base_dir {base!r}: {e.strerror}") from e
+        raise PermissionError(_cannot_create(base, e)) from e
     if not os.access(base, os.W_OK | os.X_OK):
         raise PermissionError(f"base_dir {base!r} is not writable")
+
+
+def _cannot_create(base: str, error: OSError) -> str:
+    """Why the directory `base` could not be made, said of the nearest path that exists."""
+    missing = _missing_folders(base)
+    first = missing[-1] if missing else base  # the folder makedirs could not make
+    there = os.path.dirname(first)
+    why = error.strerror or str(error)
+    if error.errno == errno.ENOTDIR or not os.path.isdir(there):
+        why = f"{there!r} is a file, not a folder ({why})"
+    elif error.errno == errno.ENOENT:  # /proc, /sys: the folder is there, new names are not
+        why = f"{there!r} exists but takes no new folders ({why})"
+    else:
+        why = f"{why} in {there!r}"
+    return f"cannot create base_dir {base!r}: {why}; choose a base_dir in a folder you can write to"
 
 
 def export(

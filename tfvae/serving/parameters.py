@@ -4,6 +4,11 @@ The signatures (`tfvae.serving.signatures`) serve q(z|x) and p(x|z) as the tenso
 describe them. Those come from the distribution objects the networks return, unwrapped from
 `tfp.layers`' tensor-coercible wrapper and `tfd.Independent`, never from config flags, so
 any network ending in a distribution exports. Every tensor is float32 with the batch first.
+
+q(z|x) is served as what it is (`posterior_parameters`): a q whose mean is known (every
+Gaussian) by `z_mean`, `z_stddev` (and `z_scale_tril` where it has correlations); a flow of a
+Gaussian (the `iaf` posterior, whose mean has no closed form) by its base Gaussian's
+`z_base_mean`, `z_base_stddev` and `z_flowed_mean`, the flow of `z_base_mean`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ __all__ = [
     "in_unit_interval",
     "named_parameters",
     "scale_tril",
+    "posterior_parameters",
+    "latent_point",
 ]
 
 
@@ -83,3 +90,83 @@ def scale_tril(q: tfd.Distribution) -> Optional[tf.Tensor]:
     except NotImplementedError:
         return None
     return _float32(tf.linalg.cholesky(covariance))
+
+
+def _known_mean(q: tfd.Distribution) -> Optional[tf.Tensor]:
+    """q's mean, or None where TFP knows none in closed form (a flow with a non-constant
+    Jacobian, such as the `iaf` posterior's)."""
+    try:
+        return q.mean()
+    except NotImplementedError:
+        return None
+
+
+def _flow(q: tfd.Distribution) -> tuple:
+    """(q as a flow, its base's mean): q a `tfd.TransformedDistribution` (`bijector` of
+    `distribution`) whose base has a known mean. (TFP makes a flow whose bijector is no
+    CompositeTensor a private twin class, so a flow is recognised by its parts.)
+
+    Raises:
+      ValueError: q is no such flow (with `_known_mean` None: the export cannot describe it).
+    """
+    flow = unwrap(q)
+    bijector, base = getattr(flow, "bijector", None), getattr(flow, "distribution", None)
+    is_flow = isinstance(bijector, tfp.bijectors.Bijector) and isinstance(base, tfd.Distribution)
+    base_mean = _known_mean(base) if is_flow else None
+    if base_mean is None:
+        raise ValueError(
+            f"q(z|x) ({type(flow).__name__}) has no mean in closed form and is not a flow of a "
+            "distribution that has one, so the export cannot describe it; end the encoder in a "
+            "Gaussian, or in a tfd.TransformedDistribution of one"
+        )
+    return flow, base_mean
+
+
+def _mean_and_stddev(d: tfd.Distribution, mean, prefix: str, with_scale: bool) -> dict:
+    """`{prefix}_mean` (`mean`, d's), `{prefix}_stddev` `[batch, J]` of `d` and, `with_scale`,
+    its `{prefix}_scale_tril` `[batch, J, J]` if it has correlations."""
+    mean = _float32(mean)
+    out = {
+        f"{prefix}_mean": mean,
+        f"{prefix}_stddev": tf.broadcast_to(_float32(d.stddev()), tf.shape(mean)),
+    }
+    tril = scale_tril(d) if with_scale else None
+    if tril is not None:
+        out[f"{prefix}_scale_tril"] = tril
+    return out
+
+
+def posterior_parameters(q: tfd.Distribution, with_scale: bool = False) -> dict:
+    """What q(z|x) has, float32 `[batch, J]` each (`[batch, J, J]` for a scale):
+
+    - a q whose mean is known (diagonal, full-covariance, a user's Gaussian): `z_mean`,
+      `z_stddev`; `with_scale`, also `z_scale_tril` if it has correlations;
+    - a flow of a Gaussian (the `iaf` posterior): `z_base_mean`, `z_base_stddev` (the
+      Gaussian of z_0 that the flow transforms; `with_scale`, its `z_base_scale_tril` if it has
+      correlations) and `z_flowed_mean`, z_base_mean through the flow (a deterministic point
+      of q, not its mean), never a z_mean or z_stddev that q does not have.
+
+    Raises:
+      ValueError: q has no known mean and is not a flow of a distribution with one.
+    """
+    mean = _known_mean(q)
+    if mean is not None:
+        return _mean_and_stddev(q, mean, "z", with_scale)
+    flow, base_mean = _flow(q)
+    out = _mean_and_stddev(flow.distribution, base_mean, "z_base", with_scale)
+    out["z_flowed_mean"] = _float32(flow.bijector.forward(base_mean))
+    return out
+
+
+def latent_point(q: tfd.Distribution) -> tf.Tensor:
+    """The deterministic z that `serving_default` decodes, `[batch, J]`: q's mean, or for a
+    flow (`iaf`) its `z_flowed_mean`.
+
+    Raises:
+      ValueError: as `posterior_parameters`.
+    """
+    mean = _known_mean(q)
+    if mean is not None:
+        return mean
+    flow, base_mean = _flow(q)
+    return flow.bijector.forward(base_mean)

@@ -18,9 +18,11 @@ from tfvae.data import validation
 __all__ = [
     "checked_array",
     "checked_budget",
-    "checked_positive",
+    "checked_count",
     "one_value",
+    "one_value_message",
     "budget_message",
+    "too_many_message",
 ]
 
 
@@ -45,10 +47,17 @@ def _fill(message_fn, *values: tf.Tensor) -> tf.Tensor:
     return tf.strings.join(joined)
 
 
+def _length(ints: tf.Tensor) -> tf.Tensor:
+    """How many values a vector of non-negative ints (a shape, an index) holds, counted from
+    its values: a signature declaring x `[None, D]` lets the runtime fold `Size(Shape(x))` to
+    2 whatever the request's rank, but not the length of `tf.where`'s answer."""
+    return tf.shape(tf.where(ints >= 0), out_type=tf.int32)[0]
+
+
 def _python_tuple(ints: tf.Tensor) -> tf.Tensor:
     """An int vector written as Python writes a tuple: `()`, `(4,)`, `(1, 5)`."""
     inner = tf.strings.reduce_join(tf.strings.as_string(ints), separator=", ")
-    one = tf.equal(tf.raw_ops.Size(input=ints), 1)  # tf.size would fold to the static length
+    one = tf.equal(_length(ints), 1)
     return tf.strings.join(["(", inner, tf.where(one, ",)", ")")])
 
 
@@ -82,9 +91,10 @@ def checked_array(
     `shapes`: the shapes one row may have, if more than `[dim]` (a model with an image shape
     takes `[batch, H, W, C]` and `[batch, D]`); a request must be a batch of one of them.
     """
-    # raw_ops: tf.size/tf.rank of a tensor with a static rank fold to constants when traced.
+    # raw_ops: tf.shape of a tensor with a static shape folds to a constant when traced; the
+    # rank is counted from the shape's values (`_length`), as a request may have any rank.
     shape = tf.raw_ops.Shape(input=t)
-    rank = tf.raw_ops.Size(input=shape)
+    rank = _length(shape)
     if shapes is not None and [tuple(s) for s in shapes] != [(dim,)]:
         shape_ok = tf.reduce_any(tf.stack([_has_shape(shape, rank, s) for s in shapes]))
 
@@ -140,14 +150,28 @@ def _finite_and_in_range(t: tf.Tensor, name: str, unit_interval: bool) -> tf.Ten
     return t
 
 
-def checked_positive(n: tf.Tensor, name: str) -> tf.Tensor:
-    """A scalar int `n` >= 1, refused with `tfvae.data.validation.check_positive_int`'s message."""
-    return _gate(
+def checked_count(n: tf.Tensor, name: str, maximum: int) -> tf.Tensor:
+    """A scalar int `n` in [1, maximum]: below, the Python API's message for a count; above,
+    `too_many_message` (the same cap as the Python API's, e.g. `VAE.generate`'s)."""
+    n = _gate(
         n,
         n >= 1,
         lambda: _fill(
             functools.partial(validation.positive_int_message, name, 1), tf.strings.as_string(n)
         ),
+    )
+    return _gate(
+        n,
+        n <= maximum,
+        lambda: _fill(functools.partial(too_many_message, name, maximum), tf.strings.as_string(n)),
+    )
+
+
+def too_many_message(name: str, maximum: int, got: str) -> str:
+    """Why a count above tfvae's limit was refused (no quotes: see `_gate`), and what to do."""
+    return (
+        f"{name} must be at most {maximum} (the limit of generate, tfvae.config.MAX_SAMPLES), "
+        f"got {got}; ask for the rest in further requests"
     )
 
 
@@ -170,18 +194,32 @@ def one_value(t: tf.Tensor, name: str, dtype) -> tf.Tensor:
     """A scalar from a request value sent as a scalar, `[1]`, or repeated once per row.
 
     REST `instances` (row) requests turn every input into a `[rows]` tensor; `inputs`
-    (columnar) requests can send a scalar. All values must be equal.
+    (columnar) requests can send a scalar. All values must be equal; any other shape (an
+    empty tensor, `[[2]]`) is refused with one sentence naming it.
     """
+    shape = tf.raw_ops.Shape(input=t)
     flat = tf.reshape(tf.cast(t, dtype), [-1])
-    nonempty = tf.debugging.assert_positive(
-        tf.size(flat), message=f"{name} must hold one value (a scalar or [1]), got an empty tensor"
+    size = tf.raw_ops.Size(input=flat)
+    one_shape = tf.logical_and(_length(shape) <= 1, size >= 1)
+
+    def shape_error():
+        got = tf.strings.join(["shape ", _python_tuple(shape)])
+        return _fill(functools.partial(one_value_message, name), got)
+
+    flat = _gate(flat, one_shape, shape_error)
+    first = flat[0]
+    same = tf.reduce_all(tf.equal(flat, first))
+
+    def values_error():
+        got = tf.strings.join(["shape ", _python_tuple(shape), " holding different values"])
+        return _fill(functools.partial(one_value_message, name), got)
+
+    return _gate(first, same, values_error)
+
+
+def one_value_message(name: str, got: str) -> str:
+    """Why a request's `seed` or `num_samples` was refused: it is not one value."""
+    return (
+        f"{name} must be one value, sent as a scalar, as [1] or repeated once per row, got "
+        f"{got}; send a single number"
     )
-    with tf.control_dependencies([nonempty]):
-        first = flat[0]
-    same = tf.debugging.assert_equal(
-        flat,
-        tf.fill(tf.shape(flat), first),
-        message=f"{name} must be one value (a scalar, [1], or the same value repeated per row)",
-    )
-    with tf.control_dependencies([same]):
-        return tf.identity(first)

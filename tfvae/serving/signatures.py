@@ -5,22 +5,27 @@ A `tfd.Distribution` cannot cross a serving boundary, so the export is a `tf.Mod
 the `tensorflow/serving/predict` method). Every one is built from the distributions the
 networks return: q(z|x) from the encoder, p(x|z) from the decoder, p(z) = `model.prior`
 (`tfvae.serving.parameters` reads their parameters), so a user's own networks export as
-tfvae's do. Shapes: x `[batch, *S]` with S the encoder's input shape (a model with an
-image shape takes `[batch, H, W, C]` and flat `[batch, D]` alike), z `[batch, J]`, and
-p(x|z)'s parameters `[batch, *E]` with E its event shape:
+tfvae's do. p(z) is built inside each signature from the current weights (a learned
+mixture's; the VampPrior's pseudo-inputs and the encoder), so `generate` draws from the prior
+in use and the bounds use its `log_prob`. Shapes: x `[batch, *S]` with S the encoder's input
+shape (a model with an image shape takes `[batch, H, W, C]` and flat `[batch, D]` alike),
+z `[batch, J]`, and p(x|z)'s parameters `[batch, *E]` with E its event shape:
 
 ==================  ===========================================  ==============================
 signature           inputs                                       outputs
 ==================  ===========================================  ==============================
 serving_default     x float32 [batch, *S]                        reconstruction [batch, *E]
-                                                                 (p(x|z)'s mean at z = E[q];
-                                                                 deterministic), z_mean,
-                                                                 z_stddev [batch, J]; Bernoulli
-                                                                 also probs [batch, *E]
-encode              x float32 [batch, *S], seed int64 (scalar,   z_mean, z_stddev, z_sample
-                    [1] or repeated per row)                     [batch, J] (z_sample ~ q);
-                                                                 q with correlations also
-                                                                 z_scale_tril [batch, J, J]
+                                                                 (p(x|z)'s mean at z = E[q],
+                                                                 for iaf z_flowed_mean;
+                                                                 deterministic), q's parameters
+                                                                 (as encode's, no scale_tril);
+                                                                 Bernoulli also probs
+encode              x float32 [batch, *S], seed int64 (scalar,   z_sample [batch, J] ~ q, and
+                    [1] or repeated per row)                     z_mean, z_stddev [batch, J]
+                                                                 (q with correlations also
+                                                                 z_scale_tril [batch, J, J]);
+                                                                 for iaf (a flow) z_base_mean,
+                                                                 z_base_stddev, z_flowed_mean
 decode              z float32 [batch, J]                         p(x|z)'s parameters: Bernoulli
                                                                  mean, logits, probs; diagonal
                                                                  Gaussian mean, stddev,
@@ -44,9 +49,10 @@ draws); input names are the wire format, so it keeps that name.
 
 Every request is checked in the graph (`tfvae.serving.request_checks`): x and z must have
 the shapes above, be finite, and x lie in [0, 1] where p(x|z) is Bernoulli, else they are
-refused with the Python API's messages; and one request may ask for at most
-`max_request_elements` rows x samples (rows x K for `log_likelihood`, `num_samples` for
-`generate`, rows for the others), set at export.
+refused with the Python API's messages; `seed` and `num_samples` must be one value (rank 0
+or 1), `num_samples` in [1, `tfvae.config.MAX_SAMPLES`] (`VAE.generate`'s cap); and one
+request may ask for at most `max_request_elements` rows x samples (rows x K for
+`log_likelihood`, `num_samples` for `generate`, rows for the others), set at export.
 
 The graph is plain TensorFlow: it loads with `tf.compat.v1.saved_model.loader.load`,
 `saved_model_cli` and the C API, in processes where neither tfvae nor TFP is installed.
@@ -89,9 +95,12 @@ class VAEServingModule(tf.Module):
         super().__init__(name="tfvae_export")
         self.encoder = model.encoder
         self.decoder = model.decoder
-        prior = model.prior  # p(z); held untracked, with its variables (if any) tracked
-        self._prior = lambda: prior
-        self.prior_variables = list(prior.variables)
+        # p(z) is built in each traced function from the prior layer's variables (and, for
+        # the VampPrior, the encoder's), as `VAE.prior` is: never a copy frozen at export.
+        # The layer is held untracked (a Keras layer would be saved as one), its weights tracked.
+        prior_network = model.prior_network
+        self._prior_network = lambda: prior_network
+        self.prior_variables = list(prior_network.variables)
         shapes = served_shapes(model)
         self.x_shape = shapes["x"]  # what the encoder takes per example
         self.x_shapes = tuple(shapes["requests"])  # what a request may send per example
@@ -149,27 +158,26 @@ class VAEServingModule(tf.Module):
     def _px(self, z):
         return self.decoder(z, training=False)
 
+    def _prior(self):
+        """p(z) at the current weights: `VAE.prior`, built where it is used (the VampPrior's
+        runs the encoder on its pseudo-inputs), so the export serves the prior in use."""
+        return self._prior_network().distribution(self.encoder, training=False)
+
     def _as_event(self, x):
         """x `[batch, *x_shape]` as p(x|z) scores it: `[batch, *event_shape]`."""
         return tf.reshape(x, [-1, *self.event_shape])
 
     def _posterior(self, q, with_scale: bool = False) -> dict:
-        """q's mean and stddev `[batch, J]`; `with_scale`: also its `scale_tril` if it has
-        correlations (a stddev alone would serve it as if diagonal)."""
-        mean = tf.cast(q.mean(), tf.float32)
-        out = {
-            "z_mean": mean,
-            "z_stddev": tf.broadcast_to(tf.cast(q.stddev(), tf.float32), tf.shape(mean)),
-        }
-        if with_scale and self.correlated:
-            out["z_scale_tril"] = parameters.scale_tril(q)
-        return out
+        """What q has (`parameters.posterior_parameters`): its mean and stddev `[batch, J]`,
+        or a flow's base Gaussian and flowed mean; `with_scale`: also a `scale_tril` where it
+        has correlations (a stddev alone would serve it as if diagonal)."""
+        return parameters.posterior_parameters(q, with_scale and self.correlated)
 
     # ------------------------------------------------------------------ signatures
     def _serving_default(self, x):
         x = self._checked_x(x, "serving_default")
         q = self._q(x)
-        params = parameters.named_parameters(self._px(q.mean()))
+        params = parameters.named_parameters(self._px(parameters.latent_point(q)))
         out = {"reconstruction": params["mean"], **self._posterior(q)}
         if "probs" in params:
             out["probs"] = params["probs"]
@@ -189,7 +197,7 @@ class VAEServingModule(tf.Module):
     def _generate(self, num_samples, seed):
         n = request_checks.one_value(num_samples, "num_samples", tf.int32)
         seed = request_checks.one_value(seed, "seed", tf.int64)
-        n = request_checks.checked_positive(n, "num_samples")
+        n = request_checks.checked_count(n, "num_samples", MAX_SAMPLES)  # generate()'s cap
         n = request_checks.checked_budget(
             n, "generate", n, 1, self.max_request_elements, unit="rows (num_samples)"
         )
@@ -202,23 +210,29 @@ class VAEServingModule(tf.Module):
 
     def _log_likelihood(self, x):
         x = self._checked_x(x, "log_likelihood", samples=self.iwae_samples)
+        prior = self._prior()  # once per request: the same p(z) for every row
         # One row at a time: a batched matmul's last bits depend on the batch size.
-        elbo, iwae = tf.map_fn(self._row_bounds, x, fn_output_signature=(tf.float32, tf.float32))
+        elbo, iwae = tf.map_fn(
+            lambda x_row: self._row_bounds(x_row, prior),
+            x,
+            fn_output_signature=(tf.float32, tf.float32),
+        )
         return {"elbo": elbo, "iwae": iwae}
 
-    def _row_bounds(self, x_row):
-        """(ELBO, IWAE bound) of one example; its draws depend only on `likelihood_seed`."""
+    def _row_bounds(self, x_row, prior):
+        """(ELBO, IWAE bound) of one example under p(z) = `prior`; its draws depend only on
+        `likelihood_seed`."""
         x = x_row[None]  # [1, *x_shape]
         x_event = self._as_event(x)
         k, j = self.iwae_samples, self.latent_dim
         q = self._q(x)
         z1 = q.sample(seed=self._elbo_seed)  # [1, J]
-        kl = objectives.kl_divergence(q, self._prior(), "analytic", z1)
+        kl = objectives.kl_divergence(q, prior, "analytic", z1)
         elbo = self._px(z1).log_prob(x_event) - kl
         z = q.sample(k, seed=self._iwae_seed)  # [K, 1, J]
         zs = tf.reshape(z, [k, j])
         log_px_z = self._px(zs).log_prob(x_event)  # x broadcast to the K draws: [K]
-        log_w = log_px_z + self._prior().log_prob(zs) - tf.reshape(q.log_prob(z), [k])
+        log_w = log_px_z + prior.log_prob(zs) - tf.reshape(q.log_prob(z), [k])
         iwae = objectives.iwae_bound(tf.cast(log_w, tf.float32), axis=0)
         return tf.cast(tf.reshape(elbo, []), tf.float32), iwae
 
@@ -245,7 +259,8 @@ def served_shapes(model) -> dict:
     (`unit_interval`) and whether q(z|x) has correlations (`correlated`).
 
     Raises:
-      ValueError: the networks' shapes do not fit together, naming them.
+      ValueError: the networks' shapes do not fit together, naming them, or q(z|x) has
+        neither a known mean nor a base that has one (`parameters.posterior_parameters`).
     """
     inputs = getattr(model.encoder, "inputs", None)
     x_shape = _static_shape(inputs[0].shape[1:]) if inputs else None
@@ -274,7 +289,10 @@ def served_shapes(model) -> dict:
         "event": event,
         "latent_dim": latent_dim,
         "unit_interval": parameters.in_unit_interval(px),
-        "correlated": parameters.scale_tril(q) is not None,
+        # Refuses a q the export cannot describe (`posterior_parameters`), before tracing.
+        "correlated": any(
+            k.endswith("scale_tril") for k in parameters.posterior_parameters(q, with_scale=True)
+        ),
     }
 
 
@@ -300,12 +318,15 @@ def make_serving_module(
 
 
 def _floats_per_element(module: VAEServingModule) -> int:
-    """float32 values one example's graph makes (encoder, decoder, log p(x|z)): the tensors
-    of a batch of 2 minus those of a batch of 1, so that the weights do not count."""
+    """float32 values one example's graph makes (encoder, decoder, log p(x|z) and log p(z),
+    which for a mixture prior is a term per component): the tensors of a batch of 2 minus
+    those of a batch of 1, so that the weights (and the VampPrior's components) do not count."""
 
     def per_example(x):
-        px = module._px(module._q(x).mean())
-        return px.log_prob(module._as_event(x)), parameters.named_parameters(px)
+        z = parameters.latent_point(module._q(x))
+        px = module._px(z)
+        log_p = px.log_prob(module._as_event(x)) + module._prior().log_prob(z)  # as an IWAE draw
+        return log_p, parameters.named_parameters(px)
 
     def floats(batch: int) -> int:
         spec = tf.TensorSpec([batch, *module.x_shape], tf.float32)
@@ -325,9 +346,9 @@ def _check_model(model) -> None:
 
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a tfvae.VAE, got {type(model).__name__}")
-    for part in ("encoder", "decoder"):
+    for part in ("encoder", "decoder", "prior_network"):  # a learned prior's weights too
         net = getattr(model, part, None)
-        if net is None or not net.built or not net.weights:
+        if part != "prior_network" and (net is None or not net.built or not net.weights):
             raise ValueError(f"model.{part} is not built (no weights); build or train it first")
         bad = [w.name for w in net.weights if not np.all(np.isfinite(w.numpy()))]
         if bad:

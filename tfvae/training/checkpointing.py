@@ -51,6 +51,7 @@ from tfvae.base import atomic, schema
 from tfvae.config import MAX_EPOCHS
 from tfvae.engine import distribute
 from tfvae.model.saving import network_configs, sha256_file, verify_files
+from tfvae.training import rundir
 from tfvae.training.rundir import CHECKPOINT_DIR, RUN_FILE, RUN_NETWORKS_SCHEMA, RUN_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,9 @@ def prepare_run(
             atomic.write_json(path, run)
         return
     saved = _read_json(path, "run file")
+    problem = rundir.other_data_problem(workdir, saved.get("dataset"), dataset)
+    if problem is not None:  # first: other data changes the configuration too
+        raise CheckpointError(problem)
     diffs = []
     configs = {"model_config": model_config, "train_config": train_config}
     for section in ("model_config", "train_config"):
@@ -204,7 +208,6 @@ def prepare_run(
             + "). Use another workdir, the saved configuration, or overwrite=True to "
             "discard the saved run."
         )
-    _check_same_data(workdir, saved.get("dataset"), dataset)
     if record and any(saved.get(k) != run[k] for k in run):
         atomic.write_json(path, run)  # new values of RESUMABLE_CHANGES, or the dataset
 
@@ -223,22 +226,6 @@ def _network_diffs(saved: dict, now: dict) -> list:
         elif not same_architecture(saved[part], now[part]):
             diffs.append(f"networks.{part}: saved another architecture than the one given")
     return diffs
-
-
-def _check_same_data(workdir: str, saved: Optional[dict], now: Optional[dict]) -> None:
-    """Refuses to resume on other training data (runs recorded without a dataset are not
-    checked)."""
-    if not isinstance(saved, dict) or now is None:
-        return
-    keys = ("train_shape", "sha256")
-    if [saved.get(k) for k in keys] != [now.get(k) for k in keys]:
-        raise CheckpointError(
-            f"cannot resume in {workdir!r}: it was trained on other data (saved "
-            f"{saved.get('source') or '?'}, shape {saved.get('train_shape')}, sha256 "
-            f"{str(saved.get('sha256'))[:12]}...; now {now.get('source') or '?'}, shape "
-            f"{now.get('train_shape')}, sha256 {str(now.get('sha256'))[:12]}...). Use the "
-            "run's data, another workdir, or overwrite=True."
-        )
 
 
 def _defaults(config) -> dict:

@@ -14,6 +14,7 @@ import logging
 import os
 from typing import Any, Callable, List, Mapping, Optional
 
+from tfvae.base import schema
 from tfvae.config import (
     PICTURE_LATENT_EXAMPLES,
     PICTURE_RECONSTRUCTIONS,
@@ -33,6 +34,10 @@ __all__ = [
     "finished_run_metrics",
     "with_elbo_bits_per_dim",
     "evaluation_report",
+    "run_record",
+    "data_source",
+    "binarization",
+    "check_evaluation_data",
 ]
 
 Note = Callable[[str], None]
@@ -84,24 +89,42 @@ def train_run(
     made = make_strategy(strategy)  # before any TF op: multi-worker requires it
     chief = is_chief(made)
     with rundir.claim(out, mode, chief, note, sync=lambda: barrier(made)) as run:
-        # Dynamic binarization keeps grey levels, redrawn as binary pixels every epoch.
         dynamic = train_config.dynamic_binarization
-        binarization = "dynamic" if dynamic else "static"
-        data = choice.load_data(
-            dataset, data_dir, train_config.seed, binarization, note, image_shape
-        )
+        data = choice.load_data(dataset, data_dir, train_config.seed, binarization(dynamic), note)
+        source = data_source(dataset, data_dir, train_config.seed)
+        if mode == rundir.RESUME:  # before the image shape: the run's may not fit other data
+            _check_resumed_data(out, data, source)
+        if image_shape is not None:
+            from tfvae.data.datasets import with_image_shape
+
+            data = with_image_shape(data, image_shape)
         fields = dict(model_fields)
         fields.setdefault("decoder", "bernoulli" if data.binary or dynamic else "gaussian")
         config = VAEConfig(input_dim=data.input_dim, image_shape=data.image_shape, **fields)
         workdir = run.stage()  # an overwrite's staging directory: all workers sync on it
-        source = _source(dataset, data_dir, train_config.seed)
         model, metrics = _fit(config, train_config, data, workdir, made, verbose, source, note)
         run.publish()
         drawn = draw_run_pictures(out, model, data) if pictures else []
     return TrainedRun(model, data, metrics, drawn)
 
 
-def _source(dataset: str, data_dir: Optional[str], seed: int) -> dict:
+def _check_resumed_data(out: str, data, source: dict) -> None:
+    """Refuses to resume `out` on other data than it recorded (`rundir.other_data_problem`)."""
+    from tfvae.training.checkpointing import dataset_identity
+
+    saved = rundir.recorded_run(out).get("dataset")
+    problem = rundir.other_data_problem(out, saved, dataset_identity(data.x_train, source))
+    if problem is not None:
+        raise rundir.RunDirError(problem)
+
+
+def binarization(dynamic: bool) -> str:
+    """How a run loads its data (`choice.load_data`): dynamic binarization keeps grey levels,
+    redrawn as binary pixels every epoch; otherwise one static, seeded draw."""
+    return "dynamic" if dynamic else "static"
+
+
+def data_source(dataset: str, data_dir: Optional[str], seed: int) -> dict:
     """How to load the data again, recorded in run.json (paths made absolute)."""
     dataset = os.path.abspath(dataset) if os.path.isfile(dataset) else dataset
     data_dir = os.path.abspath(data_dir) if data_dir else None
@@ -204,3 +227,31 @@ def evaluation_report(model, data, samples: int, batch_size: int) -> dict:
 
     metrics = evaluate_model(model, data.x_test, batch_size, samples)
     return {**with_elbo_bits_per_dim(metrics, model.config.input_dim), "dataset": data.name}
+
+
+# ---------------------------------------------------------------- a trained run's data
+def run_record(run_dir: str) -> dict:
+    """`run_dir`'s run.json, checked; {} for a directory without one (a saved model's)."""
+    path = os.path.join(run_dir, rundir.RUN_FILE)
+    if not os.path.isfile(path):
+        return {}
+    return schema.read_json(path, rundir.RUN_SCHEMA, "run file", rundir.RunDirError)
+
+
+def check_evaluation_data(
+    run_dir: str, run: dict, data, source: dict, other_data: bool, note: Note = logger.warning
+) -> None:
+    """Refuses to evaluate run `run_dir` (`run`: its run.json) on `data` (loaded from
+    `source`) unless its training split is the one the run recorded, as `--resume` does;
+    with `other_data` it evaluates, saying on which data. Runs that recorded none pass."""
+    from tfvae.training.checkpointing import dataset_identity
+
+    difference = rundir.data_difference(run.get("dataset"), dataset_identity(data.x_train, source))
+    if difference is None:
+        return
+    if not other_data:
+        raise ValueError(
+            f"RUN {run_dir!r} was trained on other data than the data loaded now ({difference})"
+            ": evaluate it on its own data, or pass --other-data to evaluate on this data"
+        )
+    note(f"evaluating {run_dir} on other data than it was trained on ({difference})")

@@ -66,6 +66,8 @@ __all__ = [
     "check_new",
     "recorded_run",
     "dataset_source",
+    "data_difference",
+    "other_data_problem",
     "finished_metrics",
     "check_finished_epochs",
     "check_lock",
@@ -239,6 +241,44 @@ def dataset_source(run_dir: str, run: Optional[dict] = None) -> dict:
         run.get("dataset", {}).get("source")
         or read(DATA_FILE, DATASET_SOURCE_SCHEMA, "dataset file")
         or {}
+    )
+
+
+def data_difference(saved: Optional[dict], now: Optional[dict]) -> Optional[str]:
+    """How the training data `now` (a `checkpointing.dataset_identity`) differs from the
+    `saved` one: "saved 'a.npy' of shape S, sha256 H...; now ..." (None: the same, or nothing
+    to compare: a run recorded before run.json held its data)."""
+    if not isinstance(saved, dict) or now is None:
+        return None
+    keys = ("train_shape", "sha256")
+    if [saved.get(k) for k in keys] == [now.get(k) for k in keys]:
+        return None
+    return "; ".join(
+        f"{when} {_source_said(d.get('source'))} of shape {d.get('train_shape')}, sha256 "
+        f"{str(d.get('sha256'))[:12]}..."
+        for when, d in (("saved", saved), ("now", now))
+    )
+
+
+def _source_said(source) -> str:
+    """A recorded data source in words: the dataset's name or path, and its data_dir."""
+    if not isinstance(source, dict) or not source.get("dataset"):
+        return "data"
+    where = f" in {source['data_dir']!r}" if source.get("data_dir") else ""
+    return f"{source['dataset']!r}{where}"
+
+
+def other_data_problem(out: str, saved: Optional[dict], now: Optional[dict]) -> Optional[str]:
+    """Why the run in `out` cannot resume on the data `now` (None: it can), naming the data
+    first: check it before the configuration, which other data changes too (input_dim,
+    image_shape), so that a resume on the wrong data is not blamed on a config field."""
+    difference = data_difference(saved, now)
+    if difference is None:
+        return None
+    return (
+        f"cannot resume in {out!r}: it was trained on other data than the data given now "
+        f"({difference}); resume it on its own data, or start a new run in another directory "
+        "or over this one (--overwrite, overwrite=True)"
     )
 
 

@@ -87,7 +87,9 @@ def train_and_evaluate(
     runs (`tfvae.training.rundir.RunLockedError` if another process trains there).
 
     Training stops with `tfvae.engine.callbacks.NonFiniteLossError` (epoch, batch and term) if
-    the loss becomes NaN/inf. `callbacks` are extra Keras callbacks for `fit` (e.g.
+    the loss becomes NaN/inf; the workdir then keeps the checkpoints of the epochs before, and
+    nothing of the diverged one is written (no checkpoint, history row or model), so its last
+    checkpoint holds finite weights. `callbacks` are extra Keras callbacks for `fit` (e.g.
     `make_callbacks(workdir)` for TensorBoard and a CSV log); each
     `tfvae.training.tensorboard.EvalSummaries` among them is fitted as a copy given
     `data.x_test` and the configs (`EvalSummaries.for_run`; the caller's is left as it was).
