@@ -43,7 +43,11 @@ def parse_error(argv, capsys):
         (["train", "--steps-per-execution", BIG], "--steps-per-execution: must be at most 1000000"),
         (["train", "--fused-steps", "5000"], "--fused-steps: must be at most 1024 .*got 5000"),
         (["train", "--seed", "1e23"], r"--seed: must be an integer >= 0, got '1e23'"),
-        (["run", "--seed", str(10**23)], f"--seed: must be at most 536870911 .*got {10**23}"),
+        (
+            ["run", "--seed", str(10**23)],
+            f"--seed: must be at most 536870911 .*got {10**23}; a seed's 4 sampling streams, "
+            r"4 \* seed \+ 0..3, must fit TensorFlow's 32-bit seeds",
+        ),
         (["sample", "r", "--num", "100000000"], "--num: must be at most 100 .*got 100000000"),
         (["sample", "r", "--draws", "101"], "--draws: must be at most 100 .*got 101"),
         (["sample", "r", "--seed", "1e23"], "--seed: must be an integer >= 0, got '1e23'"),
